@@ -1,0 +1,160 @@
+"""Prompt sets: read records, drop malformed rows, filter by toxicity and token length, split train/held-out.
+
+Records may be nested (RealToxicityPrompts: `{"prompt": {"text": ..., "toxicity": ...}}`, reached with the dotted
+field `prompt.text`) or flat (a plain `text` column). Sources: local .jsonl/.json/.csv/.parquet files, Hub datasets,
+and `builtin:rtp_challenging`, the prompt file shipped in detox/assets (see detox/assets/NOTICE.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from detox.config import DataConfig
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUILTIN = {"builtin:rtp_challenging": ASSETS / "rtp_challenging.jsonl"}
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass
+class PromptSplit:
+    train: list[str]
+    heldout: list[str]
+    stats: dict[str, int] = field(default_factory=dict)
+    """Row counts: read, each kind of malformed row, filtered, truncated, kept."""
+
+
+def load_prompts(cfg: DataConfig, tokenizer) -> PromptSplit:
+    """Read, clean, filter and split the prompts named by `cfg.prompts`."""
+    records = list(read_records(cfg.prompts, cfg.split))
+    stats: Counter[str] = Counter(read=len(records))
+    candidates = []
+    for record in records:
+        text, toxicity, problem = _extract(record, cfg)
+        if problem:
+            stats[f"bad/{problem}"] += 1
+        elif cfg.min_toxicity is not None and toxicity <= cfg.min_toxicity:
+            stats["filtered/toxicity"] += 1
+        else:
+            candidates.append(text)
+    bad = sum(v for k, v in stats.items() if k.startswith("bad/"))
+    if records and bad / len(records) > cfg.max_bad_fraction:
+        raise ValueError(
+            f"data.prompts '{cfg.prompts}': {bad} of {len(records)} rows are malformed ({_bad_summary(stats)}), more "
+            f"than data.max_bad_fraction ({cfg.max_bad_fraction}). Check data.text_field ('{cfg.text_field}') and "
+            f"data.toxicity_field ('{cfg.toxicity_field}'), or raise max_bad_fraction."
+        )
+    prompts = _fit_token_window(candidates, tokenizer, cfg, stats)
+    if not prompts:
+        raise ValueError(
+            f"data.prompts '{cfg.prompts}': no prompt is left after filtering ({dict(stats)}). Lower "
+            f"data.min_toxicity ({cfg.min_toxicity}) or widen data.min_prompt_tokens/max_prompt_tokens "
+            f"({cfg.min_prompt_tokens}-{cfg.max_prompt_tokens})."
+        )
+    random.Random(cfg.seed).shuffle(prompts)
+    if cfg.max_prompts is not None:
+        prompts = prompts[: cfg.max_prompts]
+    n_heldout = math.floor(len(prompts) * cfg.heldout_fraction)
+    stats["kept"] = len(prompts)
+    return PromptSplit(train=prompts[n_heldout:], heldout=prompts[:n_heldout], stats=dict(stats))
+
+
+def read_records(source: str, split: str = "train") -> Iterable[Any]:
+    """Rows of a builtin set, a local file, or a Hub dataset, as loaded (dicts, or whatever a line holds)."""
+    path = BUILTIN.get(source, Path(source).expanduser())
+    if source.startswith("builtin:") and source not in BUILTIN:
+        raise ValueError(f"data.prompts: unknown builtin set '{source}'; available: {sorted(BUILTIN)}.")
+    if path.suffix in FILE_SUFFIXES or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"data.prompts: prompt file '{path}' does not exist. Give a .jsonl/.json/.csv/.parquet file, a Hub "
+                f"dataset id, or builtin:rtp_challenging."
+            )
+        return _read_file(path)
+    return _read_hub_dataset(source, split)
+
+
+def _read_file(path: Path) -> Iterable[Any]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        yield _Unparsable(f"{path}:{number}")
+    elif path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        yield from data if isinstance(data, list) else data.get("data", [])
+    else:
+        import pandas as pd
+
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        yield from frame.to_dict(orient="records")
+
+
+def _read_hub_dataset(name: str, split: str) -> Iterable[Any]:
+    import datasets
+
+    from detox.hub import resolve_model_path
+
+    resolve_model_path(name, what="data.prompts")  # fails fast, naming the offline preset, when the Hub is out of reach
+    return datasets.load_dataset(name, split=split)
+
+
+class _Unparsable:
+    def __init__(self, where: str):
+        self.where = where
+
+
+def _extract(record: Any, cfg: DataConfig) -> tuple[str, float, str | None]:
+    """(text, toxicity, problem); problem names why a row is malformed, or is None."""
+    if isinstance(record, _Unparsable):
+        return "", 0.0, "unparsable"
+    text, found = _get(record, cfg.text_field)
+    if not found:
+        return "", 0.0, "missing_field"
+    if not isinstance(text, str):
+        return "", 0.0, "not_a_string"
+    if not text.strip():
+        return "", 0.0, "empty"
+    toxicity = 0.0
+    if cfg.toxicity_field is not None and cfg.min_toxicity is not None:
+        toxicity, found = _get(record, cfg.toxicity_field)
+        if not found or not isinstance(toxicity, (int, float)) or isinstance(toxicity, bool) or toxicity != toxicity:
+            return "", 0.0, "bad_toxicity"
+    return text, float(toxicity), None
+
+
+def _get(record: Any, dotted: str) -> tuple[Any, bool]:
+    node = record
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None, False
+        node = node[part]
+    return node, True
+
+
+def _fit_token_window(texts: list[str], tokenizer, cfg: DataConfig, stats: Counter) -> list[str]:
+    kept = []
+    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []):
+        if len(ids) < cfg.min_prompt_tokens:
+            stats["filtered/too_short"] += 1
+        elif len(ids) > cfg.max_prompt_tokens and cfg.long_prompts == "drop":
+            stats["filtered/too_long"] += 1
+        elif len(ids) > cfg.max_prompt_tokens:
+            stats["truncated"] += 1
+            kept.append(tokenizer.decode(ids[: cfg.max_prompt_tokens]))
+        else:
+            kept.append(text)
+    return kept
+
+
+def _bad_summary(stats: Counter) -> str:
+    return ", ".join(f"{k.split('/', 1)[1]}: {v}" for k, v in sorted(stats.items()) if k.startswith("bad/"))

@@ -1,0 +1,121 @@
+"""One rollout batch: sampled responses, their log-probabilities under policy and reference, values, rewards,
+advantages and returns. Everything here runs without gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from detox import ppo
+from detox.config import PPOConfig
+from detox.generation import Samples
+
+
+@dataclass
+class Experience:
+    input_ids: torch.Tensor
+    """(B, Tq + Tr) prompt and response tokens."""
+    attention_mask: torch.Tensor
+    """(B, Tq + Tr) 1 on real tokens."""
+    response_mask: torch.Tensor
+    """(B, Tr) 1 on response tokens that are scored and trained on."""
+    logprobs: torch.Tensor
+    """(B, Tr) log π_old(a_t|s_t) of the rollout policy."""
+    ref_logprobs: torch.Tensor
+    """(B, Tr) log π_ref(a_t|s_t) of the reference policy."""
+    values: torch.Tensor
+    """(B, Tr) V_old(s_t) of the rollout value head."""
+    scores: torch.Tensor
+    """(B,) total sequence reward (weighted sum of the components, after clipping)."""
+    rewards: torch.Tensor
+    """(B, Tr) per-token reward: -beta * KL, plus the score on the last token."""
+    kl: torch.Tensor
+    """(B, Tr) per-token KL estimate between policy and reference."""
+    entropy: torch.Tensor
+    """(B, Tr) entropy of the rollout policy."""
+    advantages: torch.Tensor
+    """(B, Tr) GAE advantages, whitened over response tokens."""
+    returns: torch.Tensor
+    """(B, Tr) value targets (advantages before whitening + values)."""
+
+    @property
+    def query_length(self) -> int:
+        return self.input_ids.shape[1] - self.response_mask.shape[1]
+
+    def select(self, index: torch.Tensor) -> "Experience":
+        """The rows `index` of every tensor (a mini-batch)."""
+        return Experience(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
+
+def response_forward(model, input_ids, attention_mask, response_length: int, with_values: bool = True):
+    """Log-probs (B, Tr), values (B, Tr) or None, and entropy (B, Tr) of the response tokens.
+
+    Logits at position t predict token t + 1, so the response is read from positions [Tq - 1, Tq + Tr - 1);
+    only those logits are computed (the LM head over the prompt would be wasted work).
+    `model` is a PolicyWithValueHead (values) or a plain causal LM (reference).
+    """
+    keep = response_length + 1
+    if with_values:
+        logits, values = model(input_ids, attention_mask, logits_to_keep=keep)
+        values = values[:, -response_length - 1 : -1]
+    else:
+        from detox.models import position_ids
+
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits
+        values = None
+    logits = logits[:, :-1].float()
+    labels = input_ids[:, -response_length:]
+    return ppo.logprobs_from_logits(logits, labels), values, ppo.entropy_from_logits(logits)
+
+
+@torch.no_grad()
+def make_experience(
+    models, samples: Samples, scores: torch.Tensor, kl_coef: float, cfg: PPOConfig, forward_batch_size: int
+) -> Experience:
+    """Score-independent forward passes in chunks, then per-token rewards, GAE and whitening."""
+    input_ids = torch.cat([samples.query_ids, samples.response_ids], dim=1)
+    attention_mask = torch.cat([samples.query_mask, samples.response_mask], dim=1)
+    response_length = samples.response_ids.shape[1]
+    chunks = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
+    for start in range(0, input_ids.shape[0], forward_batch_size):
+        ids = input_ids[start : start + forward_batch_size]
+        mask = attention_mask[start : start + forward_batch_size]
+        logprobs, values, entropy = response_forward(models.policy, ids, mask, response_length)
+        with models.reference_lm() as reference:
+            ref_logprobs, _, _ = response_forward(reference, ids, mask, response_length, with_values=False)
+        for name, tensor in zip(chunks, (logprobs, values, entropy, ref_logprobs)):
+            chunks[name].append(tensor.float())
+    out = {name: torch.cat(parts) for name, parts in chunks.items()}
+    return finish_experience(input_ids, attention_mask, samples.response_mask, scores, out, kl_coef, cfg)
+
+
+def finish_experience(input_ids, attention_mask, response_mask, scores, out, kl_coef, cfg: PPOConfig) -> Experience:
+    """Rewards, advantages and returns from the forward-pass outputs (pure tensor math)."""
+    mask = response_mask.float()
+    values = out["values"] * mask
+    rewards, kl = ppo.compute_rewards(scores, out["logprobs"], out["ref_logprobs"], mask, kl_coef, cfg.kl_estimator)
+    if cfg.whiten_rewards:
+        rewards = ppo.masked_whiten(rewards, mask, shift_mean=False) * mask
+    advantages, returns = ppo.gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    advantages = ppo.masked_whiten(advantages, mask) * mask
+    return Experience(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        logprobs=out["logprobs"],
+        ref_logprobs=out["ref_logprobs"],
+        values=values,
+        scores=scores,
+        rewards=rewards,
+        kl=kl,
+        entropy=out["entropy"],
+        advantages=advantages,
+        returns=returns,
+    )

@@ -1,0 +1,214 @@
+"""The policy (a causal LM with a value head on its own backbone), its tokenizer, and the frozen reference.
+
+Reference model: with LoRA, the policy's own weights with the adapters switched off (no copy); without LoRA, a
+frozen copy whose lower `num_shared_layers` layers share storage with the policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detox.config import LoraConfig, ModelConfig
+from detox.hub import resolve_model_path
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, what: str = "model.name_or_path"):
+    """Tokenizer padded on the left (prompts end where generation starts), with a pad token."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(_base_of_adapter(name_or_path) or name_or_path, what)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+    what: str = "model.name_or_path",
+):
+    """A causal LM for inference: a Hub id, a local directory, the offline alias, or a LoRA adapter directory.
+
+    An adapter directory is loaded onto its base (from adapter_config.json) and merged, so callers see one model.
+    """
+    from transformers import AutoModelForCausalLM
+
+    base = _base_of_adapter(name_or_path)
+    path = resolve_model_path(base or name_or_path, what)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def _base_of_adapter(name_or_path: str) -> str | None:
+    config = Path(name_or_path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+class PolicyWithValueHead(nn.Module):
+    """A causal LM and a scalar value head reading the LM's last hidden state (one backbone, two outputs)."""
+
+    def __init__(self, lm: nn.Module, hidden_size: int):
+        super().__init__()
+        self.lm = lm
+        self.v_head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.v_head.weight, std=1.0 / (hidden_size + 1))
+        nn.init.zeros_(self.v_head.bias)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) token ids and mask -> logits (B, K, V) of the last K = logits_to_keep positions (all when 0)
+        and values (B, T)."""
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=logits_to_keep,
+        )
+        hidden = out.hidden_states[-1]
+        values = self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
+        return out.logits, values
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.lm, "disable_adapter")
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as `generate` assigns them: (B, T) -> (B, T)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class Models:
+    policy: PolicyWithValueHead
+    reference: nn.Module | None
+    """Frozen copy (full fine-tuning) or None (LoRA: the policy with adapters disabled is the reference)."""
+    base_path: str
+    memory_report: dict[str, float]
+
+    @contextlib.contextmanager
+    def reference_lm(self):
+        """Yield the module that computes reference log-probabilities."""
+        if self.reference is not None:
+            yield self.reference
+            return
+        with self.policy.lm.disable_adapter():
+            yield self.policy.lm
+
+
+def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
+    """Load the policy, attach LoRA and the value head, and build the reference model."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_cfg.name_or_path, "model.name_or_path")
+    lm = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=DTYPES[model_cfg.dtype],
+        trust_remote_code=model_cfg.trust_remote_code,
+        revision=model_cfg.revision,
+    )
+    disable_dropout(lm)
+    n_layers = lm.config.num_hidden_layers
+    param_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+    if model_cfg.num_shared_layers is not None and not lora_cfg.enabled:
+        if model_cfg.num_shared_layers > n_layers:
+            raise ValueError(
+                f"model.num_shared_layers ({model_cfg.num_shared_layers}) is larger than the model's layer count "
+                f"({n_layers}); use at most {n_layers}, or null for an unshared reference."
+            )
+    if model_cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.config.use_cache = False
+    if lora_cfg.enabled:
+        lm = _attach_lora(lm, lora_cfg)
+        if model_cfg.gradient_checkpointing:
+            lm.enable_input_require_grads()
+        reference, ref_bytes = None, 0
+    else:
+        reference = _reference_copy(lm, model_cfg.num_shared_layers)
+        ref_bytes = _unshared_bytes(lm, reference)
+    policy = PolicyWithValueHead(lm, lm.config.get_text_config().hidden_size)
+    policy.v_head.to(torch.float32)
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    report = {
+        "memory/model_gb": param_bytes / 2**30,
+        "memory/reference_gb": ref_bytes / 2**30,
+        "memory/reference_saved_gb": (param_bytes - ref_bytes) / 2**30,
+        "params/trainable_m": trainable / 1e6,
+    }
+    return Models(policy=policy, reference=reference, base_path=path, memory_report=report)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Zero every dropout: PPO compares log-probabilities of the same tokens before and after an update, and
+    dropout noise would show up as policy change (and gradient checkpointing needs train mode, which enables it)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "attn_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
+def _attach_lora(lm: nn.Module, lora_cfg: LoraConfig) -> nn.Module:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_config = PeftLoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=lora_cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(lm, peft_config)
+    except ValueError as err:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(
+            f"lora.target_modules ({lora_cfg.target_modules}) does not match the model's modules: {err}. "
+            f"Linear modules of this model: {linear} (or use 'all-linear')."
+        ) from None
+
+
+def _reference_copy(lm: nn.Module, num_shared_layers: int | None) -> nn.Module:
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.utils import create_reference_model
+
+    try:
+        return create_reference_model(lm, num_shared_layers=num_shared_layers)
+    except ValueError as err:
+        raise ValueError(
+            f"model.num_shared_layers ({num_shared_layers}): {err} Set it to null for an unshared reference."
+        ) from None
+
+
+def _unshared_bytes(lm: nn.Module, reference: nn.Module) -> int:
+    """Bytes the reference adds on top of the policy (shared parameters point at the same storage)."""
+    policy_ptrs = {p.data_ptr() for p in lm.parameters()}
+    return sum(p.numel() * p.element_size() for p in reference.parameters() if p.data_ptr() not in policy_ptrs)

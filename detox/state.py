@@ -1,0 +1,123 @@
+"""What a checkpoint holds, and how a run is written out and read back.
+
+A checkpoint directory:
+  model/                    adapter (adapter_model.safetensors) or full weights (model.safetensors), and tokenizer
+  value_head.safetensors    the value head
+  optimizer.{safetensors,json}, trainer.{safetensors,json}
+                            optimizer, scheduler, KL controller, reward normalisers, step, and each rank's RNG state
+No pickle is written or read: tensors go to safetensors and everything else to JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from detox.checkpoint import (
+    capture_rng_state,
+    load_tensors_and_json,
+    restore_rng_state,
+    save_checkpoint,
+    save_tensors_and_json,
+)
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """The policy holds NaN/inf weights; they are never written to a checkpoint."""
+
+
+def write_model(directory: Path, trainer, config: dict | None = None) -> None:
+    """Weights (adapter or full), tokenizer and value head, loadable with plain transformers/peft."""
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    bad = [name for name, p in policy.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
+    policy.lm.save_pretrained(directory / "model", safe_serialization=True)
+    trainer.tokenizer.save_pretrained(directory / "model")
+    save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()},
+              directory / "value_head.safetensors")
+    if config is not None:
+        (directory / "model" / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, config: dict) -> Path | None:
+    """Checkpoint the run after `trainer.step_index` steps (atomically); every rank must call this."""
+    from accelerate.utils import gather_object
+
+    rng_states = gather_object([capture_rng_state()])
+    trainer.accelerator.wait_for_everyone()
+    path = None
+    if trainer.accelerator.is_main_process:
+        def write(directory: Path) -> None:
+            write_model(directory, trainer, config)
+            save_tensors_and_json(directory, "optimizer", trainer.optimizer.optimizer.state_dict())
+            save_tensors_and_json(directory, "trainer", {
+                "step": trainer.step_index,
+                "scheduler": trainer.scheduler.state_dict(),
+                "kl_controller": trainer.kl_ctl.state_dict(),
+                "rewards": trainer.composer.state_dict(),
+                "rng": rng_states,
+            })
+
+        path = save_checkpoint(output_dir, trainer.step_index, write, keep_last=keep_last)
+    trainer.accelerator.wait_for_everyone()
+    return path
+
+
+def load_training_checkpoint(trainer, checkpoint: Path) -> None:
+    """Restore weights, optimiser, schedule, KL controller, reward normalisers, step and this rank's RNG."""
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    model_dir = checkpoint / "model"
+    if policy.is_peft:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(policy.lm, load_file(model_dir / "adapter_model.safetensors"))
+    else:
+        state = {}
+        for shard in sorted(model_dir.glob("model*.safetensors")):
+            state.update(load_file(shard))
+        missing, unexpected = policy.lm.load_state_dict(state, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:  # lm_head may be tied to the embeddings
+            raise ValueError(f"checkpoint {checkpoint} does not match the model: missing {missing}, extra {unexpected}.")
+    policy.v_head.load_state_dict(load_file(checkpoint / "value_head.safetensors"))
+    trainer.optimizer.optimizer.load_state_dict(load_tensors_and_json(checkpoint, "optimizer"))
+    state = load_tensors_and_json(checkpoint, "trainer")
+    trainer.step_index = state["step"]
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.kl_ctl.load_state_dict(state["kl_controller"])
+    trainer.composer.load_state_dict(state["rewards"])
+    rng = state["rng"]
+    if len(rng) != trainer.accelerator.num_processes:
+        raise ValueError(
+            f"checkpoint {checkpoint} was written by {len(rng)} processes; resume it with the same number "
+            f"(this run has {trainer.accelerator.num_processes})."
+        )
+    restore_rng_state(rng[trainer.accelerator.process_index])
+
+
+def save_final(trainer, output_dir: Path, config: dict) -> Path:
+    """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed."""
+    final = output_dir / "final"
+    if trainer.accelerator.is_main_process:
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=output_dir))
+        try:
+            write_model(staging, trainer, config)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging / "model", final)
+            os.replace(staging / "value_head.safetensors", final / "value_head.safetensors")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def config_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

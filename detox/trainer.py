@@ -1,0 +1,247 @@
+"""The PPO loop: rollout -> score -> experience -> optimise, as named and timed phases. The math lives in ppo.py."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import contextmanager
+
+import torch
+
+from detox import ppo
+from detox.config import TrainConfig
+from detox.experience import Experience, make_experience, response_forward
+from detox.generation import decode_responses, draw_lengths, sample, tokenize_prompts
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or gradient turned NaN/inf and the run was configured to stop on it."""
+
+
+class PPOTrainer:
+    """Owns the optimisation state of one run; `step()` performs one PPO iteration on one batch of prompts."""
+
+    def __init__(self, cfg: TrainConfig, accelerator, models, tokenizer, prompts: list[str], composer):
+        self.cfg, self.accelerator, self.models, self.tokenizer = cfg, accelerator, models, tokenizer
+        self.prompts, self.composer = prompts, composer
+        params = [p for p in models.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay)
+        self.model, self.optimizer = accelerator.prepare(models.policy, optimizer)
+        # The schedule advances once per PPO step on every process, so it stays outside accelerate's wrapper.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self._lr_factor)
+        self.kl_ctl = (
+            ppo.AdaptiveKLController(cfg.ppo.init_kl_coef, cfg.ppo.target_kl, cfg.ppo.kl_horizon)
+            if cfg.ppo.adaptive_kl
+            else ppo.FixedKLController(cfg.ppo.init_kl_coef)
+        )
+        self.step_index = 0
+        self.timings: dict[str, float] = {}
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.cfg.ppo
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.lr_scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        if cfg.lr_scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    @contextmanager
+    def _timed(self, phase: str):
+        start = time.perf_counter()
+        yield
+        self.timings[f"time/{phase}"] = time.perf_counter() - start
+
+    def batch_prompts(self, step: int) -> list[str]:
+        """This process's prompts at `step`: a seeded pass over the prompt set per epoch, sliced by rank.
+
+        Derived from the step alone, so a resumed run sees exactly the prompts an uninterrupted one would.
+        """
+        batch, world, rank = self.cfg.ppo.batch_size, self.accelerator.num_processes, self.accelerator.process_index
+        n = len(self.prompts)
+        orders: dict[int, list[int]] = {}
+        chosen = []
+        for position in range(step * batch * world + rank * batch, step * batch * world + (rank + 1) * batch):
+            epoch, offset = divmod(position, n)
+            if epoch not in orders:
+                orders[epoch] = random.Random(self.cfg.ppo.seed * 100_003 + epoch).sample(range(n), n)
+            chosen.append(self.prompts[orders[epoch][offset]])
+        return chosen
+
+    def step(self) -> tuple[dict[str, float], list[dict]]:
+        """One PPO iteration; returns the step's metrics and its sample rows (prompt, completion, rewards)."""
+        step_start = time.perf_counter()
+        prompts = self.batch_prompts(self.step_index)
+        policy = self.models.policy
+        with self._timed("generate"):
+            policy.eval()
+            query_ids, query_mask = tokenize_prompts(self.tokenizer, prompts, self.accelerator.device)
+            lengths = draw_lengths(len(prompts), self.cfg.generation)
+            samples = sample(policy.lm, self.tokenizer, query_ids, query_mask, lengths, self.cfg.generation)
+            completions = decode_responses(self.tokenizer, samples)
+        with self._timed("score"):
+            completion_ids = [r[m.bool()].tolist() for r, m in zip(samples.response_ids, samples.response_mask)]
+            total, components = self.composer(prompts, completions, completion_ids=completion_ids)
+            scores = total.to(self.accelerator.device, torch.float32)
+            if self.cfg.ppo.reward_clip is not None:
+                scores = scores.clamp(-self.cfg.ppo.reward_clip, self.cfg.ppo.reward_clip)
+        with self._timed("forward"):
+            experience = make_experience(
+                self.models, samples, scores, self.kl_ctl.value, self.cfg.ppo, self.cfg.ppo.mini_batch_size
+            )
+        with self._timed("update"):
+            policy.train()
+            update_stats = self.optimise(experience)
+            self.scheduler.step()
+        stats = self._rollout_stats(experience, components) | update_stats
+        self.kl_ctl.update(stats["objective/kl"], self.cfg.ppo.batch_size * self.accelerator.num_processes)
+        self.step_index += 1
+        self.timings["time/step"] = time.perf_counter() - step_start
+        rows = [
+            {"prompt": p, "completion": c, **{f"reward/{k}": float(v[i]) for k, v in components.items()}}
+            for i, (p, c) in enumerate(zip(prompts, completions))
+        ]
+        return stats | self.timings, rows
+
+    def optimise(self, experience: Experience) -> dict[str, float]:
+        """`ppo_epochs` passes of clipped-surrogate updates over shuffled mini-batches."""
+        cfg = self.cfg.ppo
+        collected: dict[str, list[float]] = {}
+        skipped = epochs_done = 0
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(cfg.batch_size)
+            approxkls = []
+            for start in range(0, cfg.batch_size, cfg.mini_batch_size):
+                batch = experience.select(order[start : start + cfg.mini_batch_size])
+                with self.accelerator.accumulate(self.model):
+                    loss, stats = self._loss(batch)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        skipped += not self._apply_gradients(loss)
+                for key, value in stats.items():
+                    collected.setdefault(key, []).append(value)
+                approxkls.append(stats["ppo/approxkl"])
+            epochs_done += 1
+            if cfg.early_stop_approxkl is not None and self._mean(approxkls) > cfg.early_stop_approxkl:
+                break
+        out = {key: self._mean(values) for key, values in collected.items()}
+        return out | {"ppo/epochs": epochs_done, "ppo/skipped_updates": skipped, "ppo/lr": self.scheduler.get_last_lr()[0]}
+
+    def _loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg.ppo
+        mask = batch.response_mask.float()
+        logprobs, values, entropy = response_forward(
+            self.model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1]
+        )
+        pg_loss, pg_stats = ppo.policy_loss(logprobs, batch.logprobs, batch.advantages, mask, cfg.cliprange)
+        vf_loss, vf_stats = ppo.value_loss(values.float(), batch.values, batch.returns, mask, cfg.cliprange_value)
+        mean_entropy = ppo.masked_mean(entropy, mask)
+        loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mean_entropy
+        stats = {
+            "ppo/loss/policy": pg_loss.item(),
+            "ppo/loss/value": vf_loss.item(),
+            "ppo/loss/total": loss.item(),
+            "ppo/clipfrac": float(pg_stats["clipfrac"]),
+            "ppo/approxkl": float(pg_stats["approxkl"]),
+            "ppo/policykl": float(pg_stats["policykl"]),
+            "ppo/val_clipfrac": float(vf_stats["clipfrac"]),
+        }
+        return loss, stats
+
+    def _apply_gradients(self, loss: torch.Tensor) -> bool:
+        """Clip and apply the accumulated gradients; False (and nothing applied) when they are not finite."""
+        max_norm = self.cfg.ppo.max_grad_norm if self.cfg.ppo.max_grad_norm is not None else float("inf")
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+        finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).item()) and bool(torch.isfinite(loss).item())
+        finite = bool(self.accelerator.reduce(torch.tensor(float(finite), device=loss.device), "min").item())
+        if finite:
+            self.optimizer.step()
+        elif self.cfg.ppo.nonfinite_loss == "stop":
+            raise NonFiniteLossError(
+                f"step {self.step_index}: loss {loss.item()} / gradient norm {float(grad_norm)} is not finite; "
+                f"nothing was applied or saved. Lower ppo.learning_rate, or set ppo.nonfinite_loss: skip."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        return finite
+
+    def _rollout_stats(self, exp: Experience, components: dict[str, torch.Tensor]) -> dict[str, float]:
+        mask = exp.response_mask.float()
+        local = {
+            "objective/kl": (exp.kl * mask).sum(1).mean(),
+            "objective/kl_coef": torch.tensor(self.kl_ctl.value),
+            "objective/entropy": ppo.masked_mean(exp.entropy, mask),
+            "reward/total": exp.scores.mean(),
+            "reward/total_std": exp.scores.std() if exp.scores.numel() > 1 else torch.tensor(0.0),
+            "ppo/returns/mean": ppo.masked_mean(exp.returns, mask),
+            "ppo/values/mean": ppo.masked_mean(exp.values, mask),
+            "ppo/advantages/mean": ppo.masked_mean(exp.advantages, mask),
+            "tokens/response_length": mask.sum(1).mean(),
+        }
+        for name, values in components.items():
+            local[f"reward/{name}/mean"] = values.float().mean()
+            local[f"reward/{name}/std"] = values.float().std() if values.numel() > 1 else torch.tensor(0.0)
+        names = sorted(local)
+        stacked = torch.stack([local[k].float().to(self.accelerator.device) for k in names])
+        reduced = self.accelerator.reduce(stacked, "mean")
+        return dict(zip(names, reduced.tolist()))
+
+    def _mean(self, values: list[float]) -> float:
+        local = torch.tensor(sum(values) / max(1, len(values)), device=self.accelerator.device)
+        return float(self.accelerator.reduce(local, "mean"))
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak GPU memory of this process on CUDA, else its peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def console_line(step: int, total: int, stats: dict[str, float]) -> str:
+    return (
+        f"step {step}/{total} | reward {stats['reward/total']:+.3f} | kl {stats['objective/kl']:.3f} "
+        f"| beta {stats['objective/kl_coef']:.3f} | entropy {stats['objective/entropy']:.2f} "
+        f"| clipfrac {stats['ppo/clipfrac']:.2f} | {stats['time/step']:.1f} s"
+    )
+
+
+def train(trainer: PPOTrainer, tracker, probes, output_dir, config: dict) -> None:
+    """Run steps until `ppo.steps`, logging, probing and checkpointing on the configured schedule."""
+    from tqdm.auto import tqdm
+
+    from detox.state import save_training_checkpoint
+    from rewards import RewardError
+
+    cfg, accelerator = trainer.cfg, trainer.accelerator
+    log, ckpt = cfg.logging, cfg.checkpoint
+    bar = tqdm(total=cfg.ppo.steps, initial=trainer.step_index, desc="ppo", disable=not accelerator.is_main_process)
+    last_saved = trainer.step_index
+    if trainer.step_index == 0:
+        tracker.log(probes.record(trainer.models.policy.lm, 0) | trainer.models.memory_report, step=0)
+    while trainer.step_index < cfg.ppo.steps:
+        try:
+            stats, rows = trainer.step()
+        except RewardError:
+            # Rewards run before any update, so the weights are still those of the last finished step: keep them.
+            if trainer.step_index > last_saved:
+                save_training_checkpoint(trainer, output_dir, ckpt.keep_last, config)
+            raise
+        step, final = trainer.step_index, trainer.step_index == cfg.ppo.steps
+        stats["memory/peak_gb"] = peak_memory_gb(accelerator.device)
+        if step % log.log_every == 0 or final:
+            stats |= probes.record(trainer.models.policy.lm, step)
+            tracker.log(stats, step=step)
+        if step % log.sample_every == 0 or final:
+            tracker.log_samples(rows[: log.num_samples], step=step)
+        bar.update(1)
+        if accelerator.is_main_process:
+            bar.write(console_line(step, cfg.ppo.steps, stats))
+        if step % ckpt.save_every == 0 or final:
+            save_training_checkpoint(trainer, output_dir, ckpt.keep_last, config)
+            last_saved = step
+    bar.close()

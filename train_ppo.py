@@ -1,0 +1,99 @@
+"""Detoxify a causal language model with PPO against reward models.
+
+    accelerate launch train_ppo.py                                  # offline default (SmolLM2, CPU-friendly)
+    accelerate launch train_ppo.py --config configs/gpt-j-6b.yaml   # the TRL toxicity example's setup
+    accelerate launch train_ppo.py --config configs/X.yaml --ppo.steps 100 --checkpoint.resume_from_checkpoint latest
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from detox.config import TrainConfig, parse_config
+
+    cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
+    output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
+
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from detox import tracking
+    from detox.checkpoint import resolve_checkpoint
+    from detox.data import load_prompts
+    from detox.models import build_models, load_tokenizer
+    from detox.probes import ProbeRecorder, probe_images
+    from detox.state import config_dict, load_training_checkpoint, save_final
+    from detox.trainer import PPOTrainer, train
+    from rewards import RewardComposer
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.ppo.gradient_accumulation_steps,
+        log_with=tracking.accelerate_log_with(cfg.logging),
+        project_dir=str(output_dir),
+    )
+    set_seed(cfg.ppo.seed, device_specific=True)  # each rank samples differently, reproducibly
+    config = config_dict(cfg)
+
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    prompts = load_prompts(cfg.data, tokenizer)
+    accelerator.print(f"prompts: {len(prompts.train)} train, {len(prompts.heldout)} held out; {prompts.stats}")
+    composer = RewardComposer(cfg.rewards)
+    models = build_models(cfg.model, cfg.lora)
+    accelerator.print("memory: " + ", ".join(f"{k} {v:.3f}" for k, v in models.memory_report.items()))
+    trainer = PPOTrainer(cfg, accelerator, models, tokenizer, prompts.train, composer)
+    if cfg.checkpoint.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(cfg.checkpoint.resume_from_checkpoint, output_dir)
+        load_training_checkpoint(trainer, checkpoint)
+        accelerator.print(f"resumed from {checkpoint} at step {trainer.step_index}")
+    write_heldout(output_dir, prompts.heldout, accelerator)
+
+    tracker = tracking.make_tracker(cfg.logging, accelerator, output_dir, config)
+    probes = ProbeRecorder(tokenizer, cfg.logging.probes, accelerator.device)
+    train(trainer, tracker, probes, output_dir, config)
+    final = save_final(trainer, output_dir, config)
+    if accelerator.is_main_process:
+        images = probe_images(probes.save(output_dir, cfg.logging.probe_gamma))
+        tracker.log_images(images, step=trainer.step_index)
+    tracker.finish()
+    accelerator.print(f"saved {final}")
+    accelerator.end_training()
+    return final
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create the output directory and prove it is writable before anything expensive happens."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"checkpoint.output_dir '{path}' cannot be written ({err.strerror}); choose a writable directory."
+        ) from None
+    return path
+
+
+def write_heldout(output_dir: Path, heldout: list[str], accelerator) -> None:
+    """The held-out prompts, one JSON record a line, for evaluate_toxicity.py --prompts."""
+    import json
+
+    if accelerator.is_main_process:
+        with (output_dir / "heldout_prompts.jsonl").open("w") as handle:
+            for text in heldout:
+                handle.write(json.dumps({"prompt": {"text": text}}) + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
