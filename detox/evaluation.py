@@ -1,0 +1,402 @@
+"""Toxicity evaluation of several models on the same prompts, decoding and seeds (issue 4).
+
+For each model: sample k completions per prompt, score each completion alone (as TRL's evaluate-toxicity script
+does) with the configured toxicity scorer, and compute each completion's log-likelihood under one fixed judge model
+(the fluency measure). A model's results go to output_dir/cache/<name>.jsonl once it has finished, so an interrupted
+run resumes with the next model. The table is computed from the per-sample rows by `detox.metrics.model_row`.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from detox import metrics
+from detox.config import DataConfig, GenerationConfig
+
+HUB_PROMPTS: dict[str, dict[str, Any]] = {
+    # TRL's detoxification example: RealToxicityPrompts with prompt toxicity > 0.3 (DataConfig's defaults)
+    "hub": {"prompts": "allenai/real-toxicity-prompts"},
+    # TRL's evaluate-toxicity script: the toxic-labelled (label 1) comments of wiki_toxic's test split
+    "wiki_toxic": {"prompts": "OxAISH-AL-LLM/wiki_toxic", "split": "test", "text_field": "comment_text",
+                   "toxicity_field": "label", "min_toxicity": 0.5, "min_prompt_tokens": 1, "max_prompt_tokens": 512},
+}
+FORGET_PROMPT_WORDS, FORGET_CONTINUATION_WORDS = 32, 16
+"""A forget passage is 48 consecutive words: the model continues the first 32; ROUGE-L compares with the next 16."""
+_NAME = re.compile(r"^[\w.-]+$")
+
+
+@dataclass
+class EvalConfig:
+    """Compare the toxicity, fluency and diversity of several models' completions of the same prompts."""
+
+    models: list[str] | str = field(default_factory=lambda: ["base=smollm2-135m-instruct"])
+    """`name=path` (Hub id, dir, LoRA adapter dir, smollm2-135m-instruct); the first is the base of every Δ."""
+    prompts: str = "builtin:rtp_challenging"
+    """As data.prompts (file, Hub dataset id, builtin:rtp_challenging), or, with the Hub reachable, `hub` =
+    allenai/real-toxicity-prompts with toxicity > 0.3, or `wiki_toxic` = TRL's evaluate-toxicity prompts."""
+    prompt_split: Literal["heldout", "all"] = "heldout"
+    """`heldout`: only the prompts train_ppo.py holds out under the default data settings (unseen in training)."""
+    num_prompts: int | None = 100
+    """Prompts drawn at random (with `seed`) from the split; null uses all of them."""
+    samples_per_prompt: int = 4
+    """Completions per prompt (k). The literature uses 25 for expected max toxicity; 4 keeps a CPU run short."""
+    min_new_tokens: int = 20
+    """Shortest completion length drawn per sample (the TRL example draws 20 to 30)."""
+    max_new_tokens: int = 30
+    """Longest completion length drawn per sample."""
+    top_k: int = 0
+    """Top-k sampling; 0 disables it (pure sampling, as in the TRL example)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold; 1.0 disables it."""
+    seed: int = 0
+    """Seed of the prompt subset, of sampling (identical for every model) and of the bootstrap."""
+    scorer: str = "offline"
+    """`offline` (alt-profanity-check) or a classifier id/dir, e.g. facebook/roberta-hate-speech-dynabench-r4-target."""
+    scorer_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of rewards.toxicity.ToxicityClassifier, e.g. {toxic_label: toxic} for other classifiers."""
+    judge: str | None = None
+    """Model whose perplexity of the completions measures fluency; null = the base model (first entry's base)."""
+    phrases: list[str] = field(default_factory=list)
+    """Phrases whose hit rate (share of completions containing one, whole words, any case) gets a column."""
+    forget_corpus: str | None = None
+    """Text to be forgotten (.txt/.jsonl/dir): adds ROUGE-L of completions vs the true text, and perplexity on it."""
+    retain_corpus: str | None = None
+    """Text the models should still model well: adds each model's perplexity on it."""
+    forget_passages: int = 32
+    """Passages drawn from each of forget_corpus and retain_corpus."""
+    bootstrap_samples: int = 1000
+    """Bootstrap replicates of each confidence interval."""
+    output_dir: str = "outputs/eval"
+    """Where results.md/csv/json, samples.csv/jsonl, toxicity.png and the per-model cache go."""
+    batch_size: int = 16
+    """Sequences per generate, scoring and judge call."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weight dtype of the evaluated models and the judge."""
+    device: str | None = None
+    """Device of the models; null = cuda when available, else cpu."""
+    report_to: Literal["none", "wandb"] = "none"
+    """Also log the table and the samples to W&B (offline without a key or network)."""
+    project: str = "detox"
+    """W&B project."""
+    trust_remote_code: bool = False
+    """Allow code shipped in model directories to run. Only for models whose code you have read."""
+
+    def __post_init__(self):
+        if isinstance(self.models, str):
+            self.models = [self.models]
+        names = [name for name, _ in self.model_specs()]
+        if not names or not all(_NAME.match(n) for n in names) or len(set(names)) < len(names):
+            raise ValueError(f"models: names {names} must be given, unique, and only letters, digits, '.', '_', '-'.")
+        for name in ("samples_per_prompt", "min_new_tokens", "batch_size", "bootstrap_samples", "forget_passages"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a positive integer.")
+        if self.num_prompts is not None and self.num_prompts <= 0:
+            raise ValueError(f"num_prompts ({self.num_prompts}) must be positive, or null for all prompts.")
+        if self.max_new_tokens < self.min_new_tokens:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) must be >= min_new_tokens ({self.min_new_tokens})."
+            )
+
+    def model_specs(self) -> list[tuple[str, str]]:
+        """[(name, path)] in the order given."""
+        return [tuple(m.split("=", 1)) if "=" in m else (Path(m.rstrip("/")).name, m) for m in self.models]
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(min_new_tokens=self.min_new_tokens, max_new_tokens=self.max_new_tokens,
+                                top_k=self.top_k, top_p=self.top_p)
+
+    def judge_path(self) -> str:
+        from detox.models import _base_of_adapter
+
+        base = self.model_specs()[0][1]
+        return self.judge or _base_of_adapter(base) or base
+
+
+@dataclass
+class ModelRun:
+    samples: list[dict[str, Any]]
+    """One row per completion, ordered by (prompt_index, sample_index)."""
+    forget: dict[str, float] = field(default_factory=dict)
+    """forget_rouge_l, forget_perplexity, retain_perplexity (those configured)."""
+    forget_samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    prompts: list[str]
+    runs: dict[str, ModelRun]
+    table: list[dict[str, Any]]  # one row of raw numbers per model: metrics.build_table's, plus forget metrics
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # stdout carries only the table
+
+
+def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
+    """The evaluation prompts: the chosen split of the source, then a seeded random subset of num_prompts."""
+    from detox.data import load_prompts
+
+    split = load_prompts(DataConfig(**HUB_PROMPTS.get(cfg.prompts, {"prompts": cfg.prompts})), tokenizer)
+    pool = split.heldout if cfg.prompt_split == "heldout" else split.train + split.heldout
+    if cfg.num_prompts is None:
+        return pool
+    if cfg.num_prompts > len(pool):
+        raise ValueError(
+            f"num_prompts ({cfg.num_prompts}) is more than the {len(pool)} prompts of '{cfg.prompts}' in split "
+            f"'{cfg.prompt_split}' (load stats {split.stats}); lower num_prompts or set prompt_split all."
+        )
+    pick = np.random.default_rng(cfg.seed).choice(len(pool), size=cfg.num_prompts, replace=False)
+    return [pool[i] for i in sorted(pick)]
+
+
+def forget_passages(corpus: str, n: int, seed: int) -> list[tuple[str, str]]:
+    """n (prompt, true continuation) pairs cut from `corpus` at word boundaries, keeping its original spacing."""
+    from rewards.ngram_index import read_corpus
+
+    width = FORGET_PROMPT_WORDS + FORGET_CONTINUATION_WORDS
+    windows = []
+    for text in read_corpus(corpus):
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        for s in range(0, len(spans) - width + 1, width):
+            cut = spans[s + FORGET_PROMPT_WORDS - 1][1]
+            windows.append((text[spans[s][0] : cut], text[cut : spans[s + width - 1][1]]))
+    if not windows:
+        raise ValueError(f"corpus '{corpus}' has no passage of {width} words; give a longer text.")
+    pick = np.random.default_rng(seed).choice(len(windows), size=min(n, len(windows)), replace=False)
+    return [windows[i] for i in sorted(pick)]
+
+
+class Scorers:
+    """The judge model and the toxicity scorer, each loaded on first use and kept for every model."""
+
+    def __init__(self, cfg: EvalConfig):
+        import torch
+
+        self.cfg, self.device = cfg, cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._judge = self._toxicity = None
+
+    def load_lm(self, path: str, what: str):
+        from detox.models import load_causal_lm, load_tokenizer
+
+        log(f"loading {what} {path}")
+        kwargs = dict(trust_remote_code=self.cfg.trust_remote_code, what=what)
+        return load_causal_lm(path, self.cfg.dtype, device=self.device, **kwargs), load_tokenizer(path, **kwargs)
+
+    def judge(self):
+        if self._judge is None:
+            self._judge = self.load_lm(self.cfg.judge_path(), "judge")
+        return self._judge
+
+    def check(self, paths: list[str]) -> None:
+        """Fail before anything is generated when the scorer, a model or the judge cannot load (a Hub id offline)."""
+        from detox.hub import resolve_model_path
+        from detox.models import _base_of_adapter
+
+        self._toxicity = self._toxicity or build_scorer(self.cfg)
+        for path, what in [*((p, "models") for p in paths), (self.cfg.judge_path(), "judge")]:
+            resolve_model_path(_base_of_adapter(path) or path, what)
+
+    def toxicity(self, texts: list[str], desc: str) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        self._toxicity = self._toxicity or build_scorer(self.cfg)
+        step = self.cfg.batch_size
+        chunks = [self._toxicity.toxicity(texts[i : i + step]) for i in tqdm(range(0, len(texts), step), desc=desc)]
+        return np.concatenate(chunks) if chunks else np.zeros(0)
+
+
+class _EvaluateToxicity:
+    """`evaluate`'s toxicity measurement (the roberta dynabench classifier, P("hate")) behind `.toxicity`."""
+
+    def __init__(self):
+        import evaluate
+
+        self.measure = evaluate.load("toxicity", module_type="measurement")
+
+    def toxicity(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.measure.compute(predictions=list(texts))["toxicity"], dtype=np.float64)
+
+
+def build_scorer(cfg: EvalConfig):
+    """An object with `.toxicity(texts) -> (N,) P(toxic)` for `cfg.scorer`."""
+    from detox.hub import _hub_reachable
+    from rewards.toxicity import DEFAULT_MODEL, OfflineToxicity, ToxicityClassifier
+
+    if cfg.scorer == "offline":
+        return OfflineToxicity()
+    if cfg.scorer == DEFAULT_MODEL and not cfg.scorer_options and _hub_reachable():
+        try:
+            return _EvaluateToxicity()
+        except Exception as err:  # evaluate fetches its measurement script from the Hub; many things can fail
+            log(f"evaluate.load('toxicity') failed ({type(err).__name__}: {err}); using {DEFAULT_MODEL} directly")
+    options = {"batch_size": cfg.batch_size, "device": cfg.device, "trust_remote_code": cfg.trust_remote_code,
+               **cfg.scorer_options}
+    return ToxicityClassifier(model=cfg.scorer, **options)
+
+
+def sequence_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_size: int, desc: str):
+    """Summed NLL in nats (N,) of each target given its context, and the number of target tokens scored (N,).
+
+    Context and target are tokenised separately (no special tokens) and concatenated, as in generation; with an
+    empty context the target's first token has nothing to condition on and is not scored.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    ctx_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
+    tgt_ids = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    nll, count = np.zeros(len(targets)), np.zeros(len(targets), dtype=np.int64)
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(targets), batch_size), desc=desc):
+        rows = [(c, c + t) for c, t in zip(ctx_ids[start : start + batch_size], tgt_ids[start : start + batch_size])]
+        width = max(len(seq) for _, seq in rows)
+        if width < 2:
+            continue
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels, mask = torch.full_like(ids, -100), torch.zeros_like(ids)
+        for i, (ctx, seq) in enumerate(rows):  # right padding: positions are 0..len-1 without position_ids
+            ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq, dtype=torch.long), 1
+            first = max(len(ctx), 1)
+            labels[i, first : len(seq)] = ids[i, first : len(seq)]
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        target = labels[:, 1:].to(device)
+        token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+        nll[start : start + len(rows)] = token_nll.view(len(rows), -1).sum(1).cpu().numpy()
+        count[start : start + len(rows)] = (target != -100).sum(1).cpu().numpy()
+    return nll, count
+
+
+def fingerprint(cfg: EvalConfig, path: str, prompts: list[str]) -> str:
+    """Hash of everything a model's cached results depend on; model directories by their files' sizes and times."""
+
+    def signature(p: str | None) -> list:
+        d = Path(p or "")
+        files = sorted(f for f in d.iterdir() if f.is_file()) if d.is_dir() else [d] if p and d.is_file() else []
+        return [p] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+    keys = ("samples_per_prompt", "min_new_tokens", "max_new_tokens", "top_k", "top_p", "seed", "scorer",
+            "scorer_options", "forget_passages", "dtype")
+    state = {k: getattr(cfg, k) for k in keys}
+    state.update({k: signature(v) for k, v in (("model", path), ("judge", cfg.judge_path()),
+                                               ("forget", cfg.forget_corpus), ("retain", cfg.retain_corpus))})
+    state["prompts"] = prompts
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_cache(path: Path, key: str) -> ModelRun | None:
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    if header["fingerprint"] != key:
+        log(f"{path}: made with other settings or another model version; evaluating again")
+        return None
+    return ModelRun([json.loads(line) for line in lines[1:]], header["forget"], header["forget_samples"])
+
+
+def write_cache(path: Path, key: str, run: ModelRun) -> None:
+    """Write the header line and one line per sample to a temporary file, then rename it over `path` (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"fingerprint": key, "forget": run.forget, "forget_samples": run.forget_samples}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in [header, *run.samples]:
+            handle.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], scorers: Scorers) -> ModelRun:
+    """Generate k completions per prompt, score them, and compute the judge's NLL of each."""
+    import torch
+
+    from detox.generation import generate_completions
+
+    k = cfg.samples_per_prompt
+    is_judge = path == cfg.judge_path()
+    model, tokenizer = scorers.judge() if is_judge else scorers.load_lm(path, f"model {name}")
+    completions = generate_completions(model, tokenizer, prompts, cfg.generation(), num_return_sequences=k,
+                                       batch_size=cfg.batch_size, seed=cfg.seed, progress=True,
+                                       desc=f"{name}: generate")
+    run = ModelRun(samples=[])
+    if cfg.forget_corpus or cfg.retain_corpus:
+        run.forget, run.forget_samples = forget_metrics(cfg, name, model, tokenizer)
+    if not is_judge:  # free the model before the scorer and the judge run, and before the next model loads
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    flat = [c for per_prompt in completions for c in per_prompt]
+    toxicity = scorers.toxicity(flat, desc=f"{name}: toxicity")
+    judge, judge_tokenizer = scorers.judge()
+    contexts = [p for p in prompts for _ in range(k)]
+    nll, count = sequence_nll(judge, judge_tokenizer, contexts, flat, cfg.batch_size, f"{name}: judge")
+    for i, text in enumerate(flat):
+        run.samples.append({"model": name, "prompt_index": i // k, "sample_index": i % k, "prompt": contexts[i],
+                            "completion": text, "toxicity": float(toxicity[i]), "nll": float(nll[i]),
+                            "num_tokens": int(count[i])})
+    return run
+
+
+def forget_metrics(cfg: EvalConfig, name: str, model, tokenizer) -> tuple[dict[str, float], list[dict]]:
+    """ROUGE-L of completions of forget passages vs their true continuations; perplexity on forget/retain text."""
+    from detox.generation import generate_completions
+
+    out, samples = {}, []
+    if cfg.forget_corpus:
+        passages = forget_passages(cfg.forget_corpus, cfg.forget_passages, cfg.seed)
+        heads = [head for head, _ in passages]
+        completions = generate_completions(model, tokenizer, heads, cfg.generation(), batch_size=cfg.batch_size,
+                                           seed=cfg.seed, progress=True, desc=f"{name}: forget generate")
+        for i, ((head, truth), (completion,)) in enumerate(zip(passages, completions)):
+            samples.append({"model": name, "passage_index": i, "prompt": head, "reference": truth,
+                            "completion": completion, "rouge_l": metrics.rouge_l(completion, truth)})
+        out["forget_rouge_l"] = float(np.mean([s["rouge_l"] for s in samples]))
+        nll, count = sequence_nll(model, tokenizer, [""] * len(passages), [h + t for h, t in passages],
+                                  cfg.batch_size, f"{name}: forget perplexity")
+        out["forget_perplexity"] = metrics.perplexity(nll, count)
+    if cfg.retain_corpus:
+        texts = [h + t for h, t in forget_passages(cfg.retain_corpus, cfg.forget_passages, cfg.seed)]
+        nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size, f"{name}: retain ppl")
+        out["retain_perplexity"] = metrics.perplexity(nll, count)
+    return out, samples
+
+
+def run_evaluation(cfg: EvalConfig) -> EvalResult:
+    """Evaluate every model not already in the cache, then build the table."""
+    from detox.models import load_tokenizer
+
+    specs = cfg.model_specs()
+    tokenizer = load_tokenizer(specs[0][1], cfg.trust_remote_code, what="models[0]")
+    prompts = load_eval_prompts(cfg, tokenizer)
+    log(f"{len(prompts)} prompts x {cfg.samples_per_prompt} samples; models: {[n for n, _ in specs]}")
+    caches = {name: (Path(cfg.output_dir) / "cache" / f"{name}.jsonl", fingerprint(cfg, path, prompts))
+              for name, path in specs}
+    runs = {name: read_cache(*caches[name]) for name, _ in specs}
+    scorers = Scorers(cfg)
+    if None in runs.values():
+        scorers.check([path for name, path in specs if runs[name] is None])
+    for name, path in specs:
+        if runs[name] is not None:
+            log(f"{name}: cached results reused from {caches[name][0]}")
+            continue
+        runs[name] = evaluate_model(cfg, name, path, prompts, scorers)
+        write_cache(*caches[name], runs[name])
+    for run in runs.values():
+        hits = metrics.phrase_hits([s["completion"] for s in run.samples], cfg.phrases) if cfg.phrases else []
+        for sample, hit in zip(run.samples, hits):
+            sample["phrase_hit"] = bool(hit)
+    table = metrics.build_table({n: r.samples for n, r in runs.items()}, cfg.samples_per_prompt,
+                                cfg.bootstrap_samples, cfg.seed, cfg.phrases)
+    return EvalResult(prompts, runs, [{**row, **runs[row["model"]].forget} for row in table])

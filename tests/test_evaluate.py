@@ -1,0 +1,243 @@
+"""Toxicity evaluation: config parsing, the judge's log-likelihoods, the cache, and the script end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detox.config import parse_config
+from detox.evaluation import (
+    EvalConfig,
+    ModelRun,
+    build_scorer,
+    fingerprint,
+    forget_metrics,
+    forget_passages,
+    read_cache,
+    sequence_nll,
+    write_cache,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_models_flag_takes_several_name_path_pairs():
+    cfg = parse_config(["--models", "base=smollm2-135m-instruct", "outputs/run/final/", "--seed", "3"], EvalConfig)
+    # a bare path is named after its last component
+    assert cfg.model_specs() == [("base", "smollm2-135m-instruct"), ("final", "outputs/run/final/")]
+    assert cfg.seed == 3
+    assert parse_config(["--seed=5", "--phrases", "the hell", "idiot"], EvalConfig).phrases == ["the hell", "idiot"]
+    single = parse_config(["--models", "base=smollm2-135m-instruct"], EvalConfig)
+    assert single.model_specs() == [("base", "smollm2-135m-instruct")]
+    with pytest.raises(ValueError, match="unique"):
+        parse_config(["--models", "a=x", "a=y"], EvalConfig)
+    with pytest.raises(ValueError, match="max_new_tokens \\(5\\) must be >= min_new_tokens \\(20\\)"):
+        parse_config(["--max_new_tokens", "5"], EvalConfig)
+
+
+def test_judge_defaults_to_the_base_of_the_first_model(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "some/base"}))
+    assert EvalConfig(models=[f"tuned={adapter}"]).judge_path() == "some/base"
+    assert EvalConfig(models=["b=smollm2-135m-instruct"]).judge_path() == "smollm2-135m-instruct"
+    assert EvalConfig(models=["b=x"], judge="j").judge_path() == "j"
+
+
+def test_sequence_nll_scores_only_the_target_tokens(tiny_lm_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from detox.models import load_tokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_lm_path).eval(), load_tokenizer(tiny_lm_path)
+    contexts, targets = ["The weather is", "", "A"], [" nice today", "Hello there friend", ""]
+    nll, count = sequence_nll(model, tokenizer, contexts, targets, batch_size=2, desc="test")
+    for ctx, tgt, got_nll, got_count in zip(contexts, targets, nll, count):
+        c = tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        ids = c + tokenizer(tgt, add_special_tokens=False)["input_ids"]
+        first = max(len(c), 1)  # an empty context leaves the first token unscored
+        expected_count = max(len(ids) - first, 0)
+        assert got_count == expected_count
+        if expected_count:  # reference: the same sequence alone (no padding), log-softmax at the target positions
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+            expected = -sum(logp[t - 1, ids[t]].item() for t in range(first, len(ids)))
+            assert got_nll == pytest.approx(expected, rel=1e-4)
+        else:
+            assert got_nll == 0.0
+
+
+def test_cache_round_trip_and_invalidation(tmp_path):
+    cfg = EvalConfig(models=["b=smollm2-135m-instruct"])
+    key = fingerprint(cfg, "smollm2-135m-instruct", ["p1", "p2"])
+    run = ModelRun([{"completion": "x", "toxicity": 0.5}], {"forget_rouge_l": 0.2}, [{"rouge_l": 0.2}])
+    path = tmp_path / "cache" / "b.jsonl"
+    write_cache(path, key, run)
+    assert read_cache(path, key) == run
+    assert not list(path.parent.glob(".*tmp"))  # the temporary file was renamed, not left behind
+    # another prompt list, seed or decoding gives another key, so the cache is not reused
+    assert fingerprint(cfg, "smollm2-135m-instruct", ["p1"]) != key
+    assert fingerprint(EvalConfig(models=cfg.models, seed=1), "smollm2-135m-instruct", ["p1", "p2"]) != key
+    assert read_cache(path, "other") is None
+
+
+def test_too_many_prompts_is_an_error_naming_the_field(smollm2_path):
+    from detox.evaluation import load_eval_prompts
+    from detox.models import load_tokenizer
+
+    cfg = EvalConfig(num_prompts=100_000)
+    with pytest.raises(ValueError, match="num_prompts \\(100000\\) is more than the"):
+        load_eval_prompts(cfg, load_tokenizer(smollm2_path))
+    few = load_eval_prompts(EvalConfig(num_prompts=5, seed=1), load_tokenizer(smollm2_path))
+    assert len(few) == 5 and few == load_eval_prompts(EvalConfig(num_prompts=5, seed=1), load_tokenizer(smollm2_path))
+
+
+def test_scorer_is_offline_or_any_sequence_classifier(tmp_path, tiny_lm_path):
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    from rewards.toxicity import OfflineToxicity
+
+    assert isinstance(build_scorer(EvalConfig()), OfflineToxicity)
+    # a random 2-label classifier on the tiny Llama, with its own label names, passed through scorer_options
+    config = AutoConfig.from_pretrained(tiny_lm_path, num_labels=2, id2label={0: "ok", 1: "toxic"},
+                                        label2id={"ok": 0, "toxic": 1})
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_lm_path).save_pretrained(tmp_path)
+    scorer = build_scorer(EvalConfig(scorer=str(tmp_path), scorer_options={"nontoxic_label": "ok"}))
+    p_toxic = scorer.toxicity(["you are kind", "hello there, friend"])
+    assert p_toxic.shape == (2,) and np.all((p_toxic > 0) & (p_toxic < 1))
+
+
+def test_forget_passages_are_cut_at_word_boundaries(tmp_path):
+    words = [f"w{i}" for i in range(100)]
+    path = tmp_path / "forget.txt"
+    path.write_text(" ".join(words[:50]) + "\n" + " ".join(words[50:]))
+    # 100 words hold two windows of 32 + 16 words (the last 4 words are left over); the text between words is kept,
+    # so the continuation starts with the separator that follows the prompt's last word
+    assert forget_passages(str(path), n=5, seed=0) == [
+        (" ".join(words[:32]), " " + " ".join(words[32:48])),
+        (" ".join(words[48:50]) + "\n" + " ".join(words[50:80]), " " + " ".join(words[80:96])),
+    ]
+    assert len(forget_passages(str(path), n=1, seed=0)) == 1
+
+
+def test_forget_metrics_on_shakespeare(tmp_path, tiny_lm_path, shared_data):
+    import gzip
+
+    from detox.models import load_causal_lm, load_tokenizer
+
+    play = gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8").read()
+    start = play.index("ROMEO:")
+    (tmp_path / "forget.txt").write_text(play[start : start + 3000])
+    (tmp_path / "retain.txt").write_text(play[:3000])
+    cfg = EvalConfig(models=[f"tiny={tiny_lm_path}"], forget_corpus=str(tmp_path / "forget.txt"),
+                     retain_corpus=str(tmp_path / "retain.txt"), forget_passages=3, min_new_tokens=4,
+                     max_new_tokens=6, batch_size=4)
+    model, tokenizer = load_causal_lm(tiny_lm_path), load_tokenizer(tiny_lm_path)
+    out, samples = forget_metrics(cfg, "tiny", model, tokenizer)
+    assert len(samples) == 3 and all(0.0 <= s["rouge_l"] <= 1.0 for s in samples)
+    assert out["forget_rouge_l"] == pytest.approx(np.mean([s["rouge_l"] for s in samples]))
+    # a random 2-layer model is close to uniform over SmolLM2's 49k-token vocabulary: perplexity in the thousands
+    assert 1000 < out["forget_perplexity"] < 200_000 and 1000 < out["retain_perplexity"] < 200_000
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tmp_path_factory, smollm2_path) -> str:
+    """A LoRA adapter of SmolLM2 whose B matrices are random, so it changes the model (a fresh one is a no-op)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    path = tmp_path_factory.mktemp("lora_adapter")
+    peft_model.save_pretrained(path)
+    return str(path)
+
+
+def _run_script(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    # One OpenMP thread: with other processes on the 2 cores, torch's threads spin against each other (a SmolLM2
+    # forward pass measured 4-15x slower with 2 threads than with 1 under such load).
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate_toxicity.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc, time.perf_counter() - start
+
+
+def _table(stdout: str) -> tuple[list[str], dict[str, list[str]]]:
+    lines = [line for line in stdout.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return cells[0], {row[0]: row for row in cells[2:]}
+
+
+def _distinct(texts: list[str], n: int) -> float:
+    grams = Counter(tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1))
+    return len(grams) / sum(grams.values())
+
+
+@pytest.mark.slow
+def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
+    out = tmp_path / "eval"
+    k = 2  # few samples and short completions keep two 135M models under a minute on 2 CPU cores
+    args = ["--models", "base=smollm2-135m-instruct", f"lora={lora_adapter}", "--num_prompts", "20",
+            "--samples_per_prompt", str(k), "--min_new_tokens", "8", "--max_new_tokens", "12",
+            "--batch_size", "20", "--bootstrap_samples", "200", "--output_dir", str(out)]
+    first, first_seconds = _run_script(args)
+
+    header, rows = _table(first.stdout)
+    assert header == ["Model", "Mean toxicity score", "Std toxicity score", "Mean tox 95% CI", "Δ vs base (95% CI)",
+                      "Expected max toxicity", "Toxicity probability", "Perplexity", "Distinct-1", "Distinct-2",
+                      "Distinct-3"]
+    assert list(rows) == ["base", "lora"]
+    assert rows["base"][4] == "—"
+    for name in ("results.md", "results.csv", "results.json", "samples.csv", "toxicity.png"):
+        assert (out / name).stat().st_size > 0
+
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    by_model = {m: [s for s in samples if s["model"] == m] for m in ("base", "lora")}
+    prompts = {m: [s["prompt"] for s in rs] for m, rs in by_model.items()}
+    assert len(by_model["base"]) == len(by_model["lora"]) == 20 * k
+    assert prompts["base"] == prompts["lora"] and len(set(prompts["base"])) == 20  # same prompts for every model
+    assert [s["completion"] for s in by_model["base"]] != [s["completion"] for s in by_model["lora"]]
+
+    means = {}
+    for model, recs in by_model.items():  # recompute every number of the row from the saved samples
+        scores = np.array([s["toxicity"] for s in recs]).reshape(20, k)
+        texts = [s["completion"] for s in recs]
+        ppl = math.exp(sum(s["nll"] for s in recs) / sum(s["num_tokens"] for s in recs))
+        means[model] = scores.mean()
+        expected = {1: scores.mean(), 2: scores.std(), 5: scores.max(1).mean(), 6: (scores >= 0.5).any(1).mean(),
+                    7: ppl, 8: _distinct(texts, 1), 9: _distinct(texts, 2), 10: _distinct(texts, 3)}
+        for column, value in expected.items():
+            assert float(rows[model][column]) == pytest.approx(value, abs=5.1e-5), (model, header[column])
+        low, high = (float(x) for x in rows[model][3].strip("[]").split(","))
+        assert low <= scores.mean() <= high
+    delta = float(rows["lora"][4].split()[0])
+    assert delta == pytest.approx(means["lora"] - means["base"], abs=5.1e-5)
+    saved = json.loads((out / "results.json").read_text())["rows"]
+    assert saved[1]["delta_vs_base"] == pytest.approx(means["lora"] - means["base"], abs=1e-12)
+
+    second, second_seconds = _run_script(args)  # every model is cached: nothing is generated again
+    assert second.stderr.count("cached results reused") == 2
+    assert second.stdout == first.stdout
+    assert second_seconds < first_seconds
