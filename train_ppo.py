@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
-def main(argv: list[str] | None = None) -> Path:
+@dataclass
+class Run:
+    """Everything a run is made of, built before the first step."""
+
+    cfg: Any
+    accelerator: Any
+    trainer: Any
+    tracker: Any
+    probes: Any
+    output_dir: Path
+    config: dict
+
+
+def build(argv: list[str] | None = None) -> Run:
+    """Parse the config, then load prompts, rewards, models and, when asked, the checkpoint to resume from."""
     from detox.config import TrainConfig, parse_config
 
     cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
 
+    use_gloo_without_gpus()
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -28,9 +45,9 @@ def main(argv: list[str] | None = None) -> Path:
     from detox.checkpoint import resolve_checkpoint
     from detox.data import load_prompts
     from detox.models import build_models, load_tokenizer
-    from detox.probes import ProbeRecorder, probe_images
-    from detox.state import config_dict, load_training_checkpoint, save_final
-    from detox.trainer import PPOTrainer, train
+    from detox.probes import ProbeRecorder
+    from detox.state import config_dict, load_training_checkpoint
+    from detox.trainer import PPOTrainer
     from rewards import RewardComposer
 
     accelerator = Accelerator(
@@ -39,8 +56,9 @@ def main(argv: list[str] | None = None) -> Path:
         project_dir=str(output_dir),
     )
     set_seed(cfg.ppo.seed, device_specific=True)  # each rank samples differently, reproducibly
-    config = config_dict(cfg)
-
+    checkpoint = None
+    if cfg.checkpoint.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(cfg.checkpoint.resume_from_checkpoint, output_dir)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     prompts = load_prompts(cfg.data, tokenizer)
     accelerator.print(f"prompts: {len(prompts.train)} train, {len(prompts.heldout)} held out; {prompts.stats}")
@@ -48,23 +66,43 @@ def main(argv: list[str] | None = None) -> Path:
     models = build_models(cfg.model, cfg.lora)
     accelerator.print("memory: " + ", ".join(f"{k} {v:.3f}" for k, v in models.memory_report.items()))
     trainer = PPOTrainer(cfg, accelerator, models, tokenizer, prompts.train, composer)
-    if cfg.checkpoint.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(cfg.checkpoint.resume_from_checkpoint, output_dir)
+    if checkpoint is not None:
         load_training_checkpoint(trainer, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {trainer.step_index}")
     write_heldout(output_dir, prompts.heldout, accelerator)
-
+    config = config_dict(cfg)
     tracker = tracking.make_tracker(cfg.logging, accelerator, output_dir, config)
     probes = ProbeRecorder(tokenizer, cfg.logging.probes, accelerator.device)
-    train(trainer, tracker, probes, output_dir, config)
-    final = save_final(trainer, output_dir, config)
-    if accelerator.is_main_process:
-        images = probe_images(probes.save(output_dir, cfg.logging.probe_gamma))
-        tracker.log_images(images, step=trainer.step_index)
-    tracker.finish()
-    accelerator.print(f"saved {final}")
-    accelerator.end_training()
+    return Run(cfg, accelerator, trainer, tracker, probes, output_dir, config)
+
+
+def run(r: Run) -> Path:
+    """Train to `ppo.steps`, save the final model and draw the run's pictures."""
+    from detox.probes import probe_images
+    from detox.state import save_final
+    from detox.trainer import train
+
+    train(r.trainer, r.tracker, r.probes, r.output_dir, r.config)
+    final = save_final(r.trainer, r.output_dir, r.config)
+    if r.accelerator.is_main_process:
+        images = probe_images(r.probes.save(r.output_dir, r.cfg.logging.probe_gamma))
+        r.tracker.log_images(images, step=r.trainer.step_index)
+    r.tracker.finish()
+    r.accelerator.print(f"saved {final}")
     return final
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run(build(argv))
+
+
+def use_gloo_without_gpus() -> None:
+    """Several processes started by torchrun (or `accelerate launch` with accelerate_configs/multi_cpu.yaml) on a
+    machine without CUDA: tell accelerate to join them over gloo on the CPU instead of running each one alone."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
 def prepare_output_dir(path: Path) -> Path:

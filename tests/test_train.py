@@ -1,0 +1,152 @@
+"""End-to-end training: learning on a tiny model, `accelerate launch` with the real SmolLM2, two CPU processes, and
+the bad inputs that must fail before training starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train_ppo
+from detox.hub import HubUnreachableError
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+# Shrunk knobs, each for speed on a 2-core CPU: a few prompts, short responses, one PPO epoch.
+SMALL = [
+    "--ppo.batch_size", "4", "--ppo.mini_batch_size", "2", "--ppo.ppo_epochs", "1",
+    "--generation.min_new_tokens", "4", "--generation.max_new_tokens", "6",
+    "--data.max_prompts", "40", "--logging.report_to", "none",
+]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", OMP_NUM_THREADS="1")
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_ppo_learns_an_easy_reward(tiny_lm_path, tmp_path, monkeypatch):
+    """Reward = share of tokens in a fixed 1/8 of the vocabulary; PPO must push it well above its start."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    argv = SMALL + [
+        "--model.name_or_path", tiny_lm_path,
+        "--lora.enabled", "false",  # the tiny model is trained whole; LoRA on hidden size 16 learns too slowly
+        "--ppo.steps", "30",
+        "--ppo.batch_size", "16", "--ppo.mini_batch_size", "8", "--ppo.ppo_epochs", "2",
+        "--ppo.learning_rate", "3e-3",  # gradients through a random 2-layer model are tiny: a high lr moves it
+        "--ppo.init_kl_coef", "0.05",
+        "--rewards", '[{type: callable, options: {path: "train_fixtures:token_set_share"}}]',
+        "--checkpoint.output_dir", str(tmp_path), "--checkpoint.save_every", "100",
+    ]
+    train_ppo.main(argv)
+    metrics = [m for m in read_metrics(tmp_path) if "reward/total" in m]
+    first = sum(m["reward/total"] for m in metrics[:3]) / 3
+    last = sum(m["reward/total"] for m in metrics[-3:]) / 3
+    assert 0.05 < first < 0.25, f"a random model should earn about 1/8 at first, got {first}"
+    assert last > 2 * first, f"mean reward did not rise: {first:.3f} -> {last:.3f}"
+    kls = [m["objective/kl"] for m in metrics]
+    assert all(k < 50 for k in kls), f"KL ran away: {kls}"
+
+
+@pytest.mark.slow
+def test_accelerate_launch_smollm2_then_plain_reload(smollm2_path, tmp_path):
+    """The README's launcher on the real model and real prompts; the output loads without importing detox."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO / "accelerate_configs" / "cpu.yaml"), str(REPO / "train_ppo.py"),
+        "--config", str(REPO / "configs" / "offline_default.yaml"), *SMALL,
+        "--ppo.steps", "2", "--checkpoint.output_dir", str(tmp_path),
+    ]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = tmp_path / "final"
+    assert (final / "adapter_model.safetensors").is_file()
+    reload = (
+        "import sys, torch\n"
+        "from peft import AutoPeftModelForCausalLM\n"
+        "from transformers import AutoTokenizer\n"
+        f"model = AutoPeftModelForCausalLM.from_pretrained({str(final)!r})\n"
+        f"tok = AutoTokenizer.from_pretrained({str(final)!r})\n"
+        "ids = tok('The weather today', return_tensors='pt').input_ids\n"
+        "out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)\n"
+        "assert out.shape[1] == ids.shape[1] + 3\n"
+        "assert not any(m.startswith(('detox', 'rewards')) for m in sys.modules), 'detox was imported'\n"
+        "print('reloaded')\n"
+    )
+    env = subprocess_env() | {"PYTHONPATH": ""}
+    check = subprocess.run([sys.executable, "-c", reload], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert check.returncode == 0 and "reloaded" in check.stdout, check.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_cpu_processes_keep_identical_weights(tiny_lm_path, tmp_path):
+    """DDP over gloo: each rank samples its own prompts, and gradient averaging keeps the weights identical."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO / "accelerate_configs" / "multi_cpu.yaml"), "--main_process_port", str(29500 + os.getpid() % 1000),
+        str(TESTS / "ddp_worker.py"), *SMALL, "--model.name_or_path", tiny_lm_path,
+        "--ppo.steps", "2", "--checkpoint.output_dir", str(tmp_path),
+    ]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = load_file(tmp_path / "rank0_weights.safetensors")
+    rank1 = load_file(tmp_path / "rank1_weights.safetensors")
+    assert rank0.keys() == rank1.keys() and rank0
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks"
+    initial = {n: p for n, p in load_file(tmp_path / "checkpoint-2" / "model" / "adapter_model.safetensors").items()}
+    assert initial, "the checkpoint holds the adapter"
+    lora_b = [v for k, v in rank0.items() if "lora_B" in k]
+    assert any(v.abs().sum() > 0 for v in lora_b), "the adapters never moved off their zero initialisation"
+
+
+def _fails_fast(argv: list[str], error: type, *fragments: str, within: float = 60.0) -> str:
+    start = time.perf_counter()
+    with pytest.raises(error) as caught:
+        train_ppo.build(argv)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in: {message}"
+    assert time.perf_counter() - start < within
+    return message
+
+
+def test_missing_prompt_file(tiny_lm_path, tmp_path):
+    _fails_fast(["--model.name_or_path", tiny_lm_path, "--data.prompts", str(tmp_path / "nope.jsonl"),
+                 "--checkpoint.output_dir", str(tmp_path)], FileNotFoundError, "data.prompts", "nope.jsonl")
+
+
+def test_prompt_set_empty_after_filtering(tiny_lm_path, tmp_path):
+    _fails_fast(["--model.name_or_path", tiny_lm_path, "--data.min_toxicity", "0.9999",
+                 "--checkpoint.output_dir", str(tmp_path)], ValueError, "no prompt is left", "data.min_toxicity")
+
+
+def test_unreachable_hub_model_names_offline_preset(tmp_path):
+    """Offline, a Hub id fails in well under the ~50 s the Hub client spends retrying."""
+    _fails_fast(["--model.name_or_path", "EleutherAI/gpt-neo-125M", "--checkpoint.output_dir", str(tmp_path)],
+                HubUnreachableError, "unreachable", "configs/offline_default.yaml", within=10.0)
+
+
+def test_lora_target_module_the_model_lacks(tiny_lm_path, tmp_path):
+    _fails_fast(SMALL + ["--model.name_or_path", tiny_lm_path, "--lora.target_modules", "[c_attn]",
+                         "--checkpoint.output_dir", str(tmp_path)], ValueError, "lora.target_modules", "q_proj")
+
+
+def test_num_shared_layers_beyond_the_model(tiny_lm_path, tmp_path):
+    _fails_fast(SMALL + ["--model.name_or_path", tiny_lm_path, "--lora.enabled", "false",
+                         "--model.num_shared_layers", "5", "--checkpoint.output_dir", str(tmp_path)],
+                ValueError, "model.num_shared_layers (5)", "layer count (2)")
