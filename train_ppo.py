@@ -36,6 +36,7 @@ def build(argv: list[str] | None = None) -> Run:
 
     cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
+    guard_earlier_run(output_dir, cfg.checkpoint)
 
     use_gloo_without_gpus()
     from accelerate import Accelerator
@@ -105,6 +106,26 @@ def use_gloo_without_gpus() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
+RUN_FILES = ("latest", "metrics.jsonl", "samples.jsonl")
+
+
+def guard_earlier_run(output_dir: Path, ckpt) -> None:
+    """Refuse to start a fresh run on top of an earlier one unless told to resume it or to overwrite it."""
+    import shutil
+
+    earlier = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if not earlier or ckpt.resume_from_checkpoint:
+        return
+    if not ckpt.overwrite:
+        raise FileExistsError(
+            f"checkpoint.output_dir '{output_dir}' already holds a run ({', '.join(earlier)}). Continue it with "
+            f"--checkpoint.resume_from_checkpoint latest, choose another output_dir, or set "
+            f"--checkpoint.overwrite true to delete it and start afresh."
+        )
+    for path in [*output_dir.glob("checkpoint-*"), *(output_dir / name for name in earlier)]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def prepare_output_dir(path: Path) -> Path:
     """Create the output directory and prove it is writable before anything expensive happens."""
     try:
@@ -132,6 +153,6 @@ def write_heldout(output_dir: Path, heldout: list[str], accelerator) -> None:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -255,6 +255,9 @@ class CheckpointConfig:
     """Keep only this many recent checkpoints; null keeps all."""
     resume_from_checkpoint: str | None = None
     """`latest`, or a checkpoint directory, to continue a run."""
+    overwrite: bool = False
+    """Start afresh in an output_dir that holds an earlier run, deleting its checkpoints and logs. Without it, such
+    a directory is refused, so a forgotten resume flag never wipes a run."""
 
     def __post_init__(self):
         if self.save_every <= 0:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 
-def token_set_share(prompts, completions, completion_ids=None, modulus=8, **kwargs):
-    """Share of completion tokens whose id is divisible by `modulus`: about 1/modulus for a random model, so the
-    reward is easy to earn and dense enough for a tiny model to learn from within a few dozen steps."""
-    return [sum(t % modulus == 0 for t in ids) / max(1, len(ids)) for ids in completion_ids]
+
+@lru_cache(maxsize=4)
+def _token_set(ids_file: str) -> frozenset[int]:
+    return frozenset(json.loads(open(ids_file).read()))
+
+
+def token_set_share(prompts, completions, completion_ids=None, ids_file="", **kwargs):
+    """Share of each completion's tokens that belong to the set of token ids listed in `ids_file`."""
+    chosen = _token_set(ids_file)
+    return [sum(t in chosen for t in ids) / max(1, len(ids)) for ids in completion_ids]
