@@ -48,9 +48,13 @@ class Experience:
         return Experience(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
 
 
-def response_forward(model, input_ids, attention_mask, response_length: int, with_values: bool = True):
+def response_forward(
+    model, input_ids, attention_mask, response_length: int, temperature: float = 1.0, with_values: bool = True
+):
     """Log-probs (B, Tr), values (B, Tr) or None, and entropy (B, Tr) of the response tokens.
 
+    Logits are divided by the sampling temperature, so the log-probabilities are those of the distribution the
+    responses were actually drawn from.
     Logits at position t predict token t + 1, so the response is read from positions [Tq - 1, Tq + Tr - 1);
     only those logits are computed (the LM head over the prompt would be wasted work).
     `model` is a PolicyWithValueHead (values) or a plain causal LM (reference).
@@ -70,14 +74,20 @@ def response_forward(model, input_ids, attention_mask, response_length: int, wit
             logits_to_keep=keep,
         ).logits
         values = None
-    logits = logits[:, :-1].float()
+    logits = logits[:, :-1].float() / temperature
     labels = input_ids[:, -response_length:]
     return ppo.logprobs_from_logits(logits, labels), values, ppo.entropy_from_logits(logits)
 
 
 @torch.no_grad()
 def make_experience(
-    models, samples: Samples, scores: torch.Tensor, kl_coef: float, cfg: PPOConfig, forward_batch_size: int
+    models,
+    samples: Samples,
+    scores: torch.Tensor,
+    kl_coef: float,
+    cfg: PPOConfig,
+    forward_batch_size: int,
+    temperature: float = 1.0,
 ) -> Experience:
     """Score-independent forward passes in chunks, then per-token rewards, GAE and whitening."""
     input_ids = torch.cat([samples.query_ids, samples.response_ids], dim=1)
@@ -87,9 +97,11 @@ def make_experience(
     for start in range(0, input_ids.shape[0], forward_batch_size):
         ids = input_ids[start : start + forward_batch_size]
         mask = attention_mask[start : start + forward_batch_size]
-        logprobs, values, entropy = response_forward(models.policy, ids, mask, response_length)
+        logprobs, values, entropy = response_forward(models.policy, ids, mask, response_length, temperature)
         with models.reference_lm() as reference:
-            ref_logprobs, _, _ = response_forward(reference, ids, mask, response_length, with_values=False)
+            ref_logprobs, _, _ = response_forward(
+                reference, ids, mask, response_length, temperature, with_values=False
+            )
         for name, tensor in zip(chunks, (logprobs, values, entropy, ref_logprobs)):
             chunks[name].append(tensor.float())
     out = {name: torch.cat(parts) for name, parts in chunks.items()}

@@ -39,6 +39,10 @@ def resolve_model_path(name_or_path: str, what: str = "model") -> str:
         return str(_offline_model_dir())
     if Path(name_or_path).expanduser().exists():
         return str(Path(name_or_path).expanduser())
+    if not _looks_like_repo_id(name_or_path):
+        raise FileNotFoundError(
+            f"{what} '{name_or_path}': no such directory, and it is not a Hub id (`organisation/name`)."
+        )
     if _in_hub_cache(name_or_path) or _hub_reachable():
         return name_or_path
     raise HubUnreachableError(
@@ -47,6 +51,18 @@ def resolve_model_path(name_or_path: str, what: str = "model") -> str:
         f"network lookup of {_HUB_HOST} failed). Use a local directory, or run the offline preset: "
         f"`accelerate launch train_ppo.py --config {OFFLINE_PRESET}` (model '{OFFLINE_MODEL}')."
     )
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _in_hub_cache(repo_id: str) -> bool:

@@ -120,4 +120,7 @@ def save_final(trainer, output_dir: Path, config: dict) -> Path:
 
 
 def config_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """The run config as plain data with secrets redacted: it is copied into every checkpoint and the final model."""
+    from detox.tracking import redact
+
+    return redact(dataclasses.asdict(cfg))

@@ -196,7 +196,7 @@ class MainTracker(Tracker):
         run_dir.mkdir(parents=True, exist_ok=True)
         clean = redact(config)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(clean, sort_keys=False))
-        name = cfg.run_name or run_dir.resolve().name
+        name = redact(cfg.run_name or run_dir.resolve().name)  # W&B stores the run name in its run file
         accelerator.init_trackers(cfg.project, config=flatten(clean), init_kwargs=self._init_kwargs(name))
         self._sync_dir = self._wandb_offline_dir()
         if self._sync_dir is not None:

@@ -90,11 +90,19 @@ class PPOTrainer:
                 scores = scores.clamp(-self.cfg.ppo.reward_clip, self.cfg.ppo.reward_clip)
         with self._timed("forward"):
             experience = make_experience(
-                self.models, samples, scores, self.kl_ctl.value, self.cfg.ppo, self.cfg.ppo.mini_batch_size
+                self.models,
+                samples,
+                scores,
+                self.kl_ctl.value,
+                self.cfg.ppo,
+                self.cfg.ppo.mini_batch_size,
+                self.cfg.generation.temperature,
             )
         with self._timed("update"):
             policy.train()
             update_stats = self.optimise(experience)
+            if update_stats["ppo/skipped_updates"]:
+                self._check_policy_finite(experience)
             self.scheduler.step()
         stats = self._rollout_stats(experience, components) | update_stats
         self.kl_ctl.update(stats["objective/kl"], self.cfg.ppo.batch_size * self.accelerator.num_processes)
@@ -134,7 +142,7 @@ class PPOTrainer:
         cfg = self.cfg.ppo
         mask = batch.response_mask.float()
         logprobs, values, entropy = response_forward(
-            self.model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1]
+            self.model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1], self.cfg.generation.temperature
         )
         pg_loss, pg_stats = ppo.policy_loss(logprobs, batch.logprobs, batch.advantages, mask, cfg.cliprange)
         vf_loss, vf_stats = ppo.value_loss(values.float(), batch.values, batch.returns, mask, cfg.cliprange_value)
@@ -161,11 +169,38 @@ class PPOTrainer:
             self.optimizer.step()
         elif self.cfg.ppo.nonfinite_loss == "stop":
             raise NonFiniteLossError(
-                f"step {self.step_index}: loss {loss.item()} / gradient norm {float(grad_norm)} is not finite; "
-                f"nothing was applied or saved. Lower ppo.learning_rate, or set ppo.nonfinite_loss: skip."
+                f"step {self.step_index + 1}: loss {loss.item()} / gradient norm {float(grad_norm)} is not finite; "
+                f"this update was not applied and the step was not saved. Lower ppo.learning_rate, or set "
+                f"ppo.nonfinite_loss: skip."
             )
         self.optimizer.zero_grad(set_to_none=True)
         return finite
+
+    @torch.no_grad()
+    def _check_policy_finite(self, experience: Experience) -> None:
+        """Stop when skipping cannot help: the weights themselves diverged.
+
+        Skipping an update rescues a run from one bad batch. After an update sends the weights far out (a learning
+        rate orders of magnitude too high leaves them finite but ~1e30), every later loss is NaN and the next rollout
+        crashes inside sampling with an unrelated message; this re-reads the first mini-batch with the current weights
+        and raises instead, before the step is logged or saved.
+        """
+        batch = experience.select(torch.arange(self.cfg.ppo.mini_batch_size))
+        logprobs, values, _ = response_forward(
+            self.model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1], self.cfg.generation.temperature
+        )
+        mask = batch.response_mask.bool()
+        finite = bool(torch.isfinite(logprobs[mask]).all()) and bool(torch.isfinite(values[mask]).all())
+        finite = bool(self.accelerator.reduce(torch.tensor(float(finite), device=logprobs.device), "min").item())
+        if not finite:
+            policy = self.accelerator.unwrap_model(self.model)
+            largest = max(p.detach().abs().max().item() for p in policy.parameters() if p.requires_grad)
+            raise NonFiniteLossError(
+                f"step {self.step_index + 1}: after skipping non-finite updates, the policy's outputs on its own "
+                f"rollout are still not finite (largest trainable |weight| {largest:.3g}): the weights diverged and "
+                f"skipping cannot recover them. The step was not saved; lower ppo.learning_rate "
+                f"({self.cfg.ppo.learning_rate}) and resume from the last checkpoint."
+            )
 
     def _rollout_stats(self, exp: Experience, components: dict[str, torch.Tensor]) -> dict[str, float]:
         mask = exp.response_mask.float()
