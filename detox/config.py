@@ -105,9 +105,6 @@ class GenerationConfig:
     """Nucleus sampling threshold; 1.0 disables it."""
     temperature: float = 1.0
     """Sampling temperature."""
-    batch_size: int | None = None
-    """Prompts per generate call; null generates the whole rollout batch at once."""
-
     def __post_init__(self):
         if not 0 < self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(
