@@ -91,6 +91,7 @@ def load_training_checkpoint(trainer, checkpoint: Path) -> None:
     state = load_tensors_and_json(checkpoint, "trainer")
     trainer.step_index = state["step"]
     trainer.scheduler.load_state_dict(state["scheduler"])
+    _apply_configured_optimiser_settings(trainer)
     trainer.kl_ctl.load_state_dict(state["kl_controller"])
     trainer.composer.load_state_dict(state["rewards"])
     rng = state["rng"]
@@ -100,6 +101,23 @@ def load_training_checkpoint(trainer, checkpoint: Path) -> None:
             f"(this run has {trainer.accelerator.num_processes})."
         )
     restore_rng_state(rng[trainer.accelerator.process_index])
+
+
+def _apply_configured_optimiser_settings(trainer) -> None:
+    """Make the run's config win over the learning rate and weight decay stored in the optimiser and schedule state.
+
+    Loaded as is, those states would silently keep the saved values, so a run resumed with a lower
+    ppo.learning_rate (the fix its divergence error suggests) would go on with the old one. With unchanged settings
+    this recomputes the very same numbers, so an exact resume stays exact.
+    """
+    cfg, scheduler = trainer.cfg.ppo, trainer.scheduler
+    groups = trainer.optimizer.optimizer.param_groups
+    scheduler.base_lrs = [cfg.learning_rate] * len(groups)
+    for group, lr_factor in zip(groups, scheduler.lr_lambdas):
+        group["initial_lr"] = cfg.learning_rate
+        group["lr"] = cfg.learning_rate * lr_factor(scheduler.last_epoch)  # as LambdaLR computes it
+        group["weight_decay"] = cfg.weight_decay
+    scheduler._last_lr = [group["lr"] for group in groups]  # what get_last_lr() reports until the next step
 
 
 def save_final(trainer, output_dir: Path, config: dict) -> Path:
