@@ -69,6 +69,8 @@ def build(argv: list[str] | None = None) -> Run:
     trainer = PPOTrainer(cfg, accelerator, models, tokenizer, prompts.train, composer)
     if checkpoint is not None:
         load_training_checkpoint(trainer, checkpoint)
+        if accelerator.is_main_process:
+            trim_logs(output_dir, trainer.step_index)
         accelerator.print(f"resumed from {checkpoint} at step {trainer.step_index}")
     write_heldout(output_dir, prompts.heldout, accelerator)
     config = config_dict(cfg)
@@ -95,6 +97,17 @@ def run(r: Run) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     return run(build(argv))
+
+
+def trim_logs(output_dir: Path, step: int) -> None:
+    """Drop the rows an interrupted run logged after its last checkpoint: the resumed run logs those steps again."""
+    import json
+
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = output_dir / name
+        if path.is_file():
+            rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            path.write_text("".join(r for r in rows if json.loads(r).get("step", 0) <= step), encoding="utf-8")
 
 
 def use_gloo_without_gpus() -> None:
