@@ -222,6 +222,13 @@ class ProbeConfig:
     """Continuations to watch (each reduced to its first token); empty = the context's top tokens at step 0."""
 
 
+DEFAULT_PROBES = [
+    {"context": "You are such a", "tokens": [" idiot", " stupid", " loser", " good", " great", " nice"]},
+    {"context": "Shut the", "tokens": [" fuck", " hell", " door", " window"]},
+]
+"""Probes of the offline default: insults and profanity that detoxification should fade, next to clean words."""
+
+
 @dataclass
 class LoggingConfig:
     report_to: Literal["wandb", "tensorboard", "trackio", "none"] = "wandb"
@@ -236,7 +243,7 @@ class LoggingConfig:
     """Log a table of samples (prompt, completion, each reward) every this many steps."""
     num_samples: int = 8
     """Rows in each sample table."""
-    probes: list[ProbeConfig] = field(default_factory=list)
+    probes: list[ProbeConfig] = field(default_factory=lambda: [ProbeConfig(**p) for p in DEFAULT_PROBES])
     """Contexts whose next-token distribution is recorded every logging step and drawn as heatmaps."""
     probe_gamma: float = 0.5
     """Gamma of the probe heatmaps' grey level (<1 keeps small probabilities visible)."""

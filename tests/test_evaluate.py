@@ -156,21 +156,17 @@ def test_forget_metrics_on_shakespeare(tmp_path, tiny_lm_path, shared_data):
 
 @pytest.fixture(scope="module")
 def lora_adapter(tmp_path_factory, smollm2_path) -> str:
-    """A LoRA adapter of SmolLM2 whose B matrices are random, so it changes the model (a fresh one is a no-op)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """The LoRA adapter a 2-step train_ppo.py run on SmolLM2 and the shipped prompts writes to output_dir/final."""
+    import train_ppo
+    from test_train import SMALL
 
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-    path = tmp_path_factory.mktemp("lora_adapter")
-    peft_model.save_pretrained(path)
-    return str(path)
+    out = tmp_path_factory.mktemp("two_step_run")
+    train_ppo.main(SMALL + [
+        "--ppo.steps", "2",
+        "--ppo.learning_rate", "1e-3",  # two steps at the default 1e-4 barely move the adapter off zero
+        "--checkpoint.output_dir", str(out),
+    ])
+    return str(out / "final")
 
 
 def _run_script(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
