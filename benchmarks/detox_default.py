@@ -42,9 +42,10 @@ def train(args, out: Path) -> list[dict]:
 
 
 def evaluate(args, out: Path) -> dict:
+    detox = args.model_dir or out / "train" / "final"
     run([
         sys.executable, "evaluate_toxicity.py",
-        "--models", "base=smollm2-135m-instruct", f"detox={out / 'train' / 'final'}",
+        "--models", "base=smollm2-135m-instruct", f"detox={detox}",
         "--prompt_split", "heldout", "--num_prompts", str(args.num_prompts),
         "--samples_per_prompt", str(args.samples_per_prompt), "--seed", str(args.seed),
         "--output_dir", str(out / "eval"),
@@ -90,12 +91,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="outputs/bench_detox")
     parser.add_argument("--skip_training", action="store_true", help="reuse output_dir/train")
+    parser.add_argument("--model_dir", help="evaluate this model instead of output_dir/train/final, e.g. "
+                        "output_dir/train/checkpoint-60/model (with --skip_training, for a run cut short)")
     parser.add_argument("train_args", nargs="*", help="extra train_ppo.py flags, after --")
     args = parser.parse_args()
     out = Path(args.output_dir).resolve()
     if args.skip_training:
         lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
         metrics = [m for m in map(json.loads, lines) if "reward/total" in m]
+        if args.model_dir:  # a checkpoint: report the training metrics up to its step
+            sys.path.insert(0, str(REPO))
+            from detox.checkpoint import load_tensors_and_json
+
+            step = load_tensors_and_json(Path(args.model_dir).parent, "trainer")["step"]
+            metrics = [m for m in metrics if m["step"] <= step]
     else:
         metrics = train(args, out)
     results = evaluate(args, out)
