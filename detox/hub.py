@@ -92,6 +92,7 @@ def _offline_model_dir() -> Path:
     """
     target = cache_dir() / OFFLINE_MODEL
     if (target / "model.safetensors").exists():
+        _drop_quantization_config(target)
         return target
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -104,7 +105,12 @@ def _offline_model_dir() -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
     quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    config = quantized.config
+    # the weights are de-quantized float32; a leftover GGUF quantization_config would make transformers treat the
+    # model as quantized (the HF Trainer then refuses to train it)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{OFFLINE_MODEL}-", dir=target.parent))
@@ -117,3 +123,17 @@ def _offline_model_dir() -> Path:
 
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _drop_quantization_config(model_dir: Path) -> None:
+    """Repair a directory cached before the quantization_config was dropped (atomic rewrite of config.json)."""
+    import json
+
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    if "quantization_config" not in config:
+        return
+    del config["quantization_config"]
+    staging = path.with_suffix(f".tmp-{os.getpid()}")
+    staging.write_text(json.dumps(config, indent=2))
+    os.replace(staging, path)
