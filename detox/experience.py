@@ -49,15 +49,22 @@ class Experience:
 
 
 def response_forward(
-    model, input_ids, attention_mask, response_length: int, temperature: float = 1.0, with_values: bool = True
+    model,
+    input_ids,
+    attention_mask,
+    response_length: int,
+    temperature: float = 1.0,
+    with_values: bool = True,
+    with_entropy: bool = True,
 ):
-    """Log-probs (B, Tr), values (B, Tr) or None, and entropy (B, Tr) of the response tokens.
+    """Log-probs (B, Tr), values (B, Tr) or None, and entropy (B, Tr) or None of the response tokens.
 
     Logits are divided by the sampling temperature, so the log-probabilities are those of the distribution the
     responses were actually drawn from.
     Logits at position t predict token t + 1, so the response is read from positions [Tq - 1, Tq + Tr - 1);
     only those logits are computed (the LM head over the prompt would be wasted work).
-    `model` is a PolicyWithValueHead (values) or a plain causal LM (reference).
+    `model` is a PolicyWithValueHead (values) or a plain causal LM (reference). The entropy (a softmax over the
+    vocabulary per token) is skipped when nothing reads it.
     """
     keep = response_length + 1
     if with_values:
@@ -76,7 +83,8 @@ def response_forward(
         values = None
     logits = logits[:, :-1].float() / temperature
     labels = input_ids[:, -response_length:]
-    return ppo.logprobs_from_logits(logits, labels), values, ppo.entropy_from_logits(logits)
+    entropy = ppo.entropy_from_logits(logits) if with_entropy else None
+    return ppo.logprobs_from_logits(logits, labels), values, entropy
 
 
 @torch.no_grad()
@@ -100,7 +108,7 @@ def make_experience(
         logprobs, values, entropy = response_forward(models.policy, ids, mask, response_length, temperature)
         with models.reference_lm() as reference:
             ref_logprobs, _, _ = response_forward(
-                reference, ids, mask, response_length, temperature, with_values=False
+                reference, ids, mask, response_length, temperature, with_values=False, with_entropy=False
             )
         for name, tensor in zip(chunks, (logprobs, values, entropy, ref_logprobs)):
             chunks[name].append(tensor.float())

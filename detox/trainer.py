@@ -26,7 +26,9 @@ class PPOTrainer:
         self.cfg, self.accelerator, self.models, self.tokenizer = cfg, accelerator, models, tokenizer
         self.prompts, self.composer = prompts, composer
         params = [p for p in models.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay)
+        # On CPU, AdamW's default implementation updates one tensor at a time; the fused kernel is ~6x faster there.
+        fused = True if accelerator.device.type == "cpu" else None
+        optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay, fused=fused)
         self.model, self.optimizer = accelerator.prepare(models.policy, optimizer)
         # The schedule advances once per PPO step on every process, so it stays outside accelerate's wrapper.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self._lr_factor)
@@ -141,13 +143,20 @@ class PPOTrainer:
     def _loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg.ppo
         mask = batch.response_mask.float()
+        # with ent_coef 0 the entropy adds nothing to the loss or its gradient, so it is not computed
         logprobs, values, entropy = response_forward(
-            self.model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1], self.cfg.generation.temperature
+            self.model,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.response_mask.shape[1],
+            self.cfg.generation.temperature,
+            with_entropy=cfg.ent_coef != 0,
         )
         pg_loss, pg_stats = ppo.policy_loss(logprobs, batch.logprobs, batch.advantages, mask, cfg.cliprange)
         vf_loss, vf_stats = ppo.value_loss(values.float(), batch.values, batch.returns, mask, cfg.cliprange_value)
-        mean_entropy = ppo.masked_mean(entropy, mask)
-        loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mean_entropy
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        if entropy is not None:
+            loss = loss - cfg.ent_coef * ppo.masked_mean(entropy, mask)
         stats = {
             "ppo/loss/policy": pg_loss.item(),
             "ppo/loss/value": vf_loss.item(),
@@ -187,7 +196,12 @@ class PPOTrainer:
         """
         batch = experience.select(torch.arange(self.cfg.ppo.mini_batch_size))
         logprobs, values, _ = response_forward(
-            self.model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1], self.cfg.generation.temperature
+            self.model,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.response_mask.shape[1],
+            self.cfg.generation.temperature,
+            with_entropy=False,
         )
         mask = batch.response_mask.bool()
         finite = bool(torch.isfinite(logprobs[mask]).all()) and bool(torch.isfinite(values[mask]).all())
