@@ -1,0 +1,114 @@
+"""TRL 0.11.4's classic PPOTrainer, driven as in TRL's toxicity example; the TRL side of benchmarks/vs_trl_ppo.py.
+
+Runs only inside the virtual environment that vs_trl_ppo.py creates (.venv-trl011/: TRL 0.11.4, transformers 4.46).
+It reads the exact prompt batches our run trained on (one list per step, in step order) and writes one JSON line per
+step: wall-clock seconds of the whole step (generation + scoring + `ppo_trainer.step`) and of each phase, the mean
+reward and TRL's `objective/kl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+
+
+def load_reward(path: str):
+    """The repo's OfflineToxicity, loaded from its file so the `rewards` package (and detox) is not imported."""
+    spec = importlib.util.spec_from_file_location("detox_reward_toxicity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.OfflineToxicity(output="logit")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("model_dir", "prompts", "reward_file", "out"):
+        parser.add_argument(f"--{name}", required=True)
+    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads"):
+        parser.add_argument(f"--{name}", type=int, required=True)
+    for name in ("min_new_tokens", "max_new_tokens"):
+        parser.add_argument(f"--{name}", type=int, required=True)
+    parser.add_argument("--learning_rate", type=float, required=True)
+    parser.add_argument("--max_grad_norm", type=float, default=None)
+    args = parser.parse_args()
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer, create_reference_model
+    from trl.core import LengthSampler
+
+    torch.set_num_threads(args.threads)
+    with open(args.prompts, encoding="utf-8") as handle:
+        batches: list[list[str]] = json.load(handle)
+    scorer = load_reward(args.reward_file)
+
+    config = PPOConfig(
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        mini_batch_size=args.mini_batch_size,
+        ppo_epochs=args.ppo_epochs,
+        gradient_accumulation_steps=1,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        log_with=None,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(args.model_dir, torch_dtype=torch.float32)
+    ref_model = create_reference_model(model, num_shared_layers=args.num_shared_layers)
+
+    def tokenize(sample):
+        # the prompts are already windowed to 10-15 tokens by our loader; like ours, add no special tokens
+        sample["input_ids"] = tokenizer.encode(sample["query"], add_special_tokens=False)
+        return sample
+
+    dataset = Dataset.from_dict({"query": [p for batch in batches for p in batch]}).map(tokenize)
+    dataset.set_format(type="torch")
+
+    def collator(data):
+        return {key: [d[key] for d in data] for key in data[0]}
+
+    ppo_trainer = PPOTrainer(config, model, ref_model, tokenizer, dataset=dataset, data_collator=collator)
+    # TRL's LengthSampler draws from range(min, max), so max + 1 gives our inclusive [min_new_tokens, max_new_tokens]
+    output_length_sampler = LengthSampler(args.min_new_tokens, args.max_new_tokens + 1)
+    generation_kwargs = {"min_length": -1, "top_k": 0.0, "top_p": 1.0, "do_sample": True,
+                         "pad_token_id": tokenizer.eos_token_id}
+
+    # Our batches, in our order (TRL's own dataloader would reshuffle them).
+    with open(args.out, "w", encoding="utf-8") as out:
+        for step, prompts in enumerate(batches):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            query_tensors = [tokenizer.encode(p, add_special_tokens=False, return_tensors="pt")[0] for p in prompts]
+            response_tensors = ppo_trainer.generate(
+                query_tensors, return_prompt=False, length_sampler=output_length_sampler, **generation_kwargs
+            )
+            generated = time.perf_counter()
+            texts = tokenizer.batch_decode(response_tensors, skip_special_tokens=True)
+            rewards = [torch.tensor(r) for r in scorer(prompts, texts)]
+            scored = time.perf_counter()
+            stats = ppo_trainer.step(query_tensors, response_tensors, rewards)
+            end = time.perf_counter()
+            row = {
+                "step": step + 1,
+                "time/step": end - start,
+                "time/step_cpu": time.process_time() - cpu_start,
+                "time/generate": generated - start,
+                "time/score": scored - generated,
+                "time/ppo_step": end - scored,
+                "time/forward": float(stats["time/ppo/forward_pass"]),
+                "time/update": float(stats["time/ppo/optimize_step"]),
+                "reward/total": float(torch.stack(rewards).mean()),
+                "objective/kl": float(stats["objective/kl"]),
+                "tokens/response_length": sum(len(r) for r in response_tensors) / len(response_tensors),
+                "tokens/padded_length": max(len(q) + len(r) for q, r in zip(query_tensors, response_tensors)),
+            }
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Our PPO step against TRL 0.11.4's classic PPOTrainer: same model, prompts, sizes and steps, side by side.
+
+    HF_HUB_OFFLINE=1 python benchmarks/vs_trl_ppo.py [--steps 6] [--threads 2] [--output_dir outputs/vs_trl_ppo]
+
+Both sides fully fine-tune SmolLM2-135M-Instruct on CPU with a reference model sharing its lower `num_shared_layers`
+layers (frozen in the policy too), train on the same ordered prompt batches (ours: builtin:rtp_challenging, toxicity
+> 0.3, windowed to 10-15 tokens, in the order `PPOTrainer.batch_prompts` gives), draw response lengths from the same
+range, and are rewarded by the same function (rewards/toxicity.py OfflineToxicity, logit output). Ours runs in this
+process through `train_ppo.build`; TRL's runs in its own virtual environment (.venv-trl011/, made on first use with
+PINS) through benchmarks/trl011_worker.py, which drives PPOTrainer as TRL's toxicity example does. A step is timed
+from prompts to updated weights (generation + scoring + optimisation) on both sides, in wall-clock and in process CPU
+time; the first step is a warm-up and left out. On a machine shared with other work, wall-clock times swing with the
+load: run with `--threads 1` and read the CPU-time column.
+
+Known differences, kept because they are each library's own behaviour: TRL's `generate` samples 4 prompts at a time
+with one drawn length per group of 4 (its default), ours samples the whole batch at once with one length per sample;
+TRL right-pads each prompt + response to the batch's longest pair, ours left-pads prompts and right-pads responses
+(longest prompt + longest response, a few tokens more); TRL computes logits over prompt and response, ours over the
+response only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv-trl011"
+WORKER = REPO / "benchmarks" / "trl011_worker.py"
+PINS = [  # TRL 0.11.4 is the last release with the classic PPOTrainer; these are versions it works with
+    "torch==2.13.0",
+    "trl==0.11.4",
+    "transformers==4.46.3",
+    "tokenizers==0.20.3",
+    "accelerate==1.1.1",
+    "datasets==3.1.0",
+    "rich==13.9.4",  # trl 0.11 imports rich; newer tyro releases no longer pull it in
+    "tyro==0.8.14",
+    "alt-profanity-check==1.9.1",  # the same scorer, and scikit-learn model, as ours
+    "scikit-learn==1.9.1",
+]
+
+
+def ensure_venv() -> Path:
+    """The venv's python; creates the venv, or reinstalls when PINS changed since it was made."""
+    python, marker = VENV / "bin" / "python", VENV / "detox-pins.txt"
+    if python.exists() and marker.is_file() and marker.read_text() == "\n".join(PINS):
+        return python
+    print(f"creating {VENV} with {' '.join(PINS)}", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINS], check=True)
+    marker.write_text("\n".join(PINS))
+    return python
+
+
+def trl_model_dir(src: Path, dst: Path) -> Path:
+    """A view of the model directory that transformers 4.46 reads the same way transformers 5 does.
+
+    Weights and tokenizer.json are symlinked; the configs are rewritten where the formats differ: 4.46 knows no
+    `TokenizersBackend` tokenizer class, reads `rope_theta` (not `rope_parameters`, which it would silently ignore
+    and fall back to theta 10000), and would treat the GGUF note in `quantization_config` as a quantizer to load.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "tokenizer.json", "generation_config.json"):
+        if not (dst / name).exists():
+            (dst / name).symlink_to(src / name)
+    config = json.loads((src / "config.json").read_text())
+    config.pop("quantization_config", None)  # the weights were dequantised when the GGUF was converted
+    rope = config.pop("rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"{src}/config.json: rope_type {rope['rope_type']!r} has no transformers 4.46 spelling here.")
+    config.setdefault("rope_theta", rope.get("rope_theta", 10000.0))
+    config["torch_dtype"] = config.pop("dtype", "float32")
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer = json.loads((src / "tokenizer_config.json").read_text())
+    for key in ("backend", "is_local", "local_files_only"):
+        tokenizer.pop(key, None)
+    tokenizer["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (dst / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
+    return dst
+
+
+def our_argv(args, output_dir: Path) -> list[str]:
+    flags = {
+        "lora.enabled": "false",
+        "model.num_shared_layers": args.num_shared_layers,
+        "ppo.steps": args.steps,
+        "ppo.batch_size": args.batch_size,
+        "ppo.mini_batch_size": args.mini_batch_size,
+        "ppo.ppo_epochs": args.ppo_epochs,
+        "ppo.learning_rate": args.learning_rate,
+        "ppo.max_grad_norm": args.max_grad_norm,
+        "ppo.seed": args.seed,
+        "generation.min_new_tokens": args.min_new_tokens,
+        "generation.max_new_tokens": args.max_new_tokens,
+        "logging.report_to": "none",
+        "checkpoint.output_dir": output_dir,
+    }
+    return ["--config", str(REPO / "configs" / "offline_default.yaml")] + [
+        item for key, value in flags.items() for item in (f"--{key}", str(value))
+    ]
+
+
+def run_ours(args, output_dir: Path) -> tuple[list[dict], list[list[str]], str]:
+    """Our steps' metrics, the prompt batches they trained on (in step order) and the model directory."""
+    import time
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    import train_ppo
+
+    torch.set_num_threads(args.threads)
+    r = train_ppo.build(our_argv(args, output_dir))
+    batches = [r.trainer.batch_prompts(step) for step in range(args.steps)]  # pure: derived from the step alone
+    rows = []
+    for _ in range(args.steps):  # the loop of detox.trainer.train, without the checkpoint saves between steps
+        cpu_start = time.process_time()
+        stats, _ = r.trainer.step()
+        rows.append({k: v for k, v in stats.items() if k.startswith(("time/", "reward/total", "objective/kl"))})
+        rows[-1] |= {"step": r.trainer.step_index, "time/step_cpu": time.process_time() - cpu_start}
+        print("ours", json.dumps(rows[-1]), flush=True)
+    return rows, batches, r.trainer.models.base_path
+
+
+def run_trl(args, python: Path, model_dir: Path, batches: list[list[str]], output_dir: Path) -> list[dict]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prompts_file, out = output_dir / "prompts.json", output_dir / "steps.jsonl"
+    prompts_file.write_text(json.dumps(batches, indent=1))
+    command = [str(python), str(WORKER), "--model_dir", str(model_dir), "--prompts", str(prompts_file),
+               "--reward_file", str(REPO / "rewards" / "toxicity.py"), "--out", str(out)]
+    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads",
+                 "min_new_tokens", "max_new_tokens", "learning_rate", "max_grad_norm"):
+        command += [f"--{name}", str(getattr(args, name))]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    subprocess.run(command, check=True, env=env)
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def summarise(rows: list[dict], k: int) -> dict[str, float]:
+    """Step time over the steps after the first (warm-up), reward gain = mean of the last k - mean of the first k."""
+    timed = rows[1:] or rows
+    rewards = [r["reward/total"] for r in rows]
+    out = {
+        "median": statistics.median(r["time/step"] for r in timed),
+        "mean": statistics.fmean(r["time/step"] for r in timed),
+        "cpu": statistics.median(r["time/step_cpu"] for r in timed),
+        "first": rewards[0],
+        "last": rewards[-1],
+        "gain": statistics.fmean(rewards[-k:]) - statistics.fmean(rewards[:k]),
+        "kl": rows[-1]["objective/kl"],
+    }
+    for phase in ("generate", "score", "forward", "update"):
+        out[phase] = statistics.median(r[f"time/{phase}"] for r in timed)
+    return out
+
+
+def report(ours: dict, trl: dict, k: int, target: float) -> str:
+    lines = [
+        f"| side | s/step median | s/step mean | CPU s/step median | reward first → last "
+        f"| gain (last {k} − first {k}) | KL last |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in (("ours", ours), ("TRL 0.11.4", trl)):
+        lines.append(f"| {name} | {s['median']:.2f} | {s['mean']:.2f} | {s['cpu']:.2f} "
+                     f"| {s['first']:+.3f} → {s['last']:+.3f} | {s['gain']:+.3f} | {s['kl']:.3f} |")
+    lines += ["", "| side | generate | score | forward (policy+ref) | update | (median s, steps after the first)",
+              "|---|---|---|---|---|"]
+    for name, s in (("ours", ours), ("TRL 0.11.4", trl)):
+        lines.append(f"| {name} | {s['generate']:.2f} | {s['score']:.3f} | {s['forward']:.2f} | {s['update']:.2f} |")
+    ratio = ours["median"] / trl["median"]
+    speed = "met" if ratio <= target else "NOT met"
+    reward = "met" if ours["gain"] >= trl["gain"] else "NOT met"
+    cpu_ratio = ours["cpu"] / trl["cpu"]
+    lines += ["", f"ratio ours/TRL = {ratio:.2f} (median s/step; in CPU time {cpu_ratio:.2f}); target ≤ {target}: "
+              f"{speed}; reward gain ours {ours['gain']:+.3f} ≥ TRL {trl['gain']:+.3f}: {reward}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--mini_batch_size", type=int, default=4)
+    parser.add_argument("--ppo_epochs", type=int, default=4)
+    parser.add_argument("--learning_rate", type=float, default=1.41e-5, help="the TRL example's full fine-tuning lr")
+    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="ours' default; applied to TRL's too")
+    parser.add_argument("--num_shared_layers", type=int, default=20, help="of SmolLM2's 30 layers")
+    parser.add_argument("--min_new_tokens", type=int, default=20)
+    parser.add_argument("--max_new_tokens", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both sides")
+    parser.add_argument("--target", type=float, default=0.7, help="the ours/TRL time ratio to beat")
+    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "vs_trl_ppo")
+    args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error(f"--steps ({args.steps}) must be at least 2: the first step is a warm-up and is not timed.")
+    os.environ.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(args.threads))
+
+    python = ensure_venv()  # before our run, so a failed install costs no training time
+    ours_rows, batches, model_path = run_ours(args, args.output_dir / "ours")
+    import gc
+
+    gc.collect()  # our models are unreachable once run_ours returns; free them before TRL loads its own
+    model_dir = trl_model_dir(Path(model_path), args.output_dir / "model_trl011")
+    trl_rows = run_trl(args, python, model_dir, batches, args.output_dir / "trl011")
+    k = max(1, args.steps // 3)
+    table = report(summarise(ours_rows, k), summarise(trl_rows, k), k, args.target)
+    (args.output_dir / "table.md").write_text(table + "\n")
+    print(f"\n{args.steps} steps, batch {args.batch_size}, mini-batch {args.mini_batch_size}, "
+          f"{args.ppo_epochs} PPO epochs, torch threads: {args.threads}\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()
