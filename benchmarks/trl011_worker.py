@@ -26,9 +26,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("model_dir", "prompts", "reward_file", "out"):
         parser.add_argument(f"--{name}", required=True)
-    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads"):
-        parser.add_argument(f"--{name}", type=int, required=True)
-    for name in ("min_new_tokens", "max_new_tokens"):
+    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads",
+                 "min_new_tokens", "max_new_tokens"):
         parser.add_argument(f"--{name}", type=int, required=True)
     parser.add_argument("--learning_rate", type=float, required=True)
     parser.add_argument("--max_grad_norm", type=float, default=None)

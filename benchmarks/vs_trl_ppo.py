@@ -10,7 +10,8 @@ process through `train_ppo.build`; TRL's runs in its own virtual environment (.v
 PINS) through benchmarks/trl011_worker.py, which drives PPOTrainer as TRL's toxicity example does. A step is timed
 from prompts to updated weights (generation + scoring + optimisation) on both sides, in wall-clock and in process CPU
 time; the first step is a warm-up and left out. On a machine shared with other work, wall-clock times swing with the
-load: run with `--threads 1` and read the CPU-time column.
+load: run with `--threads 1` and read the CPU-time column. The reward gain (mean reward of the last third of the steps
+minus the first third) is sampling noise over a few steps; it needs tens of steps to say which side learns faster.
 
 Known differences, kept because they are each library's own behaviour: TRL's `generate` samples 4 prompts at a time
 with one drawn length per group of 4 (its default), ours samples the whole batch at once with one length per sample;
@@ -22,6 +23,7 @@ response only.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -204,8 +206,6 @@ def main(argv: list[str] | None = None) -> None:
 
     python = ensure_venv()  # before our run, so a failed install costs no training time
     ours_rows, batches, model_path = run_ours(args, args.output_dir / "ours")
-    import gc
-
     gc.collect()  # our models are unreachable once run_ours returns; free them before TRL loads its own
     model_dir = trl_model_dir(Path(model_path), args.output_dir / "model_trl011")
     trl_rows = run_trl(args, python, model_dir, batches, args.output_dir / "trl011")
