@@ -140,18 +140,22 @@ class PPOTrainer:
         out = {key: self._mean(values) for key, values in collected.items()}
         return out | {"ppo/epochs": epochs_done, "ppo/skipped_updates": skipped, "ppo/lr": self.scheduler.get_last_lr()[0]}
 
-    def _loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg = self.cfg.ppo
-        mask = batch.response_mask.float()
-        # with ent_coef 0 the entropy adds nothing to the loss or its gradient, so it is not computed
-        logprobs, values, entropy = response_forward(
+    def _policy_forward(self, batch: Experience, with_entropy: bool):
+        """Current log-probs, values and (optionally) entropy of a mini-batch's response tokens."""
+        return response_forward(
             self.model,
             batch.input_ids,
             batch.attention_mask,
             batch.response_mask.shape[1],
             self.cfg.generation.temperature,
-            with_entropy=cfg.ent_coef != 0,
+            with_entropy=with_entropy,
         )
+
+    def _loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg.ppo
+        mask = batch.response_mask.float()
+        # with ent_coef 0 the entropy adds nothing to the loss or its gradient, so it is not computed
+        logprobs, values, entropy = self._policy_forward(batch, with_entropy=cfg.ent_coef != 0)
         pg_loss, pg_stats = ppo.policy_loss(logprobs, batch.logprobs, batch.advantages, mask, cfg.cliprange)
         vf_loss, vf_stats = ppo.value_loss(values.float(), batch.values, batch.returns, mask, cfg.cliprange_value)
         loss = pg_loss + cfg.vf_coef * vf_loss
@@ -195,14 +199,7 @@ class PPOTrainer:
         and raises instead, before the step is logged or saved.
         """
         batch = experience.select(torch.arange(self.cfg.ppo.mini_batch_size))
-        logprobs, values, _ = response_forward(
-            self.model,
-            batch.input_ids,
-            batch.attention_mask,
-            batch.response_mask.shape[1],
-            self.cfg.generation.temperature,
-            with_entropy=False,
-        )
+        logprobs, values, _ = self._policy_forward(batch, with_entropy=False)
         mask = batch.response_mask.bool()
         finite = bool(torch.isfinite(logprobs[mask]).all()) and bool(torch.isfinite(values[mask]).all())
         finite = bool(self.accelerator.reduce(torch.tensor(float(finite), device=logprobs.device), "min").item())
