@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+from accelerate.utils import DistributedType
 
 from detox import ppo
 from detox.config import TrainConfig
@@ -30,6 +31,11 @@ class PPOTrainer:
         fused = True if accelerator.device.type == "cpu" else None
         optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay, fused=fused)
         self.model, self.optimizer = accelerator.prepare(models.policy, optimizer)
+        unsharded = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
+        if accelerator.distributed_type not in unsharded:
+            # Reusing the frozen layers' output hands the decoder a shortened layer list for a forward pass, which
+            # sharded (FSDP / DeepSpeed) models, whose hooks expect every layer to run, must not see.
+            models.trunk_layers = 0
         # The schedule advances once per PPO step on every process, so it stays outside accelerate's wrapper.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self._lr_factor)
         self.kl_ctl = (
@@ -144,13 +150,14 @@ class PPOTrainer:
         cfg = self.cfg.ppo
         mask = batch.response_mask.float()
         # with ent_coef 0 the entropy adds nothing to the loss or its gradient, so it is not computed
-        logprobs, values, entropy = response_forward(
+        logprobs, values, entropy, _ = response_forward(
             self.model,
             batch.input_ids,
             batch.attention_mask,
             batch.response_mask.shape[1],
             self.cfg.generation.temperature,
             with_entropy=cfg.ent_coef != 0,
+            trunk=batch.trunk,
         )
         pg_loss, pg_stats = ppo.policy_loss(logprobs, batch.logprobs, batch.advantages, mask, cfg.cliprange)
         vf_loss, vf_stats = ppo.value_loss(values.float(), batch.values, batch.returns, mask, cfg.cliprange_value)
@@ -195,13 +202,14 @@ class PPOTrainer:
         and raises instead, before the step is logged or saved.
         """
         batch = experience.select(torch.arange(self.cfg.ppo.mini_batch_size))
-        logprobs, values, _ = response_forward(
+        logprobs, values, _, _ = response_forward(
             self.model,
             batch.input_ids,
             batch.attention_mask,
             batch.response_mask.shape[1],
             self.cfg.generation.temperature,
             with_entropy=False,
+            trunk=batch.trunk,
         )
         mask = batch.response_mask.bool()
         finite = bool(torch.isfinite(logprobs[mask]).all()) and bool(torch.isfinite(values[mask]).all())
