@@ -10,6 +10,7 @@ import torch
 from detox import ppo
 from detox.config import PPOConfig
 from detox.generation import Samples
+from detox.models import Trunk, causal_lm_forward
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Experience:
     """(B, Tr) GAE advantages, whitened over response tokens."""
     returns: torch.Tensor
     """(B, Tr) value targets (advantages before whitening + values)."""
+    trunk: Trunk | None = None
+    """Output of the policy's frozen lower layers, reused by every update; None when no layer is frozen."""
 
     @property
     def query_length(self) -> int:
@@ -45,7 +48,8 @@ class Experience:
 
     def select(self, index: torch.Tensor) -> "Experience":
         """The rows `index` of every tensor (a mini-batch)."""
-        return Experience(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+        rows = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return Experience(**{name: None if value is None else value[index] for name, value in rows.items()})
 
 
 def response_forward(
@@ -56,35 +60,31 @@ def response_forward(
     temperature: float = 1.0,
     with_values: bool = True,
     with_entropy: bool = True,
+    trunk: Trunk | None = None,
 ):
-    """Log-probs (B, Tr), values (B, Tr) or None, and entropy (B, Tr) or None of the response tokens.
+    """Log-probs (B, Tr), values (B, Tr) or None, entropy (B, Tr) or None of the response tokens, and the policy's
+    hidden states (None for a plain causal LM).
 
     Logits are divided by the sampling temperature, so the log-probabilities are those of the distribution the
     responses were actually drawn from.
     Logits at position t predict token t + 1, so the response is read from positions [Tq - 1, Tq + Tr - 1);
     only those logits are computed (the LM head over the prompt would be wasted work).
     `model` is a PolicyWithValueHead (values) or a plain causal LM (reference). The entropy (a softmax over the
-    vocabulary per token) is skipped when nothing reads it.
+    vocabulary per token) is skipped when nothing reads it. With `trunk`, the layers below `trunk.layers` are not
+    run again (see detox.models.causal_lm_forward).
     """
     keep = response_length + 1
+    hidden_states = None
     if with_values:
-        logits, values = model(input_ids, attention_mask, logits_to_keep=keep)
+        logits, values, hidden_states = model(input_ids, attention_mask, logits_to_keep=keep, trunk=trunk)
         values = values[:, -response_length - 1 : -1]
     else:
-        from detox.models import position_ids
-
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
-            use_cache=False,
-            logits_to_keep=keep,
-        ).logits
+        logits = causal_lm_forward(model, input_ids, attention_mask, keep, trunk).logits
         values = None
     logits = logits[:, :-1].float() / temperature
     labels = input_ids[:, -response_length:]
     entropy = ppo.entropy_from_logits(logits) if with_entropy else None
-    return ppo.logprobs_from_logits(logits, labels), values, entropy
+    return ppo.logprobs_from_logits(logits, labels), values, entropy, hidden_states
 
 
 @torch.no_grad()
@@ -102,18 +102,25 @@ def make_experience(
     attention_mask = torch.cat([samples.query_mask, samples.response_mask], dim=1)
     response_length = samples.response_ids.shape[1]
     chunks = {"logprobs": [], "values": [], "entropy": [], "ref_logprobs": []}
+    layers, trunks = models.trunk_layers, []
     for start in range(0, input_ids.shape[0], forward_batch_size):
         ids = input_ids[start : start + forward_batch_size]
         mask = attention_mask[start : start + forward_batch_size]
-        logprobs, values, entropy = response_forward(models.policy, ids, mask, response_length, temperature)
+        logprobs, values, entropy, hidden = response_forward(models.policy, ids, mask, response_length, temperature)
+        # the reference shares the frozen lower layers: it starts from their output instead of recomputing it
+        trunk = Trunk(layers, hidden[layers]) if layers else None
         with models.reference_lm() as reference:
-            ref_logprobs, _, _ = response_forward(
-                reference, ids, mask, response_length, temperature, with_values=False, with_entropy=False
+            ref_logprobs, _, _, _ = response_forward(
+                reference, ids, mask, response_length, temperature, with_values=False, with_entropy=False, trunk=trunk
             )
         for name, tensor in zip(chunks, (logprobs, values, entropy, ref_logprobs)):
             chunks[name].append(tensor.float())
+        trunks.append(trunk)
     out = {name: torch.cat(parts) for name, parts in chunks.items()}
-    return finish_experience(input_ids, attention_mask, samples.response_mask, scores, out, kl_coef, cfg)
+    experience = finish_experience(input_ids, attention_mask, samples.response_mask, scores, out, kl_coef, cfg)
+    if layers:
+        experience.trunk = Trunk(layers, torch.cat([t.hidden for t in trunks]))
+    return experience
 
 
 def finish_experience(input_ids, attention_mask, response_mask, scores, out, kl_coef, cfg: PPOConfig) -> Experience:

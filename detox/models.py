@@ -75,25 +75,83 @@ class PolicyWithValueHead(nn.Module):
         nn.init.zeros_(self.v_head.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) token ids and mask -> logits (B, K, V) of the last K = logits_to_keep positions (all when 0)
-        and values (B, T)."""
-        out = self.lm(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
-            output_hidden_states=True,
-            use_cache=False,
-            logits_to_keep=logits_to_keep,
-        )
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits_to_keep: int = 0,
+        trunk: "Trunk | None" = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, T) token ids and mask -> logits (B, K, V) of the last K = logits_to_keep positions (all when 0),
+        values (B, T) and the hidden states (index i: the (B, T, H) input of layer i; the layers below
+        `trunk.layers` are missing when `trunk` is given)."""
+        out = causal_lm_forward(self.lm, input_ids, attention_mask, logits_to_keep, trunk, output_hidden_states=True)
         hidden = out.hidden_states[-1]
         values = self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
-        return out.logits, values
+        return out.logits, values, out.hidden_states
 
     @property
     def is_peft(self) -> bool:
         return hasattr(self.lm, "disable_adapter")
+
+
+@dataclass
+class Trunk:
+    """The output of the policy's frozen lower layers, which the reference shares: computed once per rollout."""
+
+    layers: int
+    """How many lower decoder layers (with the embeddings) it skips."""
+    hidden: torch.Tensor
+    """(B, T, H) the hidden state entering layer `layers` (`hidden_states[layers]` of a full forward pass)."""
+
+    def __getitem__(self, index: torch.Tensor) -> "Trunk":
+        """The rows `index` (a mini-batch)."""
+        return Trunk(self.layers, self.hidden[index])
+
+
+def causal_lm_forward(lm, input_ids, attention_mask, logits_to_keep: int = 0, trunk: Trunk | None = None, **kwargs):
+    """A no-cache forward pass with positions that skip left padding; from `trunk.hidden` up when `trunk` is given.
+
+    The lower layers are skipped by handing the decoder only its upper layers for the call, with the trunk's hidden
+    state as `inputs_embeds`; the causal mask and rotary positions are rebuilt from the same mask and positions.
+    """
+    common = dict(
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=False,
+        logits_to_keep=logits_to_keep,
+        **kwargs,
+    )
+    if trunk is None or trunk.layers == 0:
+        return lm(input_ids=input_ids, **common)
+    decoder = lm.get_decoder()
+    layers = decoder.layers
+    decoder.layers = layers[trunk.layers :]
+    try:
+        return lm(inputs_embeds=trunk.hidden, **common)
+    finally:
+        decoder.layers = layers
+
+
+# Decoders whose forward pass feeds `inputs_embeds` straight to `layers`, so the trunk's hidden state can stand in
+# for the embeddings. Others rescale inputs_embeds (Gemma by sqrt(hidden size), Granite by a multiplier) or keep
+# their layers elsewhere (GPT-2, GPT-Neo, GPT-J: `h`); they run every layer.
+TRUNK_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def frozen_trunk_layers(lm: nn.Module, reference: nn.Module | None, num_shared_layers: int | None) -> int:
+    """How many lower layers a rollout's trunk can skip: those the reference shares, provided they and the input
+    embeddings are frozen in the policy (their output then never changes during a step) and the decoder is one of
+    TRUNK_MODEL_TYPES; else 0."""
+    if reference is None or not num_shared_layers:
+        return 0
+    if getattr(lm.config, "model_type", None) not in TRUNK_MODEL_TYPES:
+        return 0
+    decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        return 0
+    lower = [*lm.get_input_embeddings().parameters(), *layers[:num_shared_layers].parameters()]
+    return num_shared_layers if not any(p.requires_grad for p in lower) else 0
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -108,6 +166,9 @@ class Models:
     """Frozen copy (full fine-tuning) or None (LoRA: the policy with adapters disabled is the reference)."""
     base_path: str
     memory_report: dict[str, float]
+    trunk_layers: int = 0
+    """Lower layers frozen in the policy and shared with the reference, whose output each rollout computes once and
+    the reference and every update reuse (0: none, e.g. with LoRA)."""
 
     @contextlib.contextmanager
     def reference_lm(self):
@@ -159,7 +220,8 @@ def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
         "memory/reference_saved_gb": (param_bytes - ref_bytes) / 2**30,
         "params/trainable_m": trainable / 1e6,
     }
-    return Models(policy=policy, reference=reference, base_path=path, memory_report=report)
+    trunk_layers = frozen_trunk_layers(lm, reference, model_cfg.num_shared_layers)
+    return Models(policy=policy, reference=reference, base_path=path, memory_report=report, trunk_layers=trunk_layers)
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+from accelerate.utils import DistributedType
 
 from detox import ppo
 from detox.config import TrainConfig
@@ -30,6 +31,11 @@ class PPOTrainer:
         fused = True if accelerator.device.type == "cpu" else None
         optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay, fused=fused)
         self.model, self.optimizer = accelerator.prepare(models.policy, optimizer)
+        unsharded = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
+        if accelerator.distributed_type not in unsharded:
+            # Reusing the frozen layers' output hands the decoder a shortened layer list for a forward pass, which
+            # sharded (FSDP / DeepSpeed) models, whose hooks expect every layer to run, must not see.
+            models.trunk_layers = 0
         # The schedule advances once per PPO step on every process, so it stays outside accelerate's wrapper.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self._lr_factor)
         self.kl_ctl = (
@@ -142,14 +148,16 @@ class PPOTrainer:
 
     def _policy_forward(self, batch: Experience, with_entropy: bool):
         """Current log-probs, values and (optionally) entropy of a mini-batch's response tokens."""
-        return response_forward(
+        logprobs, values, entropy, _ = response_forward(
             self.model,
             batch.input_ids,
             batch.attention_mask,
             batch.response_mask.shape[1],
             self.cfg.generation.temperature,
             with_entropy=with_entropy,
+            trunk=batch.trunk,
         )
+        return logprobs, values, entropy
 
     def _loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg.ppo
