@@ -29,7 +29,7 @@ def run(command: list[str]) -> None:
 
 def train(args, out: Path) -> list[dict]:
     command = [
-        sys.executable, "train_ppo.py", "--config", "configs/offline_default.yaml",
+        sys.executable, "train_ppo.py", "--config", args.config,
         "--ppo.steps", str(args.steps), "--checkpoint.output_dir", str(out / "train"),
         "--checkpoint.save_every", str(max(1, args.steps // 4)), "--logging.report_to", "none",
         *args.train_args,
@@ -85,6 +85,7 @@ def report_effect(results: dict) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/offline_default.yaml", help="training config (a preset)")
     parser.add_argument("--steps", type=int, default=80, help="PPO steps (the demo runs 40)")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated (>= 200)")
     parser.add_argument("--samples_per_prompt", type=int, default=2)

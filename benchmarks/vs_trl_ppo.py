@@ -25,11 +25,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-trl011"
@@ -144,8 +147,20 @@ def run_trl(args, python: Path, model_dir: Path, batches: list[list[str]], outpu
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
+def reward_slope(rewards: list[float]) -> tuple[float, float]:
+    """Least-squares slope of the reward against the step, and its standard error (nan below 3 steps)."""
+    steps = np.arange(len(rewards), dtype=float)
+    if len(rewards) < 3:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(steps, rewards, 1)
+    residuals = np.asarray(rewards) - (slope * steps + intercept)
+    spread = np.sum((steps - steps.mean()) ** 2)
+    return float(slope), float(np.sqrt(np.sum(residuals**2) / (len(rewards) - 2) / spread))
+
+
 def summarise(rows: list[dict], k: int) -> dict[str, float]:
-    """Step time over the steps after the first (warm-up), reward gain = mean of the last k - mean of the first k."""
+    """Step time over the steps after the first (warm-up), reward gain = mean of the last k - mean of the first k,
+    and the reward's slope per step with its standard error."""
     timed = rows[1:] or rows
     rewards = [r["reward/total"] for r in rows]
     out = {
@@ -157,6 +172,7 @@ def summarise(rows: list[dict], k: int) -> dict[str, float]:
         "gain": statistics.fmean(rewards[-k:]) - statistics.fmean(rewards[:k]),
         "kl": rows[-1]["objective/kl"],
     }
+    out["slope"], out["slope_se"] = reward_slope(rewards)
     for phase in ("generate", "score", "forward", "update"):
         out[phase] = statistics.median(r[f"time/{phase}"] for r in timed)
     return out
@@ -165,12 +181,13 @@ def summarise(rows: list[dict], k: int) -> dict[str, float]:
 def report(ours: dict, trl: dict, k: int, target: float) -> str:
     lines = [
         f"| side | s/step median | s/step mean | CPU s/step median | reward first → last "
-        f"| gain (last {k} − first {k}) | KL last |",
-        "|---|---|---|---|---|---|---|",
+        f"| gain (last {k} − first {k}) | slope ± s.e. (reward/step) | KL last |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in (("ours", ours), ("TRL 0.11.4", trl)):
         lines.append(f"| {name} | {s['median']:.2f} | {s['mean']:.2f} | {s['cpu']:.2f} "
-                     f"| {s['first']:+.3f} → {s['last']:+.3f} | {s['gain']:+.3f} | {s['kl']:.3f} |")
+                     f"| {s['first']:+.3f} → {s['last']:+.3f} | {s['gain']:+.3f} "
+                     f"| {s['slope']:+.4f} ± {s['slope_se']:.4f} | {s['kl']:.3f} |")
     lines += ["", "| side | generate | score | forward (policy+ref) | update | (median s, steps after the first)",
               "|---|---|---|---|---|"]
     for name, s in (("ours", ours), ("TRL 0.11.4", trl)):
@@ -179,8 +196,12 @@ def report(ours: dict, trl: dict, k: int, target: float) -> str:
     speed = "met" if ratio <= target else "NOT met"
     reward = "met" if ours["gain"] >= trl["gain"] else "NOT met"
     cpu_ratio = ours["cpu"] / trl["cpu"]
+    difference = ours["slope"] - trl["slope"]
+    difference_se = math.hypot(ours["slope_se"], trl["slope_se"])
     lines += ["", f"ratio ours/TRL = {ratio:.2f} (median s/step; in CPU time {cpu_ratio:.2f}); target ≤ {target}: "
-              f"{speed}; reward gain ours {ours['gain']:+.3f} ≥ TRL {trl['gain']:+.3f}: {reward}"]
+              f"{speed}; reward gain ours {ours['gain']:+.3f} ≥ TRL {trl['gain']:+.3f}: {reward}",
+              f"reward slope ours − TRL = {difference:+.4f} ± {difference_se:.4f} per step "
+              f"({abs(difference) / difference_se:.1f} standard errors from equal)"]
     return "\n".join(lines)
 
 
