@@ -200,8 +200,10 @@ class RewardComponentConfig:
     """Keyword arguments of the reward's constructor."""
     normalize: bool = False
     """Normalise this component with its running mean and std before weighting."""
-    clip: float | None = None
-    """Clip this component to [-clip, clip] after normalisation."""
+    clip: float | list[float | None] | None = None
+    """Clip this component after normalisation: a number c clips to [-c, c]; a pair [low, high] to that range, a
+    null side unbounded. `[null, 3.0]` caps a log-odds toxicity reward: every clearly clean completion earns the same,
+    so the policy is not paid for making clean text "cleaner" (which drifts away from fluent text)."""
     device: str | None = None
     """Device of this component's model (e.g. `cpu` while the policy is on the GPU); null = the policy's."""
     batch_size: int = 64

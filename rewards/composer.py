@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,6 +57,23 @@ class RunningMoments:
         return (x - self.mean) / math.sqrt(self.std**2 + _NORM_EPS)
 
 
+def clip_bounds(name: str, clip: float | Sequence[float | None] | None) -> tuple[float, float] | None:
+    """`clip` as (low, high): c -> (-c, c); [low, high] -> itself, a None side unbounded; None -> None (no clip)."""
+    if clip is None:
+        return None
+    if isinstance(clip, (int, float)):
+        if not clip > 0:
+            raise ValueError(f"rewards '{name}': clip ({clip}) must be > 0, a [low, high] pair, or null (no clipping).")
+        return -float(clip), float(clip)
+    if len(clip) != 2 or all(side is None for side in clip):
+        raise ValueError(f"rewards '{name}': clip {list(clip)} must be a pair [low, high] with at least one number.")
+    low = -math.inf if clip[0] is None else float(clip[0])
+    high = math.inf if clip[1] is None else float(clip[1])
+    if not low < high:
+        raise ValueError(f"rewards '{name}': clip [low, high] = {list(clip)} needs low < high.")
+    return low, high
+
+
 class ComponentReward:
     """One component as TRL's GRPOTrainer sees it: chunked, checked, normalised and clipped, but not weighted.
 
@@ -64,14 +81,19 @@ class ComponentReward:
     running moments) and clipping; calling the object does both and returns `list[float]`.
     """
 
-    def __init__(self, name: str, reward: Callable[..., Any], normalize: bool, clip: float | None, batch_size: int):
+    def __init__(
+        self,
+        name: str,
+        reward: Callable[..., Any],
+        normalize: bool,
+        clip: float | Sequence[float | None] | None,
+        batch_size: int,
+    ):
         if batch_size < 1:
             raise ValueError(f"rewards '{name}': batch_size ({batch_size}) must be >= 1.")
-        if clip is not None and not clip > 0:
-            raise ValueError(f"rewards '{name}': clip ({clip}) must be > 0 or null (no clipping).")
         self.__name__ = name
         self.reward = reward
-        self.clip = clip
+        self.clip = clip_bounds(name, clip)
         self.batch_size = batch_size
         self.moments = RunningMoments() if normalize else None
 
@@ -116,7 +138,7 @@ class ComponentReward:
             self.moments.update(raw)
             scores = self.moments.normalize(raw)
         if self.clip is not None:
-            scores = np.clip(scores, -self.clip, self.clip)
+            scores = np.clip(scores, *self.clip)
         return scores
 
     def _check(self, out: Any, start: int, end: int, completions: list[str]) -> np.ndarray:

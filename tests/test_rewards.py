@@ -373,6 +373,19 @@ def test_composer_config_errors(fixtures_on_path):
         RewardComposer([fixture_component("constant_reward", weight=float("nan"))])
     with pytest.raises(ValueError, match="clip \\(0.0\\) must be > 0"):
         RewardComposer([fixture_component("constant_reward", clip=0.0)])
+    with pytest.raises(ValueError, match="needs low < high"):
+        RewardComposer([fixture_component("constant_reward", clip=[2.0, 1.0])])
+    with pytest.raises(ValueError, match="at least one number"):
+        RewardComposer([fixture_component("constant_reward", clip=[None, None])])
+
+
+def test_composer_one_sided_clip_caps_only_the_top(fixtures_on_path):
+    # word counts 7, 2, 4: a ceiling of 3 leaves the low scores alone and caps the high ones
+    composer = RewardComposer([fixture_component("count_token_reward", clip=[None, 3.0])])
+    texts = ["a b c d e f g", "a b", "a b c d"]
+    assert composer([""] * 3, texts)[0].tolist() == [3.0, 2.0, 3.0]
+    floor = RewardComposer([fixture_component("count_token_reward", clip=[3.0, None])])
+    assert floor([""] * 3, texts)[0].tolist() == [7.0, 3.0, 4.0]
 
 
 def test_composer_reward_funcs_follow_trls_calling_convention(fixtures_on_path):
