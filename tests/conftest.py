@@ -29,28 +29,34 @@ def smollm2_path() -> str:
     return resolve_model_path(OFFLINE_MODEL)
 
 
-@pytest.fixture(scope="session")
-def tiny_lm_path(tmp_path_factory, smollm2_path) -> str:
-    """A 2-layer Llama with SmolLM2's tokenizer: real tokenisation, random weights, fast on CPU."""
+def save_tiny_lm(path, tokenizer, model_class, config_class, **extra) -> str:
+    """Save a 2-layer decoder of `model_class` (random weights, fixed seed) with `tokenizer` to `path`."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=256,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        **extra,
     )
-    path = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(config).save_pretrained(path)
+    model_class(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_path(tmp_path_factory, smollm2_path) -> str:
+    """A 2-layer Llama with SmolLM2's tokenizer: real tokenisation, random weights, fast on CPU."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    path = tmp_path_factory.mktemp("tiny_lm")
+    return save_tiny_lm(path, tokenizer, LlamaForCausalLM, LlamaConfig, max_position_embeddings=256,
+                        tie_word_embeddings=True)

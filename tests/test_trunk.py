@@ -8,6 +8,8 @@ from detox.config import LoraConfig, ModelConfig
 from detox.experience import response_forward
 from detox.models import Trunk, build_models
 
+from conftest import save_tiny_lm
+
 
 def test_trunk_forward_equals_the_full_forward(tiny_lm_path):
     # 2-layer model, 1 layer shared: the embeddings and layer 0 are frozen, layer 1 trains
@@ -50,18 +52,7 @@ def test_no_trunk_for_decoders_that_rescale_or_rename_their_inputs(tmp_path, smo
     from transformers import AutoTokenizer, GemmaConfig, GemmaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
-    config = GemmaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GemmaForCausalLM(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    save_tiny_lm(tmp_path, tokenizer, GemmaForCausalLM, GemmaConfig, head_dim=8)
     models = build_models(ModelConfig(name_or_path=str(tmp_path), num_shared_layers=1), LoraConfig(enabled=False))
     assert models.reference is not None
     assert models.trunk_layers == 0
