@@ -271,7 +271,8 @@ class CheckpointConfig:
 
 
 def _default_rewards() -> list[RewardComponentConfig]:
-    return [RewardComponentConfig(type="offline_toxicity", options={"output": "logit"})]
+    # log-odds of "not profane", capped: clean completions (P(profane) <= 0.05) all earn the ceiling
+    return [RewardComponentConfig(type="offline_toxicity", options={"output": "logit"}, clip=[None, 3.0])]
 
 
 @dataclass
