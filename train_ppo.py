@@ -39,6 +39,7 @@ def build(argv: list[str] | None = None) -> Run:
     guard_earlier_run(output_dir, cfg.checkpoint)
 
     use_gloo_without_gpus()
+    use_every_core_when_alone()
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -117,6 +118,32 @@ def use_gloo_without_gpus() -> None:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+def use_every_core_when_alone() -> None:
+    """Give a lone CPU process every core.
+
+    `accelerate launch` without a config sets OMP_NUM_THREADS=1 for its one process, which halves the offline
+    default's speed on a 2-core machine. When this is the only process, there is no GPU and the launcher left one
+    thread, take all physical cores instead, unless DETOX_CPU_THREADS says how many to use.
+    """
+    import torch
+
+    chosen = os.environ.get("DETOX_CPU_THREADS")
+    if chosen is not None:
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise ValueError(f"DETOX_CPU_THREADS ({chosen!r}) must be a positive whole number of threads.")
+        torch.set_num_threads(int(chosen))
+        return
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1 and not torch.cuda.is_available()
+    from_launcher = "ACCELERATE_MIXED_PRECISION" in os.environ and os.environ.get("OMP_NUM_THREADS") == "1"
+    if alone and from_launcher:
+        import psutil
+
+        cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
+        if cores > 1:
+            torch.set_num_threads(cores)
+            print(f"accelerate launch left 1 CPU thread; using {cores} (set DETOX_CPU_THREADS to choose)", flush=True)
 
 
 RUN_FILES = ("latest", "metrics.jsonl", "samples.jsonl")

@@ -183,3 +183,32 @@ def test_fresh_run_refuses_a_directory_holding_a_run(tiny_lm_path, tmp_path):
     _fails_fast(["--model.name_or_path", tiny_lm_path, "--checkpoint.output_dir", str(tmp_path)],
                 FileExistsError, "already holds a run", "resume_from_checkpoint latest", "overwrite")
     assert (tmp_path / "checkpoint-3").is_dir()
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_lone_cpu_process_takes_every_core_from_accelerates_one_thread(monkeypatch, restore_threads):
+    import psutil
+
+    cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
+    for name in ("WORLD_SIZE", "DETOX_CPU_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    train_ppo.use_every_core_when_alone()  # plain `python train_ppo.py` with OMP_NUM_THREADS=1: the user's choice
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what accelerate's launcher exports to its process
+    train_ppo.use_every_core_when_alone()
+    assert torch.get_num_threads() == cores
+    monkeypatch.setenv("DETOX_CPU_THREADS", "1")
+    train_ppo.use_every_core_when_alone()
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("DETOX_CPU_THREADS", "two")
+    with pytest.raises(ValueError, match="DETOX_CPU_THREADS"):
+        train_ppo.use_every_core_when_alone()

@@ -69,6 +69,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return os.environ | {
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",  # see `one_thread`
+        "DETOX_CPU_THREADS": "1",  # keep it at one under `accelerate launch` too
         "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]),
         **extra,
     }
