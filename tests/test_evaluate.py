@@ -91,6 +91,15 @@ def test_cache_round_trip_and_invalidation(tmp_path):
     assert read_cache(path, "other") is None
 
 
+def test_cache_key_ignores_the_working_directory(tmp_path, monkeypatch):
+    # no forget or retain corpus: editing an unrelated file where the command runs must not throw the cache away
+    monkeypatch.chdir(tmp_path)
+    cfg = EvalConfig(models=["b=smollm2-135m-instruct"])
+    key = fingerprint(cfg, "smollm2-135m-instruct", ["p1"])
+    (tmp_path / "notes.txt").write_text("edited")
+    assert fingerprint(cfg, "smollm2-135m-instruct", ["p1"]) == key
+
+
 def test_too_many_prompts_is_an_error_naming_the_field(smollm2_path):
     from detox.evaluation import load_eval_prompts
     from detox.models import load_tokenizer
