@@ -1,6 +1,6 @@
 """The offline default end to end: train, then compare base and detoxified model on held-out prompts.
 
-    python benchmarks/detox_default.py --steps 80 --num_prompts 200 --output_dir outputs/bench_detox
+    python benchmarks/detox_default.py [--steps 30] [--num_prompts 200] [--output_dir outputs/bench_detox]
 
 Prints the reward curve, KL, seconds per step and peak RSS of training, then the evaluation table (same prompts and
 decoding for both models): mean toxicity before and after, and the perplexity of the generations under the
@@ -55,10 +55,11 @@ def evaluate(args, out: Path) -> dict:
 
 def report_training(metrics: list[dict]) -> None:
     rewards = [m["reward/total"] for m in metrics]
-    window = max(1, len(rewards) // 8)
+    parts = min(8, len(rewards))
+    bounds = [round(i * len(rewards) / parts) for i in range(parts + 1)]
     print("\n## Training")
-    print("reward curve (mean of each eighth of the run): "
-          + " ".join(f"{statistics.mean(rewards[i:i + window]):+.2f}" for i in range(0, len(rewards), window)))
+    print(f"reward curve (mean of each of {parts} equal parts of the run): "
+          + " ".join(f"{statistics.mean(rewards[a:b]):+.2f}" for a, b in zip(bounds, bounds[1:])))
     print(f"KL (nats/sequence): first {metrics[0]['objective/kl']:.3f}, last {metrics[-1]['objective/kl']:.3f}, "
           f"max {max(m['objective/kl'] for m in metrics):.3f}; final beta {metrics[-1]['objective/kl_coef']:.3f}")
     step_times = [m["time/step"] for m in metrics[1:]] or [metrics[0]["time/step"]]
@@ -86,7 +87,7 @@ def report_effect(results: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/offline_default.yaml", help="training config (a preset)")
-    parser.add_argument("--steps", type=int, default=80, help="PPO steps (the demo runs 40)")
+    parser.add_argument("--steps", type=int, default=30, help="PPO steps (the offline default runs 30)")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated (>= 200)")
     parser.add_argument("--samples_per_prompt", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
