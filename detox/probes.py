@@ -93,6 +93,34 @@ def draw_heatmap(probs: np.ndarray, steps: list[int], labels: list[str], gamma: 
     return fig
 
 
+def draw_change(probs: np.ndarray, steps: list[int], labels: list[str], title: str):
+    """Matplotlib Figure: each watched token's probability divided by its first recorded value, one line per token on
+    a log axis. Rare tokens (p ~ 0.001) that the heatmap shows as near-black read here as clear falls and rises."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
+
+    probs = np.asarray(probs, dtype=np.float64)
+    fig = Figure(figsize=(6.0, 3.6), dpi=80)
+    FigureCanvasAgg(fig)
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot()
+    for column, label in enumerate(labels):
+        first = probs[0, column]
+        if first > 0:
+            ax.plot(steps, probs[:, column] / first, label=f"{label} ({first:.2g} at step {steps[0]})")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="both", labelsize=7)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"p / p at step {steps[0]}")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
 def _bar_frame(probs: np.ndarray, labels: list[str], title: str):
     """One GIF frame (PIL greyscale image): bars linear in probability, value above each bar."""
     from PIL import Image, ImageDraw, ImageFont
@@ -114,9 +142,17 @@ def _bar_frame(probs: np.ndarray, labels: list[str], title: str):
 
 def probe_images(paths: list[Path]) -> dict[str, Path]:
     """The pictures among `ProbeRecorder.save`'s paths, named for `Tracker.log_images`:
-    {"probe_sixty/heatmap": probe_sixty.png, "probe_sixty/animation": probe_sixty.gif, ...}."""
-    kinds = {".png": "heatmap", ".gif": "animation"}
-    return {f"{p.stem}/{kinds[p.suffix]}": Path(p) for p in paths if p.suffix in kinds}
+    {"probe_sixty/heatmap": probe_sixty.png, "probe_sixty/change": probe_sixty_change.png,
+    "probe_sixty/animation": probe_sixty.gif, ...}."""
+    images = {}
+    for path in map(Path, paths):
+        if path.suffix == ".gif":
+            images[f"{path.stem}/animation"] = path
+        elif path.suffix == ".png" and path.stem.endswith("_change"):
+            images[f"{path.stem.removesuffix('_change')}/change"] = path
+        elif path.suffix == ".png":
+            images[f"{path.stem}/heatmap"] = path
+    return images
 
 
 class ProbeRecorder:
@@ -222,7 +258,8 @@ class ProbeRecorder:
         self.token_ids, self.steps, self.history = state["token_ids"], state["steps"], state["history"]
 
     def save(self, out_dir: Path, gamma: float) -> list[Path]:
-        """Write probe_<context>.png and .gif per probe and probes.json into `out_dir`; return their paths."""
+        """Write probe_<context>.png (heatmap), probe_<context>_change.png (relative change) and .gif per probe, and
+        probes.json, into `out_dir`; return their paths."""
         if not self.contexts:
             return []
         if not self.steps:
@@ -240,6 +277,9 @@ class ProbeRecorder:
             written.append(out_dir / f"probe_{_slug(context)}.gif")
             frames = [_bar_frame(row, labels, f"{title}, step {s}") for s, row in zip(self.steps, probs)]
             frames[0].save(written[-1], save_all=True, append_images=frames[1:], duration=400, loop=0)
+            written.append(out_dir / f"probe_{_slug(context)}_change.png")
+            change = draw_change(probs[:, :-1], self.steps, labels[:-1], f"{title}: change since step {self.steps[0]}")
+            change.savefig(written[-1])
             dump.append({"context": context, "token_ids": self.token_ids[i], "tokens": [*texts, "<other>"],
                          "steps": self.steps, "probs": self.history[i]})  # fmt: skip
         written.append(out_dir / "probes.json")

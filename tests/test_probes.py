@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from detox.config import ProbeConfig
-from detox.probes import TOP_K_DEFAULT, ProbeRecorder, draw_heatmap, heatmap_array, probe_images
+from detox.probes import TOP_K_DEFAULT, ProbeRecorder, draw_change, draw_heatmap, heatmap_array, probe_images
 
 GAMMA = 0.5
 WATCHED = [" nine", "-nine", " five"]
@@ -73,8 +73,9 @@ def test_records_match_softmax_and_pictures_match_records(tiny, tmp_path):
     assert probs[1, 0] > 0.5 and probs[2, 1] > probs[2, 0] > probs[2, 2] > 0.01  # the boosts spread the values
 
     written = recorder.save(tmp_path, GAMMA)
-    assert [p.name for p in written] == ["probe_sixty.png", "probe_sixty.gif", "probe_fifty.png",
-                                         "probe_fifty.gif", "probes.json"]  # fmt: skip
+    assert [p.name for p in written] == ["probe_sixty.png", "probe_sixty.gif", "probe_sixty_change.png",
+                                         "probe_fifty.png", "probe_fifty.gif", "probe_fifty_change.png",
+                                         "probes.json"]  # fmt: skip
 
     # The PNG: each cell's centre pixel is heatmap_array's grey level, so brightness follows probability.
     labels = ['" nine"', '"-nine"', '" five"', "other"]
@@ -97,11 +98,22 @@ def test_records_match_softmax_and_pictures_match_records(tiny, tmp_path):
 
     with Image.open(written[1]) as gif:
         assert gif.n_frames == n_steps
+    # The change picture: one line per watched token, its probability over its first value
+    change = draw_change(probs[:, :-1], recorder.steps, labels[:-1], "change")
+    lines = change.axes[0].get_lines()[: n_tokens - 1]
+    for column, line in enumerate(lines):
+        np.testing.assert_allclose(line.get_xdata(), recorder.steps)
+        np.testing.assert_allclose(line.get_ydata(), probs[:, column] / probs[0, column])
+    assert change.axes[0].get_yscale() == "log"
+    with Image.open(written[2]) as image:
+        assert image.size[0] > 100
     assert probe_images(written) == {
         "probe_sixty/heatmap": written[0],
         "probe_sixty/animation": written[1],
-        "probe_fifty/heatmap": written[2],
-        "probe_fifty/animation": written[3],
+        "probe_sixty/change": written[2],
+        "probe_fifty/heatmap": written[3],
+        "probe_fifty/animation": written[4],
+        "probe_fifty/change": written[5],
     }
     saved = json.loads(written[-1].read_text())
     assert saved["probes"][0]["steps"] == [0, 5, 10]
