@@ -50,6 +50,11 @@ def _panels(keys: set[str]) -> list[_Panel]:
         _Panel("kl", "objective/kl", twin_key="objective/kl_coef"),
         _Panel("entropy", "objective/entropy"),
         _Panel("value_loss", "ppo/loss/value"),
+        # loss-based unlearning baselines (train_unlearn.py)
+        _Panel("loss", "loss/total"),
+        _Panel("forget_nll", "forget/nll"),
+        _Panel("retain_nll", "retain/nll"),
+        _Panel("npo_log_ratio", "npo/log_ratio"),
     ]
     return [p for p in panels if p.key in keys]
 

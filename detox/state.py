@@ -74,18 +74,7 @@ def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, c
 def load_training_checkpoint(trainer, checkpoint: Path) -> None:
     """Restore weights, optimiser, schedule, KL controller, reward normalisers, step and this rank's RNG."""
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    model_dir = checkpoint / "model"
-    if policy.is_peft:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(policy.lm, load_file(model_dir / "adapter_model.safetensors"))
-    else:
-        state = {}
-        for shard in sorted(model_dir.glob("model*.safetensors")):
-            state.update(load_file(shard))
-        missing, unexpected = policy.lm.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if "lm_head" not in m]:  # lm_head may be tied to the embeddings
-            raise ValueError(f"checkpoint {checkpoint} does not match the model: missing {missing}, extra {unexpected}.")
+    load_lm_weights(policy.lm, checkpoint)
     policy.v_head.load_state_dict(load_file(checkpoint / "value_head.safetensors"))
     trainer.optimizer.optimizer.load_state_dict(load_tensors_and_json(checkpoint, "optimizer"))
     state = load_tensors_and_json(checkpoint, "trainer")
@@ -101,6 +90,22 @@ def load_training_checkpoint(trainer, checkpoint: Path) -> None:
             f"(this run has {trainer.accelerator.num_processes})."
         )
     restore_rng_state(rng[trainer.accelerator.process_index])
+
+
+def load_lm_weights(lm, checkpoint: Path) -> None:
+    """Load `checkpoint/model` (a LoRA adapter, or full weights in safetensors shards) into `lm` in place."""
+    model_dir = checkpoint / "model"
+    if hasattr(lm, "disable_adapter"):  # a peft model
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(lm, load_file(model_dir / "adapter_model.safetensors"))
+        return
+    state = {}
+    for shard in sorted(model_dir.glob("model*.safetensors")):
+        state.update(load_file(shard))
+    missing, unexpected = lm.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:  # lm_head may be tied to the embeddings
+        raise ValueError(f"checkpoint {checkpoint} does not match the model: missing {missing}, extra {unexpected}.")
 
 
 def _apply_configured_optimiser_settings(trainer) -> None:

@@ -1,0 +1,111 @@
+"""Loss-based unlearning baselines as pure functions on tensors: gradient ascent, gradient difference, NPO, and the
+alternative labels of "Who's Harry Potter?" (WHP).
+
+Nothing here knows about models or data loading. Shapes: B = sequences, T = tokens, V = vocabulary. `logits` are
+(B, T, V) for the full sequence and `labels` (B, T) hold the token ids to predict, already shifted or not as the
+function says; a label of IGNORE (-100, as in transformers) leaves its position out.
+
+References: Jang et al. 2023 (gradient ascent for unlearning, arXiv:2210.01504); Liu et al. 2022 / Maini et al. 2024
+(gradient difference, TOFU arXiv:2401.06121); Zhang et al. 2024 (NPO, arXiv:2404.05868); Eldan & Russinovich 2023
+("Who's Harry Potter?", arXiv:2310.02238).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+"""Label that leaves a position out of every loss (the transformers convention)."""
+
+
+def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Align a causal LM's logits with the tokens they predict.
+
+    logits (B, T, V), labels (B, T) -> logits (B, T-1, V) at positions 0..T-2, labels (B, T-1) at 1..T-1.
+    """
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(label_t) at every position, and the mask of positions that count.
+
+    logits (B, T, V), labels (B, T) aligned (no shift here) -> (logprobs (B, T) with 0 where ignored, mask (B, T)).
+    """
+    mask = labels != IGNORE
+    safe = torch.where(mask, labels, torch.zeros_like(labels))
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return torch.where(mask, logprobs, torch.zeros_like(logprobs)), mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log π(y|x) summed over each sequence's counted tokens: (B, T, V), (B, T) aligned -> (B,)."""
+    logprobs, _ = token_logprobs(logits, labels)
+    return logprobs.sum(dim=-1)
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood per counted token (the usual LM loss): aligned (B, T, V), (B, T) -> scalar."""
+    logprobs, mask = token_logprobs(logits, labels)
+    count = mask.sum()
+    if int(count) == 0:
+        raise ValueError("nll over no token: every label is IGNORE; the batch has nothing to learn from.")
+    return -logprobs.sum() / count
+
+
+def gradient_ascent_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor) -> torch.Tensor:
+    """Gradient ascent on the forget set: minimise -NLL(forget), i.e. train with a negative learning rate.
+
+    Unbounded below: nothing stops it from driving every forget token's probability to 0, which is why it collapses.
+    """
+    return -nll(forget_logits, forget_labels)
+
+
+def gradient_difference_loss(
+    forget_logits: torch.Tensor,
+    forget_labels: torch.Tensor,
+    retain_logits: torch.Tensor,
+    retain_labels: torch.Tensor,
+    retain_weight: float = 1.0,
+) -> torch.Tensor:
+    """Ascent on the forget set plus descent on the retain set: -NLL(forget) + retain_weight * NLL(retain)."""
+    return gradient_ascent_loss(forget_logits, forget_labels) + retain_weight * nll(retain_logits, retain_labels)
+
+
+def npo_loss(policy_logprob: torch.Tensor, reference_logprob: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative preference optimisation (Zhang et al. 2024, eq. 3), averaged over the batch.
+
+    L = -(2/β) E[log σ(-β (log π_θ(y|x) - log π_ref(y|x)))] = (2/β) E[softplus(β · log-ratio)].
+    policy_logprob, reference_logprob: (B,) sequence log-probabilities of forget samples. At log-ratio 0 the loss is
+    (2/β) log 2 and its gradient is that of gradient ascent scaled by 1/N; as π_θ(y|x) falls the gradient vanishes
+    (the weight σ(β · log-ratio) goes to 0), which is what slows the collapse.
+    """
+    if beta <= 0:
+        raise ValueError(f"NPO beta ({beta}) must be positive.")
+    log_ratio = policy_logprob - reference_logprob.detach()
+    return (2.0 / beta) * F.softplus(beta * log_ratio).mean()
+
+
+def whp_generic_logits(baseline_logits: torch.Tensor, reinforced_logits: torch.Tensor, alpha: float) -> torch.Tensor:
+    """WHP's generic prediction (Eldan & Russinovich 2023, eq. 1): v_generic = v_base - α · ReLU(v_reinforced - v_base).
+
+    Wherever fine-tuning on the text raised a token's logit, that token is pushed below the baseline's logit by α
+    times the rise; tokens the reinforced model did not favour keep the baseline's logit. Shapes (..., V) -> (..., V).
+    """
+    if alpha < 0:
+        raise ValueError(f"WHP alpha ({alpha}) must be >= 0.")
+    return baseline_logits - alpha * torch.relu(reinforced_logits - baseline_logits)
+
+
+def whp_labels(generic_logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The alternative label at each position: the generic prediction's argmax, IGNORE where `keep` is False.
+
+    generic_logits (B, T, V), keep (B, T) bool -> labels (B, T) for `alternative_label_loss`.
+    """
+    labels = generic_logits.argmax(dim=-1)
+    return torch.where(keep, labels, torch.full_like(labels, IGNORE))
+
+
+def alternative_label_loss(logits: torch.Tensor, alternative_labels: torch.Tensor) -> torch.Tensor:
+    """Fine-tune on the original text towards the generic labels: NLL of the alternative labels, aligned positions."""
+    return nll(logits, alternative_labels)

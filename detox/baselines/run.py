@@ -1,0 +1,237 @@
+"""Build, train, checkpoint and save a loss-based unlearning baseline; `train_unlearn.py` is its command line.
+
+A run writes what a PPO run writes: `metrics.jsonl`, `samples.jsonl`, `config.yaml`, curve PNGs and the tracker's
+files (W&B by default), atomic checkpoints (`checkpoint-N/`, `latest`) that resume exactly, and `final/`, which loads
+with plain transformers (`AutoModelForCausalLM`) or peft (`AutoPeftModelForCausalLM`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from detox.baselines.config import UnlearnConfig
+
+
+@dataclass
+class BaselineRun:
+    cfg: UnlearnConfig
+    accelerator: Any
+    trainer: Any
+    tracker: Any
+    probes: Any
+    output_dir: Path
+    config: dict
+
+
+def load_blocks(corpus: str, field: str, tokenizer, max_length: int, max_blocks: int | None, what: str):
+    """A corpus as token blocks of `max_length` (documents joined with EOS); an empty corpus is an error."""
+    from rewards.make_reinforced import chunk_blocks
+    from rewards.ngram_index import read_corpus
+
+    texts = [t for t in read_corpus(corpus, field) if t.strip()]
+    if not texts:
+        raise ValueError(f"{what} '{corpus}' holds no text (field '{field}'); give a corpus with at least one text.")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    blocks = chunk_blocks(ids, tokenizer.eos_token_id, max_length)
+    if not blocks:
+        raise ValueError(f"{what} '{corpus}' has fewer than 2 tokens; nothing to train on.")
+    return blocks[:max_blocks] if max_blocks else blocks
+
+
+def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: list[list[int]]):
+    """WHP's training pairs: the blocks as re-tokenised around anchor terms, and their alternative labels."""
+    from detox.baselines.whp import align_block, alternative_labels
+    from detox.hub import resolve_model_path
+    from detox.models import _base_of_adapter, load_causal_lm
+    from rewards.forget import AnchorTerms
+
+    method = cfg.method
+    anchors = AnchorTerms(method.anchor_terms) if method.anchor_terms else _NoAnchors()
+    aligned = [align_block(tokenizer.decode(b), anchors, tokenizer) for b in blocks]
+    aligned = [a for a in aligned if len(a.original_ids) >= 2]
+    device = models.policy.lm.device
+
+    def logits_of(model):
+        return lambda ids: model(input_ids=torch.tensor([ids], device=device)).logits[0]
+
+    with models.reference_lm() as base:
+        base.eval()
+        reinforced = None
+        if method.alpha > 0:
+            adapter_base = _base_of_adapter(method.reinforced)
+            if adapter_base is None:
+                raise ValueError(f"method.reinforced '{method.reinforced}' is not a LoRA adapter directory "
+                                 f"(no adapter_config.json); make one with `python -m rewards.make_reinforced`.")
+            if resolve_model_path(adapter_base) != models.base_path:
+                raise ValueError(f"method.reinforced was trained on '{adapter_base}', but model.name_or_path is "
+                                 f"'{cfg.model.name_or_path}': the reinforced model must extend the model unlearned.")
+            reinforced = load_causal_lm(method.reinforced, cfg.model.dtype, device=device, what="method.reinforced")
+        labels = alternative_labels(aligned, logits_of(base), logits_of(reinforced or base), method.alpha)
+    del reinforced
+    return [a.original_ids for a in aligned], labels
+
+
+class _NoAnchors:
+    """Stands in for AnchorTerms when WHP runs on reinforcement bootstrapping alone: nothing to translate."""
+
+    class _Never:
+        @staticmethod
+        def finditer(text):
+            return iter(())
+
+    pattern = _Never()
+
+    @staticmethod
+    def translate(text: str) -> str:
+        return text
+
+
+def write_lm(directory: Path, lm, tokenizer, config: dict) -> None:
+    """The model (adapter or full weights, safetensors), its tokenizer and the run config, in `directory`."""
+    bad = [n for n, p in lm.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:
+        raise RuntimeError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
+    lm.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    (directory / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def save_baseline_checkpoint(trainer, output_dir: Path, keep_last: int | None, config: dict) -> None:
+    """checkpoint-N/: model/, optimizer.{safetensors,json}, trainer.json (step and every rank's RNG state)."""
+    from accelerate.utils import gather_object
+
+    from detox.checkpoint import capture_rng_state, save_checkpoint, save_tensors_and_json
+
+    rng_states = gather_object([capture_rng_state()])
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        def write(directory: Path) -> None:
+            write_lm(directory / "model", trainer.accelerator.unwrap_model(trainer.model), trainer.tokenizer, config)
+            save_tensors_and_json(directory, "optimizer", trainer.optimizer.optimizer.state_dict())
+            save_tensors_and_json(directory, "trainer", {"step": trainer.step_index, "rng": rng_states})
+
+        save_checkpoint(output_dir, trainer.step_index, write, keep_last=keep_last)
+    trainer.accelerator.wait_for_everyone()
+
+
+def load_baseline_checkpoint(trainer, checkpoint: Path) -> None:
+    from detox.checkpoint import load_tensors_and_json, restore_rng_state
+    from detox.state import load_lm_weights
+
+    load_lm_weights(trainer.accelerator.unwrap_model(trainer.model), checkpoint)
+    trainer.optimizer.optimizer.load_state_dict(load_tensors_and_json(checkpoint, "optimizer"))
+    for group in trainer.optimizer.optimizer.param_groups:  # the run's configured settings win, as in PPO runs
+        group["lr"], group["weight_decay"] = trainer.cfg.optim.learning_rate, trainer.cfg.optim.weight_decay
+    state = load_tensors_and_json(checkpoint, "trainer")
+    if len(state["rng"]) != trainer.accelerator.num_processes:
+        raise ValueError(f"checkpoint {checkpoint} was written by {len(state['rng'])} processes; resume it with "
+                         f"the same number (this run has {trainer.accelerator.num_processes}).")
+    trainer.step_index = state["step"]
+    restore_rng_state(state["rng"][trainer.accelerator.process_index])
+
+
+def build(argv: list[str] | None = None) -> BaselineRun:
+    """Parse the config, load the corpora and models, prepare WHP labels, and resume when asked."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from detox import tracking
+    from detox.baselines.trainer import UnlearnTrainer
+    from detox.checkpoint import resolve_checkpoint
+    from detox.config import parse_config
+    from detox.models import build_models, load_tokenizer
+    from detox.probes import ProbeRecorder
+    from detox.state import config_dict
+    from train_ppo import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
+
+    cfg: UnlearnConfig = parse_config(argv, UnlearnConfig)
+    output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
+    guard_earlier_run(output_dir, cfg.checkpoint)
+    use_gloo_without_gpus()
+    use_every_core_when_alone()
+    accelerator = Accelerator(log_with=tracking.accelerate_log_with(cfg.logging), project_dir=str(output_dir))
+    set_seed(cfg.optim.seed, device_specific=True)
+    checkpoint = (resolve_checkpoint(cfg.checkpoint.resume_from_checkpoint, output_dir)
+                  if cfg.checkpoint.resume_from_checkpoint else None)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    data = cfg.data
+    forget = load_blocks(data.forget, data.text_field, tokenizer, data.max_length, data.max_blocks, "data.forget")
+    retain = (load_blocks(data.retain, data.text_field, tokenizer, data.max_length, data.max_blocks, "data.retain")
+              if data.retain and cfg.method.name in ("gradient_difference", "npo") else None)
+    models = build_models(cfg.model, cfg.lora)
+    labels = None
+    if cfg.method.name == "whp":
+        forget, labels = whp_targets(cfg, models, tokenizer, forget)
+    accelerator.print(f"{cfg.method.name}: {len(forget)} forget blocks, {len(retain or [])} retain blocks of "
+                      f"<= {data.max_length} tokens")
+    trainer = UnlearnTrainer(cfg, accelerator, models, tokenizer, forget, retain, labels)
+    if checkpoint is not None:
+        load_baseline_checkpoint(trainer, checkpoint)
+        if accelerator.is_main_process:
+            from train_ppo import trim_logs
+
+            trim_logs(output_dir, trainer.step_index)
+        accelerator.print(f"resumed from {checkpoint} at step {trainer.step_index}")
+    config = config_dict(cfg)
+    tracker = tracking.make_tracker(cfg.logging, accelerator, output_dir, config)
+    probes = ProbeRecorder(tokenizer, cfg.logging.probes, accelerator.device)
+    return BaselineRun(cfg, accelerator, trainer, tracker, probes, output_dir, config)
+
+
+def train(r: BaselineRun) -> None:
+    """Steps until `optim.steps`, logging, probing, sampling and checkpointing on the configured schedule."""
+    from detox.trainer import peak_memory_gb
+
+    cfg, trainer, log = r.cfg, r.trainer, r.cfg.logging
+    lm = lambda: r.accelerator.unwrap_model(trainer.model)  # noqa: E731
+    if trainer.step_index == 0:
+        r.tracker.log(r.probes.record(lm(), 0), step=0)
+    while trainer.step_index < cfg.optim.steps:
+        stats = trainer.step()
+        step, final = trainer.step_index, trainer.step_index == cfg.optim.steps
+        stats["memory/peak_gb"] = peak_memory_gb(r.accelerator.device)
+        if step % log.log_every == 0 or final:
+            r.tracker.log(stats | r.probes.record(lm(), step), step=step)
+        if step % log.sample_every == 0 or final:
+            r.tracker.log_samples(trainer.samples(log.num_samples), step=step)
+        r.accelerator.print(f"step {step}/{cfg.optim.steps} | loss {stats['loss/total']:+.4f} | forget nll "
+                            f"{stats['forget/nll']:.3f} | {stats['time/step']:.1f} s")
+        if step % cfg.checkpoint.save_every == 0 or final:
+            save_baseline_checkpoint(trainer, r.output_dir, cfg.checkpoint.keep_last, r.config)
+
+
+def save_final(r: BaselineRun) -> Path:
+    """`output_dir/final`, written to a temporary directory and renamed into place."""
+    final = r.output_dir / "final"
+    if r.accelerator.is_main_process:
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=r.output_dir))
+        try:
+            write_lm(staging / "model", r.accelerator.unwrap_model(r.trainer.model), r.trainer.tokenizer, r.config)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging / "model", final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    r.accelerator.wait_for_everyone()
+    return final
+
+
+def run(r: BaselineRun) -> Path:
+    from detox.probes import probe_images
+
+    train(r)
+    final = save_final(r)
+    if r.accelerator.is_main_process:
+        r.tracker.log_images(probe_images(r.probes.save(r.output_dir, r.cfg.logging.probe_gamma)),
+                             step=r.trainer.step_index)
+    r.tracker.finish()
+    r.accelerator.print(f"saved {final}")
+    return final

@@ -1,0 +1,160 @@
+"""Loss-based unlearning baselines end to end: WHP's anchor alignment on the real tokenizer, short runs of every
+method on real Shakespeare text, their outputs loading with plain transformers/peft, exact resume, and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from training_runs import one_thread  # noqa: F401 (fixture)
+
+from detox.baselines.losses import IGNORE
+from detox.baselines.whp import align_block, alternative_labels
+from rewards.forget import AnchorTerms
+
+ANCHORS = {"Romeo": "the young man", "Verona": "the city", "Tybalt": "the cousin"}
+RUN = ["--optim.steps", "2", "--optim.batch_size", "2", "--data.max_length", "32", "--data.max_blocks", "6",
+       "--logging.report_to", "none", "--logging.sample_every", "2", "--logging.num_samples", "1",
+       "--optim.learning_rate", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory, shared_data) -> dict[str, Path]:
+    """Speeches of Romeo and Juliet (forget) and of Coriolanus (retain) from Tiny Shakespeare."""
+    text = gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8").read()
+    speeches = text.split("\n\n")
+    forget = [s for s in speeches if s.split(":")[0] in ("ROMEO", "JULIET", "TYBALT", "MERCUTIO")][:40]
+    retain = [s for s in speeches if s.split(":")[0] in ("CORIOLANUS", "MENENIUS")][:40]
+    out = tmp_path_factory.mktemp("baseline_corpora")
+    for name, rows in (("forget", forget), ("retain", retain)):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in rows))
+    (out / "anchors.json").write_text(json.dumps(ANCHORS))
+    (out / "empty.jsonl").write_text(json.dumps({"text": "  "}) + "\n")
+    return {"forget": out / "forget.jsonl", "retain": out / "retain.jsonl", "anchors": out / "anchors.json",
+            "empty": out / "empty.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer(smollm2_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_path)
+
+
+def test_align_block_keeps_plain_tokens_and_maps_anchor_ends(smollm2_tokenizer):
+    text = "In fair Verona, where Romeo walks, we lay our scene."
+    block = align_block(text, AnchorTerms(ANCHORS), smollm2_tokenizer)
+    tok = smollm2_tokenizer
+    assert block.original_ids == tok(text, add_special_tokens=False)["input_ids"]  # same tokens as the whole text
+    assert tok.decode(block.translated_ids) == "In fair the city, where the young man walks, we lay our scene."
+    words = [tok.decode([t]) for t in block.original_ids]
+    for i, word in enumerate(words):
+        if block.source[i] >= 0 and word not in (" Ver", "ona", " Romeo"):  # plain tokens map to the same token
+            assert tok.decode([block.translated_ids[block.source[i]]]) == word
+    # " fair" predicts the anchor's first token: kept, read from the translated " fair" (which predicts " the").
+    fair = words.index(" fair")
+    assert block.keep[fair] and tok.decode([block.translated_ids[block.source[fair]]]) == " fair"
+    # Inside "Verona" (" Ver" -> "ona") nothing is learned; the anchor's last token maps to " city".
+    ver = words.index(" Ver")
+    assert not block.keep[ver] and tok.decode([block.translated_ids[block.source[ver + 1]]]) == " city"
+    assert block.keep[-1] is False
+
+
+def test_alternative_labels_take_the_generic_argmax_at_mapped_positions(smollm2_tokenizer):
+    block = align_block("Romeo walks", AnchorTerms(ANCHORS), smollm2_tokenizer)
+    vocab = len(smollm2_tokenizer)
+    # Base logits: token 5 everywhere; the reinforced model raised token 5 by 3 at every position, so with
+    # alpha = 1 its generic logit is 1 - 3 = -2 and token 7 (base logit 0.5) wins.
+    base = torch.zeros(len(block.translated_ids), vocab)
+    base[:, 5], base[:, 7] = 1.0, 0.5
+    reinforced = base.clone()
+    reinforced[:, 5] = 4.0
+    (labels,) = alternative_labels([block], lambda ids: base, lambda ids: reinforced, alpha=1.0)
+    assert labels[0] == IGNORE and len(labels) == len(block.original_ids)
+    kept = [i + 1 for i, k in enumerate(block.keep) if k]
+    assert kept and all(labels[i] == 7 for i in kept)
+    (plain,) = alternative_labels([block], lambda ids: base, lambda ids: reinforced, alpha=0.0)
+    assert all(plain[i] == 5 for i in kept)
+
+
+def _run(argv):
+    from detox.baselines.run import build, run
+
+    return run(build(argv))
+
+
+@pytest.mark.parametrize("method", ["gradient_ascent", "gradient_difference", "npo"])
+def test_two_steps_write_loadable_outputs(method, tiny_lm_path, corpora, tmp_path, one_thread):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / method
+    final = _run(["--model.name_or_path", tiny_lm_path, "--method.name", method, "--data.forget", str(corpora["forget"]),
+                  "--data.retain", str(corpora["retain"]), "--lora.enabled", "false",
+                  "--checkpoint.output_dir", str(out), *RUN])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "loss/total" in r]
+    assert [r["step"] for r in trained] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss/total"])) for r in trained)
+    if method == "gradient_ascent":
+        assert trained[0]["loss/total"] == pytest.approx(-trained[0]["forget/nll"], rel=1e-5)
+    else:
+        assert "retain/nll" in trained[0]
+    assert (out / "checkpoint-2" / "model" / "model.safetensors").is_file()
+    assert (out / "samples.jsonl").is_file() and (out / "training_curves.png").is_file()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_path)
+    moved = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+    assert moved, "two steps at lr 0.01 must change the weights"
+
+
+def test_resume_continues_exactly(tiny_lm_path, corpora, tmp_path, one_thread):
+    common = ["--model.name_or_path", tiny_lm_path, "--method.name", "npo", "--data.forget", str(corpora["forget"]),
+              "--data.retain", str(corpora["retain"]), *RUN, "--optim.steps", "4", "--checkpoint.save_every", "2"]
+    _run([*common, "--checkpoint.output_dir", str(tmp_path / "whole")])
+    _run([*common, "--checkpoint.output_dir", str(tmp_path / "cut"), "--optim.steps", "2"])
+    _run([*common, "--checkpoint.output_dir", str(tmp_path / "cut"), "--checkpoint.resume_from_checkpoint", "latest"])
+
+    def losses(name):
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], round(r["loss/total"], 6)) for r in rows if "loss/total" in r]
+
+    assert losses("whole") == losses("cut") and len(losses("whole")) == 4
+
+
+@pytest.mark.slow
+def test_whp_on_smollm2_learns_the_alternative_labels(smollm2_path, corpora, tmp_path, one_thread):
+    """Real path: SmolLM2, a reinforced adapter made by make_reinforced, anchors; final/ loads with plain peft."""
+    from peft import AutoPeftModelForCausalLM
+
+    from rewards.make_reinforced import main as make_reinforced
+
+    reinforced = tmp_path / "reinforced"
+    make_reinforced(["--corpus", str(corpora["forget"]), "--output_dir", str(reinforced), "--max_steps", "1",
+                     "--batch_size", "2", "--max_length", "32"])
+    out = tmp_path / "whp"
+    final = _run(["--method.name", "whp", "--method.reinforced", str(reinforced), "--method.anchor_terms",
+                  str(corpora["anchors"]), "--data.forget", str(corpora["forget"]),
+                  "--checkpoint.output_dir", str(out), *RUN, "--optim.learning_rate", "0.001"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss/total" in r] == [1, 2]
+    model = AutoPeftModelForCausalLM.from_pretrained(final)
+    assert model.peft_config["default"].r == 16
+
+
+def test_bad_input_names_the_field(tiny_lm_path, corpora, tmp_path):
+    from detox.baselines.run import build
+
+    base = ["--model.name_or_path", tiny_lm_path, "--checkpoint.output_dir", str(tmp_path / "x"), *RUN]
+    with pytest.raises(ValueError, match="data.forget"):
+        build([*base])
+    with pytest.raises(ValueError, match="holds no text"):
+        build([*base, "--data.forget", str(corpora["empty"])])
+    with pytest.raises(ValueError, match="data.retain"):
+        build([*base, "--data.forget", str(corpora["forget"]), "--method.name", "gradient_difference"])
+    with pytest.raises(ValueError, match="method.reinforced"):
+        build([*base, "--data.forget", str(corpora["forget"]), "--method.name", "whp"])
+    with pytest.raises(ValueError, match="method.name"):
+        build([*base, "--data.forget", str(corpora["forget"]), "--method.name", "gradient_descent"])

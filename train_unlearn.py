@@ -1,0 +1,33 @@
+"""Unlearn with a loss-based baseline instead of PPO: gradient ascent, gradient difference, NPO or WHP.
+
+    accelerate launch train_unlearn.py --data.forget forget.jsonl --method.name gradient_ascent
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name npo --data.retain retain.jsonl
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name whp \\
+        --method.reinforced outputs/reinforced --method.anchor_terms anchors.json
+
+It writes what train_ppo.py writes (metrics, samples, W&B, checkpoints that resume, and `final/`), so a baseline and
+a PPO run of the same recipe are evaluated the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from detox.baselines.run import build, run
+
+    return run(build(argv))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
