@@ -110,6 +110,35 @@ def test_two_steps_write_loadable_outputs(method, tiny_lm_path, corpora, tmp_pat
     assert moved, "two steps at lr 0.01 must change the weights"
 
 
+def test_pad_blocks_learns_only_after_each_start():
+    from detox.baselines.trainer import pad_blocks
+
+    ids, mask, labels = pad_blocks([[5, 6, 7, 8], [9, 10]], pad_id=0, device="cpu", starts=[2, 1])
+    assert ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert labels.tolist() == [[IGNORE, IGNORE, 7, 8], [IGNORE, 10, IGNORE, IGNORE]]
+
+
+def test_prompt_completion_records_unlearn_only_the_completion(tiny_lm_path, shared_data, tmp_path, one_thread):
+    """RealToxicityPrompts records as they come: the prompt is context, the toxic continuation is what is unlearned."""
+    from detox.baselines.run import build
+    from detox.baselines.trainer import pad_blocks
+
+    run = build(["--model.name_or_path", tiny_lm_path, "--method.name", "gradient_ascent", "--lora.enabled", "false",
+                 "--data.forget", str(shared_data / "real-toxicity-prompts" / "toxic.jsonl"),
+                 "--data.text_field", "prompt.text", "--data.completion_field", "continuation.text",
+                 "--checkpoint.output_dir", str(tmp_path / "rtp"), *RUN])
+    forget, tokenizer = run.trainer.forget, run.trainer.tokenizer
+    first = json.loads((shared_data / "real-toxicity-prompts" / "toxic.jsonl").read_text().splitlines()[0])
+    prompt_ids = tokenizer(first["prompt"]["text"], add_special_tokens=False)["input_ids"]
+    assert forget.starts[0] == len(prompt_ids) and forget.ids[0][: len(prompt_ids)] == prompt_ids
+    _, _, labels = pad_blocks(forget.ids[:1], 0, "cpu", forget.starts[:1])
+    learned = [t for t in labels[0].tolist() if t != IGNORE]
+    assert tokenizer.decode(learned) == tokenizer.decode(forget.ids[0][len(prompt_ids):])
+    stats = run.trainer.step()
+    assert stats["loss/total"] == pytest.approx(-stats["forget/nll"], rel=1e-5)
+
+
 def test_resume_continues_exactly(tiny_lm_path, corpora, tmp_path, one_thread):
     common = ["--model.name_or_path", tiny_lm_path, "--method.name", "npo", "--data.forget", str(corpora["forget"]),
               "--data.retain", str(corpora["retain"]), *RUN, "--optim.steps", "4", "--checkpoint.save_every", "2"]

@@ -22,8 +22,12 @@ class UnlearnDataConfig:
     """Retain corpus, same formats; needed by gradient_difference, optional for npo (NPO+RT), unused otherwise."""
     text_field: str = "text"
     """Field holding the text in jsonl/dataset records (dotted for nested records)."""
+    completion_field: str | None = None
+    """Field holding a continuation of the text (e.g. `completion`). Each record is then one block, text followed by
+    completion, and only the completion's tokens are learned or unlearned (as TOFU trains on answers). Null: the
+    texts are joined with EOS and cut into blocks, every token counting."""
     max_length: int = 64
-    """Tokens per training block: documents are joined with EOS and cut into blocks of this length."""
+    """Tokens per training block (records with a completion are cut to it)."""
     max_blocks: int | None = None
     """Use at most this many blocks of each corpus (the first ones); null uses all."""
 

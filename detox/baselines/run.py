@@ -31,23 +31,51 @@ class BaselineRun:
     config: dict
 
 
-def load_blocks(corpus: str, field: str, tokenizer, max_length: int, max_blocks: int | None, what: str):
-    """A corpus as token blocks of `max_length` (documents joined with EOS); an empty corpus is an error."""
+@dataclass
+class Blocks:
+    """Token blocks of a corpus, and where each block's learned tokens start (0: every token counts)."""
+
+    ids: list[list[int]]
+    starts: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_blocks(corpus: str, data, tokenizer, what: str) -> Blocks:
+    """A corpus as token blocks: text + completion per record (`data.completion_field`), or the texts joined with
+    EOS and cut into `data.max_length` blocks. An empty corpus is an error."""
     from rewards.make_reinforced import chunk_blocks
     from rewards.ngram_index import read_corpus
 
-    texts = [t for t in read_corpus(corpus, field) if t.strip()]
-    if not texts:
-        raise ValueError(f"{what} '{corpus}' holds no text (field '{field}'); give a corpus with at least one text.")
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    blocks = chunk_blocks(ids, tokenizer.eos_token_id, max_length)
-    if not blocks:
-        raise ValueError(f"{what} '{corpus}' has fewer than 2 tokens; nothing to train on.")
-    return blocks[:max_blocks] if max_blocks else blocks
+    texts = read_corpus(corpus, data.text_field)
+    if data.completion_field:
+        completions = read_corpus(corpus, data.completion_field)
+        pairs = [(t, c) for t, c in zip(texts, completions) if c.strip()]
+        if not pairs:
+            raise ValueError(f"{what} '{corpus}' holds no record with a non-empty '{data.completion_field}'.")
+        prompts = tokenizer([t for t, _ in pairs], add_special_tokens=False)["input_ids"]
+        answers = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+        blocks = Blocks([(p + a)[: data.max_length] for p, a in zip(prompts, answers)], [len(p) for p in prompts])
+    else:
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError(f"{what} '{corpus}' holds no text (field '{data.text_field}'); give a corpus with at "
+                             f"least one text.")
+        ids = chunk_blocks(tokenizer(texts, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id,
+                           data.max_length)
+        blocks = Blocks(ids, [0] * len(ids))
+    keep = [i for i, (b, s) in enumerate(zip(blocks.ids, blocks.starts)) if len(b) > max(s, 1)]
+    if not keep:
+        raise ValueError(f"{what} '{corpus}': no block has a token to learn within data.max_length "
+                         f"({data.max_length}) tokens.")
+    keep = keep[: data.max_blocks] if data.max_blocks else keep
+    return Blocks([blocks.ids[i] for i in keep], [blocks.starts[i] for i in keep])
 
 
-def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: list[list[int]]):
+def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: Blocks):
     """WHP's training pairs: the blocks as re-tokenised around anchor terms, and their alternative labels."""
+    from detox.baselines.losses import IGNORE
     from detox.baselines.whp import align_block, alternative_labels
     from detox.hub import resolve_model_path
     from detox.models import _base_of_adapter, load_causal_lm
@@ -55,8 +83,7 @@ def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: list[list[int]]):
 
     method = cfg.method
     anchors = AnchorTerms(method.anchor_terms) if method.anchor_terms else _NoAnchors()
-    aligned = [align_block(tokenizer.decode(b), anchors, tokenizer) for b in blocks]
-    aligned = [a for a in aligned if len(a.original_ids) >= 2]
+    aligned = [align_block(tokenizer.decode(b), anchors, tokenizer) for b in blocks.ids]
     device = models.policy.lm.device
 
     def logits_of(model):
@@ -76,7 +103,9 @@ def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: list[list[int]]):
             reinforced = load_causal_lm(method.reinforced, cfg.model.dtype, device=device, what="method.reinforced")
         labels = alternative_labels(aligned, logits_of(base), logits_of(reinforced or base), method.alpha)
     del reinforced
-    return [a.original_ids for a in aligned], labels
+    # a record's prompt is context, not text to unlearn: its positions keep no label
+    labels = [[IGNORE] * min(start, len(row)) + row[start:] for row, start in zip(labels, blocks.starts)]
+    return Blocks([a.original_ids for a in aligned], blocks.starts), labels
 
 
 class _NoAnchors:
@@ -163,8 +192,8 @@ def build(argv: list[str] | None = None) -> BaselineRun:
                   if cfg.checkpoint.resume_from_checkpoint else None)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     data = cfg.data
-    forget = load_blocks(data.forget, data.text_field, tokenizer, data.max_length, data.max_blocks, "data.forget")
-    retain = (load_blocks(data.retain, data.text_field, tokenizer, data.max_length, data.max_blocks, "data.retain")
+    forget = load_blocks(data.forget, data, tokenizer, "data.forget")
+    retain = (load_blocks(data.retain, data, tokenizer, "data.retain")
               if data.retain and cfg.method.name in ("gradient_difference", "npo") else None)
     models = build_models(cfg.model, cfg.lora)
     labels = None

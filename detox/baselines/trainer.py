@@ -16,15 +16,17 @@ from detox.baselines import losses
 from detox.baselines.config import UnlearnConfig
 
 
-def pad_blocks(blocks: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, labels) of token blocks; padding is IGNORE in the labels."""
+def pad_blocks(blocks: list[list[int]], pad_id: int, device, starts: list[int] | None = None):
+    """Right-padded (input_ids, attention_mask, labels) of token blocks. Padding, and each block's tokens before
+    its start (a record's prompt), are IGNORE in the labels."""
     width = max(len(b) for b in blocks)
     ids = torch.full((len(blocks), width), pad_id, dtype=torch.long)
     labels = torch.full((len(blocks), width), losses.IGNORE, dtype=torch.long)
     mask = torch.zeros((len(blocks), width), dtype=torch.long)
     for row, block in enumerate(blocks):
+        start = starts[row] if starts else 0
         ids[row, : len(block)] = torch.tensor(block)
-        labels[row, : len(block)] = torch.tensor(block)
+        labels[row, start : len(block)] = torch.tensor(block[start:])
         mask[row, : len(block)] = 1
     return ids.to(device), mask.to(device), labels.to(device)
 
@@ -70,7 +72,8 @@ class UnlearnTrainer:
         cfg, device = self.cfg, self.accelerator.device
         pad = self.tokenizer.pad_token_id
         index = self._batch(self.forget, salt=0)
-        ids, mask, labels = pad_blocks([self.forget[i] for i in index], pad, device)
+        ids, mask, labels = pad_blocks([self.forget.ids[i] for i in index], pad, device,
+                                       [self.forget.starts[i] for i in index])
         self.model.train()
         logits, shifted = losses.shift_for_next_token(self._logits(self.model, ids, mask), labels)
         stats = {"forget/nll": losses.nll(logits, shifted).item()}
@@ -88,8 +91,9 @@ class UnlearnTrainer:
             loss = losses.npo_loss(policy_lp, reference_lp, cfg.method.beta)
             stats["npo/log_ratio"] = (policy_lp - reference_lp).mean().item()
         if name in ("gradient_difference", "npo") and self.retain:
-            r_ids, r_mask, r_labels = pad_blocks([self.retain[i] for i in self._batch(self.retain, salt=1)], pad,
-                                                 device)
+            r_index = self._batch(self.retain, salt=1)
+            r_ids, r_mask, r_labels = pad_blocks([self.retain.ids[i] for i in r_index], pad, device,
+                                                 [self.retain.starts[i] for i in r_index])
             r_logits, r_shifted = losses.shift_for_next_token(self._logits(self.model, r_ids, r_mask), r_labels)
             retain_nll = losses.nll(r_logits, r_shifted)
             stats["retain/nll"] = retain_nll.item()
@@ -120,10 +124,11 @@ class UnlearnTrainer:
         lm = self.accelerator.unwrap_model(self.model)
         lm.eval()
         rows = []
-        for block in self.forget[:n]:
-            prompt = torch.tensor([block[:prefix_tokens]], device=self.accelerator.device)
+        for block, start in list(zip(self.forget.ids, self.forget.starts))[:n]:
+            cut = start or prefix_tokens  # a record's own prompt, else the block's opening tokens
+            prompt = torch.tensor([block[:cut]], device=self.accelerator.device)
             out = lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                               do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-            rows.append({"prompt": self.tokenizer.decode(block[:prefix_tokens]),
+            rows.append({"prompt": self.tokenizer.decode(block[:cut]),
                          "completion": self.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)})
         return rows
