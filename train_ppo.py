@@ -59,6 +59,7 @@ def build(argv: list[str] | None = None) -> Run:
         project_dir=str(output_dir),
     )
     sharding_on_cpu(accelerator)
+    accelerator.print(f"engine: {accelerator.distributed_type.value}, {accelerator.num_processes} process(es)")
     set_seed(cfg.ppo.seed, device_specific=True)  # each rank samples differently, reproducibly
     checkpoint = None
     if cfg.checkpoint.resume_from_checkpoint:

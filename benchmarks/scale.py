@@ -10,10 +10,11 @@ are replaced: synthetic prompts of the preset's prompt lengths, written in a wor
 model's vocabulary, and the offline toxicity scorer. The steps run through the project's own PPOTrainer.
 
 `--layers` keeps the preset's width but stacks fewer layers (the shared share of the reference is kept), `--width`
-narrows it too (for quick checks of the memory model). Peak memory counts from the moment the trainer is built to
-the end of the last step: `torch.cuda.max_memory_allocated`/reserved on a GPU and, on CPU, the resident-set peak
-(VmHWM) minus the resident size just before the model was built (the Python interpreter, torch, transformers and the
-reward scorer are baseline, not model memory).
+narrows it too (for quick checks of the memory model). Peak memory is measured within each phase of the steps
+(generate, score, forward, update; reset at the start of each) and the largest is the step's peak:
+`torch.cuda.max_memory_allocated`/reserved on a GPU and, on CPU, the resident-set peak (VmHWM) minus the resident size
+just before the model was built (the Python interpreter, torch, transformers and the reward scorer are baseline, not
+model memory). Building the model (random initialisation) is not part of any phase.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def rss_bytes() -> int:
 
 
 def reset_peak(device) -> None:
-    """Start the peak from the memory in use now: building the model (random initialisation) is not a PPO step."""
+    """Start the peak from the memory in use now."""
     import torch
 
     if device.type == "cuda":
@@ -110,18 +111,49 @@ def reset_peak(device) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the resident-set peak, to the current RSS
 
 
-def peak_memory(device, baseline: int) -> dict[str, float]:
-    """GiB: allocated and reserved peaks on CUDA; on CPU the resident-set peak (VmHWM) and its part above
-    `baseline`, the resident size before the model was built."""
+def peak_bytes(device) -> dict[str, int]:
+    """The peak since the last `reset_peak`: allocated and reserved on CUDA, resident set (VmHWM) on CPU."""
     import torch
 
     if device.type == "cuda":
-        return {"peak_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30,
-                "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30}
+        return {"allocated": torch.cuda.max_memory_allocated(device), "reserved": torch.cuda.max_memory_reserved(device)}
     status = Path("/proc/self/status").read_text()
-    peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
-    return {"peak_rss_gib": peak / 2**30, "baseline_rss_gib": baseline / 2**30,
-            "peak_rss_above_baseline_gib": (peak - baseline) / 2**30}
+    return {"rss": int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024}
+
+
+def watch_phase_peaks(trainer) -> dict[str, dict[str, int]]:
+    """Record each phase's peak (reset at its start) in the returned dict, by wrapping the trainer's phase timer."""
+    from contextlib import contextmanager
+
+    peaks: dict[str, dict[str, int]] = {}
+    timed, device = trainer._timed, trainer.accelerator.device
+
+    @contextmanager
+    def timed_and_measured(phase: str):
+        reset_peak(device)
+        with timed(phase):
+            yield
+        seen = peaks.setdefault(phase, {})
+        for kind, value in peak_bytes(device).items():
+            seen[kind] = max(seen.get(kind, 0), value)
+
+    trainer._timed = timed_and_measured
+    return peaks
+
+
+def memory_figures(peaks: dict[str, dict[str, int]], baseline: int) -> dict[str, float]:
+    """GiB at the step's peak and at each phase's: allocated (and reserved) on CUDA; on CPU the resident-set peak and
+    its part above `baseline`, the resident size before the model was built."""
+    out: dict[str, float] = {}
+    for kind in next(iter(peaks.values())):
+        out[f"peak_{kind}_gib"] = max(p[kind] for p in peaks.values()) / 2**30
+    if "peak_rss_gib" in out:
+        out["baseline_rss_gib"] = baseline / 2**30
+        out["peak_rss_above_baseline_gib"] = out["peak_rss_gib"] - baseline / 2**30
+    main_kind = "rss" if "peak_rss_gib" in out else "allocated"
+    for phase, p in peaks.items():
+        out[f"peak_gib/{phase}"] = (p[main_kind] - (baseline if main_kind == "rss" else 0)) / 2**30
+    return out
 
 
 def build_trainer(args, extra: list[str], output_dir: str):
@@ -154,9 +186,7 @@ def build_trainer(args, extra: list[str], output_dir: str):
     with torch.device(accelerator.device):
         lm = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.model.dtype])
     models = assemble_models(lm, f"random:{args.preset}", cfg.model, cfg.lora)
-    trainer = PPOTrainer(cfg, accelerator, models, tokenizer, prompts, composer)
-    reset_peak(accelerator.device)
-    return trainer, baseline
+    return PPOTrainer(cfg, accelerator, models, tokenizer, prompts, composer), baseline
 
 
 def summarise(rows: list[dict], batch: int, prompt_tokens: float) -> dict[str, float]:
@@ -193,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{cfg.model.gradient_checkpointing}, shared layers {cfg.model.num_shared_layers}, batch "
               f"{cfg.ppo.batch_size}/{cfg.ppo.mini_batch_size}, {cfg.ppo.ppo_epochs} epochs, response "
               f"{cfg.generation.min_new_tokens}-{cfg.generation.max_new_tokens} tokens, on {device}", flush=True)
+        peaks = watch_phase_peaks(trainer)
         rows, prompt_tokens = [], []
         for step in range(args.steps):
             prompt_tokens.append(sum(len(p.split()) for p in trainer.batch_prompts(step)) / cfg.ppo.batch_size)
@@ -201,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
             phases = " ".join(f"{p} {stats[f'time/{p}']:.2f}" for p in PHASES)
             print(f"step {step + 1}/{args.steps}: {stats['time/step']:.2f} s ({phases})", flush=True)
     result = {"preset": args.preset, "layers": lm_config.num_hidden_layers, "width": lm_config.hidden_size,
-              "batch_size": cfg.ppo.batch_size, "device": str(device), **peak_memory(device, baseline),
+              "batch_size": cfg.ppo.batch_size, "device": str(device), **memory_figures(peaks, baseline),
               **summarise(rows, cfg.ppo.batch_size, statistics.fmean(prompt_tokens))}
     for key, value in result.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
