@@ -27,16 +27,20 @@ class PPOTrainer:
     def __init__(self, cfg: TrainConfig, accelerator, models, tokenizer, prompts: list[str], composer):
         self.cfg, self.accelerator, self.models, self.tokenizer = cfg, accelerator, models, tokenizer
         self.prompts, self.composer = prompts, composer
+        if is_sharded(accelerator) and models.reference is not None:
+            # The frozen reference would be a second, unsharded model beside the sharded policy (and the cached
+            # trunk hands the decoder a shortened layer list, which the engines' per-layer hooks must not see).
+            raise ValueError(
+                f"{accelerator.distributed_type.value} shards the policy, but lora.enabled is false: the frozen "
+                f"reference copy would not be sharded. Set lora.enabled: true (the reference is then the policy "
+                f"with its adapters off), or train with accelerate_configs/multi_gpu.yaml / multi_cpu.yaml."
+            )
         params = [p for p in models.policy.parameters() if p.requires_grad]
         # On CPU, AdamW's default implementation updates one tensor at a time; the fused kernel is ~6x faster there.
         fused = True if accelerator.device.type == "cpu" else None
         optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay, fused=fused)
         configure_deepspeed(accelerator, cfg.ppo.mini_batch_size, cfg.ppo.gradient_accumulation_steps)
         self.model, self.optimizer = accelerator.prepare(models.policy, optimizer)
-        if is_sharded(accelerator):
-            # Reusing the frozen layers' output hands the decoder a shortened layer list for a forward pass, which
-            # sharded (FSDP / DeepSpeed) models, whose hooks expect every layer to run, must not see.
-            models.trunk_layers = 0
         # The schedule advances once per PPO step on every process, so it stays outside accelerate's wrapper.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(torch_optimizer(self.optimizer), self._lr_factor)
         self.kl_ctl = (
