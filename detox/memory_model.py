@@ -3,8 +3,9 @@
 A decoder's memory during a PPO step is a part that does not depend on its depth (embeddings, LM head, the logits
 over the vocabulary, one checkpointed layer being recomputed) plus a part that grows with every layer (its weights,
 its LoRA adapters with their gradients and Adam moments, its checkpointed input, its KV cache during generation).
-So the peak is linear in the depth L: peak(L) = fixed + per_layer * L. `DepthFit` fits that line to peaks measured
-at a few small depths at the full width and evaluates it at the full depth. `analytic_parts` computes the same
+So each phase's peak is linear in the depth L: peak(L) = fixed + per_layer * L, and the step's is the largest of
+them. `StepFit` fits one such line per phase (generate, score, forward, update) to peaks measured at a few small depths
+at the full width and evaluates their maximum at the full depth. `analytic_parts` computes the same
 parts from the architecture and the run's shapes, which says where the memory goes and checks the fit's slope.
 """
 
@@ -41,6 +42,28 @@ class DepthFit:
 
     def predict(self, depth: int) -> float:
         return self.fixed + self.per_layer * depth
+
+
+@dataclass(frozen=True)
+class StepFit:
+    """A step's peak is the largest of its phases' peaks, and each phase's is linear in depth with its own slope
+    (generation holds the KV cache, the update the trainable state and checkpointed activations). At small depths
+    the depth-independent logits can make one phase the largest and at full depth another, so one line through the
+    step's peaks would bend; one line per phase does not."""
+
+    phases: dict[str, DepthFit]
+
+    @classmethod
+    def fit(cls, depths: list[int], phase_peaks: list[dict[str, float]]) -> "StepFit":
+        """`phase_peaks[i]`: bytes at the peak of each phase of a step measured at `depths[i]` layers."""
+        names = sorted(set.intersection(*(set(p) for p in phase_peaks)))
+        return cls({name: DepthFit.fit(depths, [p[name] for p in phase_peaks]) for name in names})
+
+    def predict(self, depth: int) -> float:
+        return max(fit.predict(depth) for fit in self.phases.values())
+
+    def peak_phase(self, depth: int) -> str:
+        return max(self.phases, key=lambda name: self.phases[name].predict(depth))
 
 
 @dataclass(frozen=True)
