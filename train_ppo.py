@@ -48,7 +48,8 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.data import load_prompts
     from detox.models import build_models, load_tokenizer
     from detox.probes import ProbeRecorder
-    from detox.state import config_dict, load_training_checkpoint
+    from detox.sharding import sharding_on_cpu
+    from detox.state import config_dict, load_policy_weights, load_training_checkpoint
     from detox.trainer import PPOTrainer
     from rewards import RewardComposer
 
@@ -57,6 +58,8 @@ def build(argv: list[str] | None = None) -> Run:
         log_with=tracking.accelerate_log_with(cfg.logging),
         project_dir=str(output_dir),
     )
+    sharding_on_cpu(accelerator)
+    accelerator.print(f"engine: {accelerator.distributed_type.value}, {accelerator.num_processes} process(es)")
     set_seed(cfg.ppo.seed, device_specific=True)  # each rank samples differently, reproducibly
     checkpoint = None
     if cfg.checkpoint.resume_from_checkpoint:
@@ -67,6 +70,8 @@ def build(argv: list[str] | None = None) -> Run:
     composer = RewardComposer(cfg.rewards)
     models = build_models(cfg.model, cfg.lora)
     accelerator.print("memory: " + ", ".join(f"{k} {v:.3f}" for k, v in models.memory_report.items()))
+    if checkpoint is not None:
+        load_policy_weights(models.policy, checkpoint)  # before a sharding engine slices the weights
     trainer = PPOTrainer(cfg, accelerator, models, tokenizer, prompts.train, composer)
     if checkpoint is not None:
         load_training_checkpoint(trainer, checkpoint)

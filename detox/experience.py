@@ -109,10 +109,10 @@ def make_experience(
         logprobs, values, entropy, hidden = response_forward(models.policy, ids, mask, response_length, temperature)
         # the reference shares the frozen lower layers: it starts from their output instead of recomputing it
         trunk = Trunk(layers, hidden[layers]) if layers else None
-        with models.reference_lm() as reference:
-            ref_logprobs, _, _, _ = response_forward(
-                reference, ids, mask, response_length, temperature, with_values=False, with_entropy=False, trunk=trunk
-            )
+        ref_logprobs, _, _, _ = response_forward(
+            models.reference_lm(), ids, mask, response_length, temperature, with_values=False, with_entropy=False,
+            trunk=trunk,
+        )
         for name, tensor in zip(chunks, (logprobs, values, entropy, ref_logprobs)):
             chunks[name].append(tensor.float())
         trunks.append(trunk)

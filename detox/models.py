@@ -80,18 +80,58 @@ class PolicyWithValueHead(nn.Module):
         attention_mask: torch.Tensor,
         logits_to_keep: int = 0,
         trunk: "Trunk | None" = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        lm_task: str | None = None,
+        lm_kwargs: dict | None = None,
+    ):
         """(B, T) token ids and mask -> logits (B, K, V) of the last K = logits_to_keep positions (all when 0),
         values (B, T) and the hidden states (index i: the (B, T, H) input of layer i; the layers below
-        `trunk.layers` are missing when `trunk` is given)."""
+        `trunk.layers` are missing when `trunk` is given).
+
+        With `lm_task`, the call is the language model's alone, with `lm_kwargs`: "lm" returns its output,
+        "reference" the same with the LoRA adapters off, "generate" its `generate()`. Such calls come through this
+        forward (see LMView) because sharding engines act in forward hooks: FSDP2 gathers the weights a module
+        owns directly (here the value head, and anything not wrapped on its own) in its root's hook, and refuses
+        to run an inner module before the root.
+        """
+        if lm_task is not None:
+            return self._lm_task(lm_task, input_ids, attention_mask, lm_kwargs or {})
         out = causal_lm_forward(self.lm, input_ids, attention_mask, logits_to_keep, trunk, output_hidden_states=True)
         hidden = out.hidden_states[-1]
         values = self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
         return out.logits, values, out.hidden_states
 
+    def _lm_task(self, task: str, input_ids, attention_mask, kwargs: dict):
+        if task not in LM_TASKS:
+            raise ValueError(f"PolicyWithValueHead: unknown lm_task {task!r}; valid tasks are {list(LM_TASKS)}.")
+        call = self.lm.generate if task == "generate" else self.lm
+        adapters_off = self.lm.disable_adapter() if task == "reference" else contextlib.nullcontext()
+        with adapters_off:
+            return call(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
     @property
     def is_peft(self) -> bool:
         return hasattr(self.lm, "disable_adapter")
+
+
+LM_TASKS = ("lm", "reference", "generate")
+
+
+class LMView:
+    """The policy's language model as generation, probes and the LoRA reference call it (`model(...)`,
+    `model.generate(...)`, `model.generation_config`), every call made through the policy's own forward."""
+
+    def __init__(self, policy: PolicyWithValueHead, task: str = "lm"):
+        self.policy, self.task = policy, task
+
+    @property
+    def generation_config(self):
+        return self.policy.lm.generation_config
+
+    def __call__(self, input_ids=None, attention_mask=None, **kwargs):
+        return self.policy(input_ids, attention_mask, lm_task=self.task, lm_kwargs=kwargs)
+
+    def generate(self, input_ids=None, attention_mask=None, **kwargs):
+        return self.policy(input_ids, attention_mask, lm_task="generate", lm_kwargs=kwargs)
 
 
 @dataclass
@@ -170,14 +210,9 @@ class Models:
     """Lower layers frozen in the policy and shared with the reference, whose output each rollout computes once and
     the reference and every update reuse (0: none, e.g. with LoRA)."""
 
-    @contextlib.contextmanager
     def reference_lm(self):
-        """Yield the module that computes reference log-probabilities."""
-        if self.reference is not None:
-            yield self.reference
-            return
-        with self.policy.lm.disable_adapter():
-            yield self.policy.lm
+        """What computes reference log-probabilities: the frozen copy, or the policy's LM with adapters off."""
+        return self.reference if self.reference is not None else LMView(self.policy, "reference")
 
 
 def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
@@ -191,7 +226,16 @@ def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
         trust_remote_code=model_cfg.trust_remote_code,
         revision=model_cfg.revision,
     )
+    return assemble_models(lm, path, model_cfg, lora_cfg)
+
+
+def assemble_models(lm: nn.Module, path: str, model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
+    """Turn a causal LM (loaded, or built from a config with random weights) into the policy and its reference:
+    dropout off, gradient checkpointing, LoRA, value head and the reference, as `model_cfg` and `lora_cfg` say."""
     disable_dropout(lm)
+    head = lm.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous_input)
     n_layers = lm.config.num_hidden_layers
     param_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
     if model_cfg.num_shared_layers is not None and not lora_cfg.enabled:
@@ -222,6 +266,17 @@ def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
     }
     trunk_layers = frozen_trunk_layers(lm, reference, model_cfg.num_shared_layers)
     return Models(policy=policy, reference=reference, base_path=path, memory_report=report, trunk_layers=trunk_layers)
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    """Hand the LM head a contiguous input.
+
+    transformers slices the last hidden state to the positions whose logits are kept (`logits_to_keep`; generation's
+    prefill keeps one), a non-contiguous view. torch 2.13 on CPU multiplies such a view by a frozen weight on a slow
+    path: for a (16, 1, 256) slice and a frozen bf16 50400 x 256 head, 7.5 s and a 396 MB buffer instead of 0.02 s
+    and 2 MB (8x slower in float32), measured here; a frozen head is what LoRA and the reference copy have.
+    """
+    return (args[0].contiguous(), *args[1:])
 
 
 def disable_dropout(model: nn.Module) -> None:

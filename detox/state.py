@@ -20,6 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from detox import sharding
 from detox.checkpoint import (
     capture_rng_state,
     load_tensors_and_json,
@@ -27,22 +28,26 @@ from detox.checkpoint import (
     save_checkpoint,
     save_tensors_and_json,
 )
+from detox.sharding import full_model_state
 
 
 class NonFiniteWeightsError(RuntimeError):
     """The policy holds NaN/inf weights; they are never written to a checkpoint."""
 
 
-def write_model(directory: Path, trainer, config: dict | None = None) -> None:
-    """Weights (adapter or full), tokenizer and value head, loadable with plain transformers/peft."""
+def write_model(directory: Path, trainer, state: dict, config: dict | None = None) -> None:
+    """Weights (adapter or full), tokenizer and value head, loadable with plain transformers/peft, from the policy's
+    full state dict (`detox.sharding.full_model_state`, gathered from every rank when the engine shards it)."""
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    bad = [name for name, p in policy.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    bad = [name for name in trainable if name in state and not torch.isfinite(state[name]).all()]
     if bad:
         raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
-    policy.lm.save_pretrained(directory / "model", safe_serialization=True)
+    lm_state = {name[len("lm."):]: tensor for name, tensor in state.items() if name.startswith("lm.")}
+    policy.lm.save_pretrained(directory / "model", state_dict=lm_state, safe_serialization=True)
     trainer.tokenizer.save_pretrained(directory / "model")
-    save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()},
-              directory / "value_head.safetensors")
+    head = {name[len("v_head."):]: t.detach().cpu().contiguous() for name, t in state.items() if name.startswith("v_head.")}
+    save_file(head, directory / "value_head.safetensors")
     if config is not None:
         (directory / "model" / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -52,12 +57,13 @@ def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, c
     from accelerate.utils import gather_object
 
     rng_states = gather_object([capture_rng_state()])
+    model_state, optimizer_state = full_model_state(trainer), sharding.optimizer_state(trainer)
     trainer.accelerator.wait_for_everyone()
     path = None
     if trainer.accelerator.is_main_process:
         def write(directory: Path) -> None:
-            write_model(directory, trainer, config)
-            save_tensors_and_json(directory, "optimizer", trainer.optimizer.optimizer.state_dict())
+            write_model(directory, trainer, model_state, config)
+            save_tensors_and_json(directory, "optimizer", optimizer_state)
             save_tensors_and_json(directory, "trainer", {
                 "step": trainer.step_index,
                 "scheduler": trainer.scheduler.state_dict(),
@@ -71,12 +77,17 @@ def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, c
     return path
 
 
-def load_training_checkpoint(trainer, checkpoint: Path) -> None:
-    """Restore weights, optimiser, schedule, KL controller, reward normalisers, step and this rank's RNG."""
-    policy = trainer.accelerator.unwrap_model(trainer.model)
+def load_policy_weights(policy, checkpoint: Path) -> None:
+    """Restore the adapter or full weights and the value head into the policy before `accelerator.prepare`
+    (a sharding engine then slices the restored weights)."""
     load_lm_weights(policy.lm, checkpoint)
     policy.v_head.load_state_dict(load_file(checkpoint / "value_head.safetensors"))
-    trainer.optimizer.optimizer.load_state_dict(load_tensors_and_json(checkpoint, "optimizer"))
+
+
+def load_training_checkpoint(trainer, checkpoint: Path) -> None:
+    """Restore optimiser, schedule, KL controller, reward normalisers, step and this rank's RNG (after
+    `accelerator.prepare`; the weights come first, with `load_policy_weights`)."""
+    sharding.load_optimizer_state(trainer, load_tensors_and_json(checkpoint, "optimizer"))
     state = load_tensors_and_json(checkpoint, "trainer")
     trainer.step_index = state["step"]
     trainer.scheduler.load_state_dict(state["scheduler"])
@@ -116,7 +127,7 @@ def _apply_configured_optimiser_settings(trainer) -> None:
     this recomputes the very same numbers, so an exact resume stays exact.
     """
     cfg, scheduler = trainer.cfg.ppo, trainer.scheduler
-    groups = trainer.optimizer.optimizer.param_groups
+    groups = sharding.torch_optimizer(trainer.optimizer).param_groups
     scheduler.base_lrs = [cfg.learning_rate] * len(groups)
     for group, lr_factor in zip(groups, scheduler.lr_lambdas):
         group["initial_lr"] = cfg.learning_rate
@@ -128,10 +139,11 @@ def _apply_configured_optimiser_settings(trainer) -> None:
 def save_final(trainer, output_dir: Path, config: dict) -> Path:
     """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed."""
     final = output_dir / "final"
+    state = full_model_state(trainer)
     if trainer.accelerator.is_main_process:
         staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=output_dir))
         try:
-            write_model(staging, trainer, config)
+            write_model(staging, trainer, state, config)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging / "model", final)

@@ -8,12 +8,13 @@ import time
 from contextlib import contextmanager
 
 import torch
-from accelerate.utils import DistributedType
 
 from detox import ppo
 from detox.config import TrainConfig
 from detox.experience import Experience, make_experience, response_forward
 from detox.generation import decode_responses, draw_lengths, sample, tokenize_prompts
+from detox.models import LMView
+from detox.sharding import configure_deepspeed, is_sharded, torch_optimizer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -26,18 +27,22 @@ class PPOTrainer:
     def __init__(self, cfg: TrainConfig, accelerator, models, tokenizer, prompts: list[str], composer):
         self.cfg, self.accelerator, self.models, self.tokenizer = cfg, accelerator, models, tokenizer
         self.prompts, self.composer = prompts, composer
+        if is_sharded(accelerator) and models.reference is not None:
+            # The frozen reference would be a second, unsharded model beside the sharded policy (and the cached
+            # trunk hands the decoder a shortened layer list, which the engines' per-layer hooks must not see).
+            raise ValueError(
+                f"{accelerator.distributed_type.value} shards the policy, but lora.enabled is false: the frozen "
+                f"reference copy would not be sharded. Set lora.enabled: true (the reference is then the policy "
+                f"with its adapters off), or train with accelerate_configs/multi_gpu.yaml / multi_cpu.yaml."
+            )
         params = [p for p in models.policy.parameters() if p.requires_grad]
         # On CPU, AdamW's default implementation updates one tensor at a time; the fused kernel is ~6x faster there.
         fused = True if accelerator.device.type == "cpu" else None
         optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay, fused=fused)
+        configure_deepspeed(accelerator, cfg.ppo.mini_batch_size, cfg.ppo.gradient_accumulation_steps)
         self.model, self.optimizer = accelerator.prepare(models.policy, optimizer)
-        unsharded = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
-        if accelerator.distributed_type not in unsharded:
-            # Reusing the frozen layers' output hands the decoder a shortened layer list for a forward pass, which
-            # sharded (FSDP / DeepSpeed) models, whose hooks expect every layer to run, must not see.
-            models.trunk_layers = 0
         # The schedule advances once per PPO step on every process, so it stays outside accelerate's wrapper.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self._lr_factor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(torch_optimizer(self.optimizer), self._lr_factor)
         self.kl_ctl = (
             ppo.AdaptiveKLController(cfg.ppo.init_kl_coef, cfg.ppo.target_kl, cfg.ppo.kl_horizon)
             if cfg.ppo.adaptive_kl
@@ -88,7 +93,7 @@ class PPOTrainer:
             policy.eval()
             query_ids, query_mask = tokenize_prompts(self.tokenizer, prompts, self.accelerator.device)
             lengths = draw_lengths(len(prompts), self.cfg.generation)
-            samples = sample(policy.lm, self.tokenizer, query_ids, query_mask, lengths, self.cfg.generation)
+            samples = sample(LMView(policy), self.tokenizer, query_ids, query_mask, lengths, self.cfg.generation)
             completions = decode_responses(self.tokenizer, samples)
         with self._timed("score"):
             completion_ids = [r[m.bool()].tolist() for r, m in zip(samples.response_ids, samples.response_mask)]
@@ -276,7 +281,7 @@ def train(trainer: PPOTrainer, tracker, probes, output_dir, config: dict) -> Non
     bar = tqdm(total=cfg.ppo.steps, initial=trainer.step_index, desc="ppo", disable=not accelerator.is_main_process)
     last_saved = trainer.step_index
     if trainer.step_index == 0:
-        tracker.log(probes.record(trainer.models.policy.lm, 0) | trainer.models.memory_report, step=0)
+        tracker.log(probes.record(LMView(trainer.models.policy), 0) | trainer.models.memory_report, step=0)
     while trainer.step_index < cfg.ppo.steps:
         try:
             stats, rows = trainer.step()
@@ -288,7 +293,7 @@ def train(trainer: PPOTrainer, tracker, probes, output_dir, config: dict) -> Non
         step, final = trainer.step_index, trainer.step_index == cfg.ppo.steps
         stats["memory/peak_gb"] = peak_memory_gb(accelerator.device)
         if step % log.log_every == 0 or final:
-            stats |= probes.record(trainer.models.policy.lm, step)
+            stats |= probes.record(LMView(trainer.models.policy), step)
             tracker.log(stats, step=step)
         if step % log.sample_every == 0 or final:
             tracker.log_samples(rows[: log.num_samples], step=step)
