@@ -76,8 +76,7 @@ def forward_floor(models, input_ids, attention_mask, response_length: int) -> No
 
     with torch.no_grad():
         models.policy(input_ids, attention_mask, logits_to_keep=response_length + 1)
-        with models.reference_lm() as reference:
-            causal_lm_forward(reference, input_ids, attention_mask, response_length + 1)
+        causal_lm_forward(models.reference_lm(), input_ids, attention_mask, response_length + 1)
 
 
 def update_floor(trainer, optimizer, input_ids, attention_mask, response_length: int) -> None:

@@ -89,19 +89,19 @@ def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: Blocks):
     def logits_of(model):
         return lambda ids: model(input_ids=torch.tensor([ids], device=device)).logits[0]
 
-    with models.reference_lm() as base:
-        base.eval()
-        reinforced = None
-        if method.alpha > 0:
-            adapter_base = _base_of_adapter(method.reinforced)
-            if adapter_base is None:
-                raise ValueError(f"method.reinforced '{method.reinforced}' is not a LoRA adapter directory "
-                                 f"(no adapter_config.json); make one with `python -m rewards.make_reinforced`.")
-            if resolve_model_path(adapter_base) != models.base_path:
-                raise ValueError(f"method.reinforced was trained on '{adapter_base}', but model.name_or_path is "
-                                 f"'{cfg.model.name_or_path}': the reinforced model must extend the model unlearned.")
-            reinforced = load_causal_lm(method.reinforced, cfg.model.dtype, device=device, what="method.reinforced")
-        labels = alternative_labels(aligned, logits_of(base), logits_of(reinforced or base), method.alpha)
+    models.policy.eval()
+    base = models.reference_lm()
+    reinforced = None
+    if method.alpha > 0:
+        adapter_base = _base_of_adapter(method.reinforced)
+        if adapter_base is None:
+            raise ValueError(f"method.reinforced '{method.reinforced}' is not a LoRA adapter directory "
+                             f"(no adapter_config.json); make one with `python -m rewards.make_reinforced`.")
+        if resolve_model_path(adapter_base) != models.base_path:
+            raise ValueError(f"method.reinforced was trained on '{adapter_base}', but model.name_or_path is "
+                             f"'{cfg.model.name_or_path}': the reinforced model must extend the model unlearned.")
+        reinforced = load_causal_lm(method.reinforced, cfg.model.dtype, device=device, what="method.reinforced")
+    labels = alternative_labels(aligned, logits_of(base), logits_of(reinforced or base), method.alpha)
     del reinforced
     # a record's prompt is context, not text to unlearn: its positions keep no label
     labels = [[IGNORE] * min(start, len(row)) + row[start:] for row, start in zip(labels, blocks.starts)]

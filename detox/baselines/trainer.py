@@ -84,8 +84,8 @@ class UnlearnTrainer:
             alt = pad_blocks([self.alternative_labels[i] for i in index], pad, device)[2]
             loss = losses.alternative_label_loss(logits, alt[:, 1:])
         elif name == "npo":
-            with torch.no_grad(), self.models.reference_lm() as reference:
-                ref_logits = self._logits(reference, ids, mask)[:, :-1]
+            with torch.no_grad():
+                ref_logits = self._logits(self.models.reference_lm(), ids, mask)[:, :-1]
             policy_lp = losses.sequence_logprob(logits, shifted)
             reference_lp = losses.sequence_logprob(ref_logits, shifted)
             loss = losses.npo_loss(policy_lp, reference_lp, cfg.method.beta)
