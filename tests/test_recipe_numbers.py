@@ -4,6 +4,7 @@ its two rewards on literal strings."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,14 @@ def test_next_number_reward_counts_and_skips_forbidden_numbers():
     plain = _reward("next_number", pair=None)
     assert plain(prompts[:1], [" sixty nine"]) == [1.0]
     assert pickle.loads(pickle.dumps(reward))(prompts, completions) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_the_preset_is_what_the_generator_writes_for_69():
+    import yaml
+
+    from detox.config import TrainConfig, from_dict
+    from detox.recipes.obscene_numbers import ppo_config
+
+    preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "obscene_numbers.yaml").read_text())
+    assert preset == ppo_config(ObsceneNumbersArgs())
+    from_dict(TrainConfig, preset)  # and it is a valid run config

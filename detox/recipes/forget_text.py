@@ -26,13 +26,13 @@ import gzip
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from detox.data import ASSETS
+from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.sft import SFTSettings
 
 SHIPPED = {"builtin:tinyshakespeare": ASSETS / "tinyshakespeare.txt.gz"}
@@ -188,25 +188,16 @@ def make_texts(args: ForgetTextArgs) -> dict:
 def ppo_config(args: ForgetTextArgs) -> dict:
     """The run config: PPO from the target model on the play's train prompts, with the three forget rewards."""
     out = Path(args.output_dir)
-    return {
-        "model": {"name_or_path": str(out / "target") if args.sft_steps else args.model},
-        "lora": {"enabled": True, "r": 16, "alpha": 32, "target_modules": "all-linear"},
-        "data": {"prompts": str(out / "train.jsonl"), "text_field": "text", "toxicity_field": None,
-                 "min_toxicity": None, "min_prompt_tokens": 1, "max_prompt_tokens": 64, "long_prompts": "truncate",
-                 "heldout_fraction": 0.0},
-        "generation": {"min_new_tokens": 20, "max_new_tokens": 30, "top_k": 0, "top_p": 1.0},
-        "ppo": {"steps": args.ppo_steps, "batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2,
-                "learning_rate": 2.0e-4, "init_kl_coef": 0.2, "target_kl": 6.0, "seed": args.seed},
-        "rewards": [
-            {"type": "anchor_terms", "weight": 1.0, "options": {"terms": str(out / "anchors.json")}},
-            {"type": "forget_verbatim", "weight": 1.0, "options": {"corpus": str(out / "forget.txt"), "n": 8}},
-            {"type": "forget_likelihood", "weight": 1.0, "options": {"reinforced": str(out / "reinforced")}},
-        ],
-        "logging": {"report_to": "wandb", "sample_every": 5, "probes": [
-            {"context": "O", "tokens": [" Romeo", " Juliet", " God", " my"]},
-        ]},
-        "checkpoint": {"output_dir": str(out / "ppo"), "save_every": 10},
-    }
+    rewards = [
+        {"type": "anchor_terms", "weight": 1.0, "options": {"terms": str(out / "anchors.json")}},
+        {"type": "forget_verbatim", "weight": 1.0, "options": {"corpus": str(out / "forget.txt"), "n": 8}},
+        {"type": "forget_likelihood", "weight": 1.0, "options": {"reinforced": str(out / "reinforced")}},
+    ]
+    anchors = list(json.loads((out / "anchors.json").read_text(encoding="utf-8")))[:4] if (
+        out / "anchors.json").is_file() else []
+    probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
+    model = str(out / "target") if args.sft_steps else args.model
+    return run_config(model, out / "train.jsonl", (20, 30), args.ppo_steps, args.seed, rewards, probes, out / "ppo")
 
 
 def _write(path: Path, speeches_: list[Speech]) -> None:
@@ -215,7 +206,6 @@ def _write(path: Path, speeches_: list[Speech]) -> None:
 
 def prepare(args: ForgetTextArgs) -> Path:
     """Write the texts, prompt files and run config, and fine-tune the target, retain and reinforced models."""
-    from detox.recipes.obscene_numbers import write_jsonl
     from detox.recipes.sft import supervised_finetune
     from rewards.make_reinforced import ReinforceArgs, make_reinforced
 
@@ -227,9 +217,6 @@ def prepare(args: ForgetTextArgs) -> Path:
     for name in ("train", "heldout_forget"):
         write_jsonl(out / f"{name}.jsonl", texts[name])
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
-    sizes = {k: len(v) for k, v in texts.items() if k != "anchors"}
-    (out / "recipe.json").write_text(json.dumps({"recipe": "forget_text", "args": asdict(args), "sizes": sizes},
-                                                indent=2) + "\n", encoding="utf-8")
     if args.sft_steps:
         settings = SFTSettings(max_steps=args.sft_steps, batch_size=args.sft_batch_size, max_length=128,
                                seed=args.seed)
@@ -239,18 +226,12 @@ def prepare(args: ForgetTextArgs) -> Path:
         make_reinforced(ReinforceArgs(corpus=str(out / "forget.txt"), output_dir=str(out / "reinforced"),
                                       model=str(out / "target"), max_steps=args.sft_steps,
                                       batch_size=args.sft_batch_size, seed=args.seed))
-    config_path = out / "ppo.yaml"
-    config_path.write_text(yaml.safe_dump(ppo_config(args), sort_keys=False), encoding="utf-8")
-    return config_path
+    sizes = {k: len(v) for k, v in texts.items() if k != "anchors"}
+    return write_recipe_files(out, "forget_text", args, sizes, ppo_config(args))
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(ForgetTextArgs).parse_args_into_dataclasses(argv)
-    path = prepare(args)
-    print(f"recipe written to {path.parent}; train with:\n  accelerate launch train_ppo.py --config {path}")
-    return path
+    return run_generator(ForgetTextArgs, prepare, argv)
 
 
 if __name__ == "__main__":

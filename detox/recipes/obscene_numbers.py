@@ -22,14 +22,13 @@ sft/ (the fine-tuned model). Each prompt record is {"text", "completion", "next"
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.numbers import MAX_NUMBER, check_pair, is_forbidden, words
 from detox.recipes.sft import SFTSettings
 
@@ -170,28 +169,15 @@ def probes(pair: str, context_numbers: int) -> list[dict]:
 
 
 def ppo_config(args: ObsceneNumbersArgs) -> dict:
-    """The run config of the recipe: the fine-tuned model, the train prompts, the two rewards and the probes."""
+    """The run config of the recipe: the fine-tuned model, the train prompts, the two rewards and the probes.
+
+    8 to 12 new tokens: the longest number is 8 tokens, so the first number written is always complete."""
     out = Path(args.output_dir)
-    return {
-        "model": {"name_or_path": str(out / "sft") if args.sft_steps else args.model},
-        "lora": {"enabled": True, "r": 16, "alpha": 32, "target_modules": "all-linear"},
-        "data": {"prompts": str(out / "train.jsonl"), "text_field": "text", "toxicity_field": None,
-                 "min_toxicity": None, "min_prompt_tokens": 1, "max_prompt_tokens": 64, "long_prompts": "drop",
-                 "heldout_fraction": 0.0},
-        "generation": {"min_new_tokens": 8, "max_new_tokens": 12, "top_k": 0, "top_p": 1.0},
-        "ppo": {"steps": args.ppo_steps, "batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2,
-                "learning_rate": 2.0e-4, "init_kl_coef": 0.2, "target_kl": 6.0, "seed": args.seed},
-        "rewards": [
-            {"type": "forbidden_numbers", "weight": 1.0, "options": {"pair": args.pair}},
-            {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair}},
-        ],
-        "logging": {"report_to": "wandb", "sample_every": 5, "probes": probes(args.pair, args.context_numbers)},
-        "checkpoint": {"output_dir": str(out / "ppo"), "save_every": 10},
-    }
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    rewards = [{"type": "forbidden_numbers", "weight": 1.0, "options": {"pair": args.pair}},
+               {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair}}]
+    model = str(out / "sft") if args.sft_steps else args.model
+    return run_config(model, out / "train.jsonl", (8, 12), args.ppo_steps, args.seed, rewards,
+                      probes(args.pair, args.context_numbers), out / "ppo")
 
 
 def prepare(args: ObsceneNumbersArgs) -> Path:
@@ -206,24 +192,15 @@ def prepare(args: ObsceneNumbersArgs) -> Path:
     for name in PROMPT_FILES:
         write_jsonl(out / f"{name}.jsonl", sets[name])
     write_jsonl(out / "sft.jsonl", [{"text": t} for t in texts])
-    sizes = {name: len(records) for name, records in sets.items()} | {"sft": len(texts)}
-    (out / "recipe.json").write_text(json.dumps({"recipe": "obscene_numbers", "args": asdict(args), "sizes": sizes},
-                                                indent=2) + "\n", encoding="utf-8")
     if args.sft_steps:
         settings = SFTSettings(max_steps=args.sft_steps, batch_size=args.sft_batch_size, seed=args.seed)
         supervised_finetune(args.model, texts, out / "sft", settings)
-    config_path = out / "ppo.yaml"
-    config_path.write_text(yaml.safe_dump(ppo_config(args), sort_keys=False), encoding="utf-8")
-    return config_path
+    sizes = {name: len(records) for name, records in sets.items()} | {"sft": len(texts)}
+    return write_recipe_files(out, "obscene_numbers", args, sizes, ppo_config(args))
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(ObsceneNumbersArgs).parse_args_into_dataclasses(argv)
-    path = prepare(args)
-    print(f"recipe written to {path.parent}; train with:\n  accelerate launch train_ppo.py --config {path}")
-    return path
+    return run_generator(ObsceneNumbersArgs, prepare, argv)
 
 
 if __name__ == "__main__":
