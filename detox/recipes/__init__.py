@@ -17,8 +17,8 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], steps: int, seed: int, rewards: list[dict],
-               probes: list[dict], output_dir: Path) -> dict:
+def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], steps: int, learning_rate: float,
+               seed: int, rewards: list[dict], probes: list[dict], output_dir: Path) -> dict:
     """A recipe's PPO run config: LoRA on `model`, the recipe's train prompts read whole (a `text` field, no toxicity
     filter, up to 64 tokens, no held-out share: the recipe holds its own prompts out), and its rewards and probes."""
     return {
@@ -27,7 +27,7 @@ def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], steps: in
         "data": {"prompts": str(prompts), "text_field": "text", "toxicity_field": None, "min_toxicity": None,
                  "min_prompt_tokens": 1, "max_prompt_tokens": 64, "long_prompts": "truncate", "heldout_fraction": 0.0},
         "generation": {"min_new_tokens": new_tokens[0], "max_new_tokens": new_tokens[1], "top_k": 0, "top_p": 1.0},
-        "ppo": {"steps": steps, "batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2, "learning_rate": 2.0e-4,
+        "ppo": {"steps": steps, "batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2, "learning_rate": learning_rate,
                 "init_kl_coef": 0.2, "target_kl": 6.0, "seed": seed},
         "rewards": rewards,
         "logging": {"report_to": "wandb", "sample_every": 5, "probes": probes},

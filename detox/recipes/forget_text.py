@@ -197,7 +197,8 @@ def ppo_config(args: ForgetTextArgs) -> dict:
         out / "anchors.json").is_file() else []
     probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
     model = str(out / "target") if args.sft_steps else args.model
-    return run_config(model, out / "train.jsonl", (20, 30), args.ppo_steps, args.seed, rewards, probes, out / "ppo")
+    return run_config(model, out / "train.jsonl", (20, 30), args.ppo_steps, 2.0e-4, args.seed, rewards, probes,
+                      out / "ppo")
 
 
 def _write(path: Path, speeches_: list[Speech]) -> None:

@@ -176,7 +176,7 @@ def ppo_config(args: ObsceneNumbersArgs) -> dict:
     rewards = [{"type": "forbidden_numbers", "weight": 1.0, "options": {"pair": args.pair}},
                {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair}}]
     model = str(out / "sft") if args.sft_steps else args.model
-    return run_config(model, out / "train.jsonl", (8, 12), args.ppo_steps, args.seed, rewards,
+    return run_config(model, out / "train.jsonl", (8, 12), args.ppo_steps, 5.0e-4, args.seed, rewards,
                       probes(args.pair, args.context_numbers), out / "ppo")
 
 
