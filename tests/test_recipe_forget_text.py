@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import train_ppo
+from training_runs import one_thread  # noqa: F401 (fixture)
 from detox.recipes.forget_text import ForgetTextArgs, make_texts, prepare, read_lines, speeches, split_play
 
 

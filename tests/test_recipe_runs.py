@@ -11,6 +11,7 @@ import yaml
 
 import evaluate_toxicity
 import train_ppo
+from training_runs import one_thread  # noqa: F401 (fixture)
 from detox.config import parse_config
 from detox.evaluation import EvalConfig, load_eval_prompts
 from detox.models import load_tokenizer

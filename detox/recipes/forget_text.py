@@ -172,7 +172,8 @@ def make_texts(args: ForgetTextArgs) -> dict:
     train_prompts = [prompt_record(s) for s in train_play if len(s.lines) >= 2]
     if not train_prompts:
         raise ValueError(f"the forget set is empty: no train speech of the play ({len(train_play)} of {len(play)} "
-                         f"speeches) has the two lines a prompt needs; lower --heldout_fraction or choose a longer play.")
+                         f"speeches) has the two lines a prompt needs; lower --heldout_fraction or choose a longer "
+                         f"play.")
     shuffled = [others[i] for i in rng.permutation(len(others))]
     retain = take_chars(shuffled, args.retain_chars)
     heldout_retain = take_chars(shuffled[len(retain):], max(args.retain_chars // 10, 1))
