@@ -66,9 +66,9 @@ def test_obscene_numbers_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thr
                     "--ppo.ppo_epochs", "1", "--logging.report_to", "none"])
     run_dir = recipe / "ppo"
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2]
-    assert {"reward/forbidden_numbers/mean", "reward/next_number/mean"} <= set(metrics[0])
-    assert (run_dir / "probe_forty_one__forty_two__forty_change.png").is_file() or list(run_dir.glob("probe_*.png"))
+    assert [m["step"] for m in metrics if "reward/total" in m] == [1, 2]
+    assert {"reward/forbidden_numbers/mean", "reward/next_number/mean"} <= set(metrics[1])
+    assert len(list(run_dir.glob("probe_*_change.png"))) == 2  # "forty" -> " two" and its control
     result = evaluate_toxicity.main([
         "--models", f"sft={recipe / 'sft'}", f"ppo={run_dir / 'final'}", "--run_config", str(run_dir),
         "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "8", "--max_new_tokens", "12",
