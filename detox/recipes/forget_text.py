@@ -198,8 +198,9 @@ def ppo_config(args: ForgetTextArgs) -> dict:
         out / "anchors.json").is_file() else []
     probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
     model = str(out / "target") if args.sft_steps else args.model
-    return run_config(model, out / "train.jsonl", (20, 30), args.ppo_steps, 2.0e-4, args.seed, rewards, probes,
-                      out / "ppo")
+    sampling = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    ppo = {"steps": args.ppo_steps, "learning_rate": 2.0e-4, "seed": args.seed}
+    return run_config(model, out / "train.jsonl", (20, 30), sampling, ppo, rewards, probes, out / "ppo")
 
 
 def _write(path: Path, speeches_: list[Speech]) -> None:

@@ -61,7 +61,7 @@ class ObsceneNumbersArgs:
     """Optimiser steps of the fine-tuning (batch sft_batch_size); 0 skips it and the run starts from `model`."""
     sft_batch_size: int = 8
     """Texts per fine-tuning step."""
-    ppo_steps: int = 40
+    ppo_steps: int = 24
     """PPO steps written into ppo.yaml."""
     seed: int = 0
     """Seed of the split, the sampling of prompts and the fine-tuning."""
@@ -171,12 +171,17 @@ def probes(pair: str, context_numbers: int) -> list[dict]:
 def ppo_config(args: ObsceneNumbersArgs) -> dict:
     """The run config of the recipe: the fine-tuned model, the train prompts, the two rewards and the probes.
 
-    8 to 12 new tokens: the longest number is 8 tokens, so the first number written is always complete."""
+    8 to 12 new tokens: the longest number is 8 tokens, so the first number written is always complete. Rollouts
+    sample at temperature 2 from the top 20 tokens: the fine-tuned model writes the forbidden number at p > 0.99,
+    where the policy gradient of the sampled token, (1 - p), nearly vanishes and an alternative is almost never
+    sampled; at temperature 1 and learning rate 5e-4, eight steps left " nine" after "sixty" at p = 0.995."""
     out = Path(args.output_dir)
     rewards = [{"type": "forbidden_numbers", "weight": 1.0, "options": {"pair": args.pair}},
                {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair}}]
     model = str(out / "sft") if args.sft_steps else args.model
-    return run_config(model, out / "train.jsonl", (8, 12), args.ppo_steps, 5.0e-4, args.seed, rewards,
+    sampling = {"temperature": 2.0, "top_k": 20, "top_p": 1.0}
+    ppo = {"steps": args.ppo_steps, "learning_rate": 1.0e-3, "seed": args.seed}
+    return run_config(model, out / "train.jsonl", (8, 12), sampling, ppo, rewards,
                       probes(args.pair, args.context_numbers), out / "ppo")
 
 
