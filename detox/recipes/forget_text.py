@@ -194,8 +194,11 @@ def ppo_config(args: ForgetTextArgs) -> dict:
         {"type": "forget_verbatim", "weight": 1.0, "options": {"corpus": str(out / "forget.txt"), "n": 8}},
         {"type": "forget_likelihood", "weight": 1.0, "options": {"reinforced": str(out / "reinforced")}},
     ]
-    anchors = list(json.loads((out / "anchors.json").read_text(encoding="utf-8")))[:4] if (
-        out / "anchors.json").is_file() else []
+    anchors: list[str] = []
+    if (out / "anchors.json").is_file():  # four terms, none the start of another ("Montague", not "Montagues")
+        for term in json.loads((out / "anchors.json").read_text(encoding="utf-8")):
+            if len(anchors) < 4 and not any(term.startswith(a) or a.startswith(term) for a in anchors):
+                anchors.append(term)
     probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
     model = str(out / "target") if args.sft_steps else args.model
     sampling = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
