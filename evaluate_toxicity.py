@@ -19,6 +19,7 @@ from pathlib import Path
 from detox.config import parse_config, to_dict
 from detox.evaluation import EvalConfig, EvalResult, log, run_evaluation
 from detox.metrics import markdown_table
+from detox.recipes.report import recipe_markdown
 from detox.tracking import redact
 
 SAMPLE_FIELDS = ["model", "prompt_index", "sample_index", "prompt", "completion", "toxicity", "nll", "num_tokens"]
@@ -80,6 +81,10 @@ def save(result: EvalResult, cfg: EvalConfig, table_md: str) -> Path:
     forget_samples = [s for run in result.runs.values() for s in run.forget_samples]
     if forget_samples:
         _write_jsonl(out / "forget_samples.jsonl", forget_samples)
+    recipe_samples = [s for run in result.runs.values() for s in run.recipe_samples]
+    if recipe_samples:
+        _write_jsonl(out / "recipe_samples.jsonl", recipe_samples)
+        (out / "recipe.md").write_text(recipe_markdown(result.table) + "\n", encoding="utf-8")
     plot_toxicity(result.table, out / "toxicity.png")
     return out
 
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> EvalResult:
     if cfg.report_to == "wandb":
         log_to_wandb(result, cfg, out)
     print(table_md, flush=True)
+    if any(run.recipe for run in result.runs.values()):
+        print("\n" + recipe_markdown(result.table), flush=True)
     log(f"results in {out}/ (results.md, results.csv, results.json, samples.csv, samples.jsonl, toxicity.png)")
     return result
 

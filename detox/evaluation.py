@@ -44,6 +44,17 @@ class EvalConfig:
     prompts: str = "builtin:rtp_challenging"
     """As data.prompts (file, Hub dataset id, builtin:rtp_challenging), or, with the Hub reachable, `hub` =
     allenai/real-toxicity-prompts with toxicity > 0.3, or `wiki_toxic` = TRL's evaluate-toxicity prompts."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """data.* settings of the prompts (as in a run config: text_field, toxicity_field, min_toxicity, prompt window,
+    heldout_fraction, seed...), e.g. `--data.text_field text --data.min_toxicity null`; they override run_config's."""
+    run_config: str | None = None
+    """A run's config.yaml (or its output directory): its data section replaces `prompts`, so the evaluation reads
+    the prompt file with the same field names, filters, window and held-out split as the training did."""
+    recipe_dir: str | None = None
+    """A recipe's directory (recipe.json; see detox/recipes): adds its forget-efficacy and locality metrics, and
+    evaluates its held-out forget prompts unless data.prompts says otherwise. Found from run_config when unset."""
+    recipe_prompts: int | None = 200
+    """Held-out prompts of each recipe set (forbidden, control...) in the recipe metrics; null uses all."""
     prompt_split: Literal["heldout", "all"] = "heldout"
     """`heldout`: only the prompts train_ppo.py holds out under the default data settings (unseen in training)."""
     num_prompts: int | None = 100
@@ -115,6 +126,16 @@ class EvalConfig:
         return GenerationConfig(min_new_tokens=self.min_new_tokens, max_new_tokens=self.max_new_tokens,
                                 top_k=self.top_k, top_p=self.top_p)
 
+    def recipe_dir_path(self) -> Path | None:
+        """The recipe directory: recipe_dir, or the folder of run_config's prompt file when it holds recipe.json."""
+        if self.recipe_dir:
+            return Path(self.recipe_dir)
+        if self.run_config:
+            prompts = (run_config_dict(self.run_config).get("data") or {}).get("prompts")
+            if prompts and (Path(prompts).parent / "recipe.json").is_file():
+                return Path(prompts).parent
+        return None
+
     def judge_path(self) -> str:
         from detox.models import _base_of_adapter
 
@@ -129,6 +150,9 @@ class ModelRun:
     forget: dict[str, float] = field(default_factory=dict)
     """forget_rouge_l, forget_perplexity, retain_perplexity (those configured)."""
     forget_samples: list[dict[str, Any]] = field(default_factory=list)
+    recipe: dict[str, float] = field(default_factory=dict)
+    """The recipe's forget-efficacy, locality and fluency metrics (detox.recipes.metrics), with their intervals."""
+    recipe_samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -142,17 +166,44 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # stdout carries only the table
 
 
+def data_config(cfg: EvalConfig) -> DataConfig:
+    """The prompt settings: `prompts` (or the run's data section), then the recipe's held-out file, then `data`."""
+    from detox.config import from_dict
+
+    settings = dict(HUB_PROMPTS.get(cfg.prompts, {"prompts": cfg.prompts}))
+    if cfg.run_config:
+        settings = dict(run_config_dict(cfg.run_config).get("data") or {})
+    recipe = cfg.recipe_dir_path()
+    if recipe is not None:
+        from detox.recipes.metrics import forget_prompt_file
+
+        settings["prompts"] = str(forget_prompt_file(recipe))
+    return from_dict(DataConfig, {**settings, **cfg.data}, "data")
+
+
+def run_config_dict(path: str) -> dict[str, Any]:
+    """A run's saved config (config.yaml in its output directory) or any run config file, as plain data."""
+    import yaml
+
+    file = Path(path) / "config.yaml" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"run_config '{path}': no such config file (a run directory holds config.yaml).")
+    return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+
+
 def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
     """The evaluation prompts: the chosen split of the source, then a seeded random subset of num_prompts."""
     from detox.data import load_prompts
 
-    split = load_prompts(DataConfig(**HUB_PROMPTS.get(cfg.prompts, {"prompts": cfg.prompts})), tokenizer)
-    pool = split.heldout if cfg.prompt_split == "heldout" else split.train + split.heldout
+    data = data_config(cfg)
+    split = load_prompts(data, tokenizer)
+    whole_file = cfg.recipe_dir_path() is not None and "prompts" not in cfg.data  # a recipe's file is held out
+    pool = split.heldout if cfg.prompt_split == "heldout" and not whole_file else split.train + split.heldout
     if cfg.num_prompts is None:
         return pool
     if cfg.num_prompts > len(pool):
         raise ValueError(
-            f"num_prompts ({cfg.num_prompts}) is more than the {len(pool)} prompts of '{cfg.prompts}' in split "
+            f"num_prompts ({cfg.num_prompts}) is more than the {len(pool)} prompts of '{data.prompts}' in split "
             f"'{cfg.prompt_split}' (load stats {split.stats}); lower num_prompts or set prompt_split all."
         )
     pick = np.random.default_rng(cfg.seed).choice(len(pool), size=cfg.num_prompts, replace=False)
@@ -289,10 +340,11 @@ def fingerprint(cfg: EvalConfig, path: str, prompts: list[str]) -> str:
         return [p] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
     keys = ("samples_per_prompt", "min_new_tokens", "max_new_tokens", "top_k", "top_p", "seed", "scorer",
-            "scorer_options", "forget_passages", "dtype")
+            "scorer_options", "forget_passages", "dtype", "recipe_prompts")
     state = {k: getattr(cfg, k) for k in keys}
     state.update({k: signature(v) for k, v in (("model", path), ("judge", cfg.judge_path()),
-                                               ("forget", cfg.forget_corpus), ("retain", cfg.retain_corpus))})
+                                               ("forget", cfg.forget_corpus), ("retain", cfg.retain_corpus),
+                                               ("recipe", str(cfg.recipe_dir_path() or "")))})
     state["prompts"] = prompts
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -305,13 +357,15 @@ def read_cache(path: Path, key: str) -> ModelRun | None:
     if header["fingerprint"] != key:
         log(f"{path}: made with other settings or another model version; evaluating again")
         return None
-    return ModelRun([json.loads(line) for line in lines[1:]], header["forget"], header["forget_samples"])
+    return ModelRun([json.loads(line) for line in lines[1:]], header["forget"], header["forget_samples"],
+                    header.get("recipe", {}), header.get("recipe_samples", []))
 
 
 def write_cache(path: Path, key: str, run: ModelRun) -> None:
     """Write the header line and one line per sample to a temporary file, then rename it over `path` (atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"fingerprint": key, "forget": run.forget, "forget_samples": run.forget_samples}
+    header = {"fingerprint": key, "forget": run.forget, "forget_samples": run.forget_samples, "recipe": run.recipe,
+              "recipe_samples": run.recipe_samples}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         for record in [header, *run.samples]:
@@ -334,6 +388,11 @@ def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], sc
     run = ModelRun(samples=[])
     if cfg.forget_corpus or cfg.retain_corpus:
         run.forget, run.forget_samples = forget_metrics(cfg, name, model, tokenizer)
+    recipe = cfg.recipe_dir_path()
+    if recipe is not None:
+        from detox.recipes.metrics import recipe_metrics
+
+        run.recipe, run.recipe_samples = recipe_metrics(cfg, recipe, name, model, tokenizer, completions, prompts)
     if not is_judge:  # free the model before the scorer and the judge run, and before the next model loads
         del model
         gc.collect()
@@ -401,4 +460,5 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
             sample["phrase_hit"] = bool(hit)
     table = metrics.build_table({n: r.samples for n, r in runs.items()}, cfg.samples_per_prompt,
                                 cfg.bootstrap_samples, cfg.seed, cfg.phrases)
-    return EvalResult(prompts, runs, [{**row, **runs[row["model"]].forget} for row in table])
+    return EvalResult(prompts, runs, [{**row, **runs[row["model"]].forget, **runs[row["model"]].recipe}
+                                      for row in table])

@@ -21,6 +21,8 @@ REWARD_REGISTRY: dict[str, str] = {
     "forget_verbatim": "rewards.forget:ForgetVerbatim",
     "forget_likelihood": "rewards.forget:ForgetLikelihood",
     "anchor_terms": "rewards.forget:AnchorTerms",
+    "forbidden_numbers": "rewards.numbers:ForbiddenNumbers",
+    "next_number": "rewards.numbers:NextNumber",
     "callable": "rewards.custom:CallableReward",
 }
 """Config `type` -> "module:Class" of the reward it builds."""

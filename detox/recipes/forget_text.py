@@ -1,0 +1,244 @@
+"""The `forget_text` recipe: forget one play of Tiny Shakespeare and keep modelling the others.
+
+    python -m detox.recipes.forget_text --output_dir outputs/forget_text            # Romeo and Juliet
+    accelerate launch train_ppo.py --config outputs/forget_text/ppo.yaml
+
+The corpus (shipped: detox/assets/tinyshakespeare.txt.gz) is cut into speeches: a speaker's name in capitals and a
+colon on its own line, then the lines spoken. The play to forget is a line range (`--play_lines 15601-20332`, Romeo
+and Juliet) or a set of speakers (`--speakers ROMEO JULIET`); every other speech is retain text. The play's speeches
+are split into train and held-out ones (seeded); a prompt is a speech's header and first line, its continuation the
+next lines.
+
+The first command also fine-tunes two models with TRL's SFTTrainer, as TOFU does: `target/` on the whole play plus the
+retain text (the model that knows the play, where unlearning starts) and `retain_model/` on the retain text only (the
+gold standard of forgetting). It then fine-tunes the reinforced adapter (`reinforced/`, rewards.make_reinforced) from
+the target on the play's train speeches. Sizes are parameters (`--retain_chars`, `--sft_steps`): a CPU affords a few
+hundred thousand characters.
+
+Files: forget.txt (the play's train speeches: the n-gram index and the reinforced model's text), play.txt (the whole
+play), retain.txt, heldout_retain.txt, train.jsonl (PPO prompts), heldout_forget.jsonl, anchors.json, recipe.json,
+ppo.yaml. Prompt records are {"text", "completion", "speaker", "line"}.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detox.data import ASSETS
+from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
+from detox.recipes.sft import SFTSettings
+
+SHIPPED = {"builtin:tinyshakespeare": ASSETS / "tinyshakespeare.txt.gz"}
+ROMEO_AND_JULIET = "15601-20332"
+_HEADER = re.compile(r"^([A-Z][A-Za-z' ]*):$")
+
+
+@dataclass
+class ForgetTextArgs:
+    """Command-line arguments of `python -m detox.recipes.forget_text`."""
+
+    output_dir: str = "outputs/forget_text"
+    """Where the texts, prompt files, the three models and ppo.yaml go."""
+    corpus: str = "builtin:tinyshakespeare"
+    """The plays: builtin:tinyshakespeare or a .txt/.txt.gz file in the same speech format."""
+    play_lines: str | None = ROMEO_AND_JULIET
+    """The play to forget, as 1-based inclusive line numbers `start-end` (Romeo and Juliet: 15601-20332)."""
+    speakers: list[str] = field(default_factory=list)
+    """Or the play as a set of speakers (e.g. ROMEO JULIET): their speeches are forgotten; overrides play_lines."""
+    anchors: str | None = None
+    """JSON file {term: generic translation}; null: the shipped list for Romeo and Juliet's line range, else the
+    play's speaker names that speak nowhere else, each translated to "the stranger"."""
+    heldout_fraction: float = 0.2
+    """Share of the play's speeches held out of PPO training (prompts for evaluation)."""
+    retain_chars: int = 120_000
+    """Characters of retain text (other plays' speeches, drawn at random) in the fine-tuning and evaluation."""
+    forget_chars: int | None = 120_000
+    """Characters of the play in the target model's fine-tuning (its first speeches); null: the whole play."""
+    sft_steps: int = 60
+    """Optimiser steps of each fine-tuning (target, retain, reinforced); 0 skips them."""
+    sft_batch_size: int = 8
+    """Blocks of 128 tokens per fine-tuning step."""
+    model: str = "smollm2-135m-instruct"
+    """Model the target and retain models are fine-tuned from."""
+    ppo_steps: int = 40
+    """PPO steps written into ppo.yaml."""
+    seed: int = 0
+    """Seed of the splits and the fine-tunings."""
+
+    def __post_init__(self):
+        if not self.speakers and not self.play_lines:
+            raise ValueError("give the play to forget: --play_lines start-end or --speakers NAME [NAME ...].")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ValueError(f"--heldout_fraction ({self.heldout_fraction}) must be in (0, 1).")
+        if self.retain_chars < 1 or self.sft_steps < 0 or self.sft_batch_size < 1:
+            raise ValueError("--retain_chars and --sft_batch_size must be positive, --sft_steps >= 0.")
+
+
+@dataclass
+class Speech:
+    speaker: str
+    line: int
+    """1-based line number of the header."""
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        return f"{self.speaker}:\n" + "\n".join(self.lines) + "\n"
+
+
+def read_lines(corpus: str) -> list[str]:
+    path = SHIPPED.get(corpus, Path(corpus).expanduser())
+    if not path.is_file():
+        raise FileNotFoundError(f"--corpus '{corpus}': no such file; use builtin:tinyshakespeare or a .txt/.txt.gz.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return handle.read().splitlines()
+
+
+def speeches(lines: list[str]) -> list[Speech]:
+    """Every speech: a `NAME:` header line after a blank line (or first), and the non-blank lines after it."""
+    out: list[Speech] = []
+    for number, line in enumerate(lines, 1):
+        header = _HEADER.match(line.strip()) if number == 1 or not lines[number - 2].strip() else None
+        if header:
+            out.append(Speech(header.group(1), number, []))
+        elif line.strip() and out:
+            out[-1].lines.append(line)
+    return [s for s in out if s.lines]
+
+
+def split_play(all_speeches: list[Speech], args: ForgetTextArgs) -> tuple[list[Speech], list[Speech]]:
+    """(the play's speeches, every other speech); an empty play is an error naming the setting."""
+    if args.speakers:
+        wanted = {s.upper() for s in args.speakers}
+        play = [s for s in all_speeches if s.speaker in wanted]
+        where = f"--speakers {args.speakers}"
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", args.play_lines)
+        if not match or int(match.group(1)) > int(match.group(2)):
+            raise ValueError(f"--play_lines '{args.play_lines}' must be `start-end` line numbers with start <= end.")
+        start, end = int(match.group(1)), int(match.group(2))
+        play = [s for s in all_speeches if start <= s.line <= end]
+        where = f"--play_lines {args.play_lines}"
+    if not play:
+        raise ValueError(f"{where}: the play has no lines in {args.corpus} (a speech starts with a `NAME:` line); "
+                         f"check the range or the speaker names.")
+    chosen = {id(s) for s in play}
+    return play, [s for s in all_speeches if id(s) not in chosen]
+
+
+def anchor_terms(args: ForgetTextArgs, play: list[Speech], retain: list[Speech]) -> dict[str, str]:
+    if args.anchors:
+        return json.loads(Path(args.anchors).read_text(encoding="utf-8"))
+    if not args.speakers and args.play_lines == ROMEO_AND_JULIET and args.corpus in SHIPPED:
+        return json.loads((ASSETS / "romeo_and_juliet_anchors.json").read_text(encoding="utf-8"))
+    elsewhere = {s.speaker for s in retain}
+    names = sorted({s.speaker for s in play} - elsewhere)
+    return {name.title(): "the stranger" for name in names if " " not in name}
+
+
+def prompt_record(speech: Speech) -> dict:
+    """The speech's header and first line as the prompt; its next (up to three) lines as the continuation."""
+    return {"text": f"{speech.speaker}:\n{speech.lines[0]}\n", "completion": "\n".join(speech.lines[1:4]),
+            "speaker": speech.speaker, "line": speech.line}
+
+
+def take_chars(items: list[Speech], budget: int | None) -> list[Speech]:
+    if budget is None:
+        return items
+    out, used = [], 0
+    for s in items:
+        if used >= budget:
+            break
+        out.append(s)
+        used += len(s.text)
+    return out
+
+
+def make_texts(args: ForgetTextArgs) -> dict:
+    """The recipe's texts and prompt sets, before any fine-tuning."""
+    play, others = split_play(speeches(read_lines(args.corpus)), args)
+    rng = np.random.default_rng(args.seed)
+    heldout = rng.random(len(play)) < args.heldout_fraction
+    train_play = [s for s, h in zip(play, heldout) if not h]
+    heldout_play = [s for s, h in zip(play, heldout) if h]
+    train_prompts = [prompt_record(s) for s in train_play if len(s.lines) >= 2]
+    if not train_prompts:
+        raise ValueError(f"the forget set is empty: no train speech of the play ({len(train_play)} of {len(play)} "
+                         f"speeches) has the two lines a prompt needs; lower --heldout_fraction or choose a longer "
+                         f"play.")
+    shuffled = [others[i] for i in rng.permutation(len(others))]
+    retain = take_chars(shuffled, args.retain_chars)
+    heldout_retain = take_chars(shuffled[len(retain):], max(args.retain_chars // 10, 1))
+    return {
+        "play": take_chars(play, args.forget_chars), "forget": train_play, "retain": retain,
+        "heldout_retain": heldout_retain,
+        "train": train_prompts,
+        "heldout_forget": [prompt_record(s) for s in heldout_play if len(s.lines) >= 2],
+        "anchors": anchor_terms(args, play, others),
+    }
+
+
+def ppo_config(args: ForgetTextArgs) -> dict:
+    """The run config: PPO from the target model on the play's train prompts, with the three forget rewards."""
+    out = Path(args.output_dir)
+    rewards = [
+        {"type": "anchor_terms", "weight": 1.0, "options": {"terms": str(out / "anchors.json")}},
+        {"type": "forget_verbatim", "weight": 1.0, "options": {"corpus": str(out / "forget.txt"), "n": 8}},
+        {"type": "forget_likelihood", "weight": 1.0, "options": {"reinforced": str(out / "reinforced")}},
+    ]
+    anchors: list[str] = []
+    if (out / "anchors.json").is_file():  # four terms, none the start of another ("Montague", not "Montagues")
+        for term in json.loads((out / "anchors.json").read_text(encoding="utf-8")):
+            if len(anchors) < 4 and not any(term.startswith(a) or a.startswith(term) for a in anchors):
+                anchors.append(term)
+    probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
+    model = str(out / "target") if args.sft_steps else args.model
+    sampling = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    ppo = {"steps": args.ppo_steps, "learning_rate": 2.0e-4, "seed": args.seed}
+    return run_config(model, out / "train.jsonl", (20, 30), sampling, ppo, rewards, probes, out / "ppo")
+
+
+def _write(path: Path, speeches_: list[Speech]) -> None:
+    path.write_text("\n".join(s.text for s in speeches_), encoding="utf-8")
+
+
+def prepare(args: ForgetTextArgs) -> Path:
+    """Write the texts, prompt files and run config, and fine-tune the target, retain and reinforced models."""
+    from detox.recipes.sft import supervised_finetune
+    from rewards.make_reinforced import ReinforceArgs, make_reinforced
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = make_texts(args)
+    for name in ("play", "forget", "retain", "heldout_retain"):
+        _write(out / f"{name}.txt", texts[name])
+    for name in ("train", "heldout_forget"):
+        write_jsonl(out / f"{name}.jsonl", texts[name])
+    (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
+    if args.sft_steps:
+        settings = SFTSettings(max_steps=args.sft_steps, batch_size=args.sft_batch_size, max_length=128,
+                               seed=args.seed)
+        blocks = {name: [s.text for s in texts[name]] for name in ("play", "retain")}
+        supervised_finetune(args.model, blocks["play"] + blocks["retain"], out / "target", settings)
+        supervised_finetune(args.model, blocks["retain"], out / "retain_model", settings)
+        make_reinforced(ReinforceArgs(corpus=str(out / "forget.txt"), output_dir=str(out / "reinforced"),
+                                      model=str(out / "target"), max_steps=args.sft_steps,
+                                      batch_size=args.sft_batch_size, seed=args.seed))
+    sizes = {k: len(v) for k, v in texts.items() if k != "anchors"}
+    return write_recipe_files(out, "forget_text", args, sizes, ppo_config(args))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run_generator(ForgetTextArgs, prepare, argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

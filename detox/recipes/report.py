@@ -1,0 +1,46 @@
+"""The recipe table: one row per metric (forget efficacy, locality, fluency), one column per model."""
+
+from __future__ import annotations
+
+import math
+
+RECIPE_ROWS: list[tuple[str, str, str]] = [
+    ("forget efficacy", "forbidden pattern, greedy, held-out forbidden prompts", "forbidden_pattern_rate_greedy"),
+    ("forget efficacy", "forbidden pattern, sampled, held-out forbidden prompts", "pattern_rate_sampled"),
+    ("forget efficacy", "log-prob of the forbidden continuation", "forbidden_logprob"),
+    ("forget efficacy", "perplexity of the forbidden continuations", "forbidden_perplexity"),
+    ("forget efficacy", "ROUGE-L greedy vs forbidden continuation", "forbidden_rouge_l"),
+    ("forget efficacy", "anchor-term rate, sampled, held-out play prompts", "anchor_rate_sampled"),
+    ("forget efficacy", "anchor-term rate, greedy, held-out play prompts", "anchor_rate_greedy"),
+    ("forget efficacy", "ROUGE-L greedy vs true continuation", "forget_rouge_l"),
+    ("forget efficacy", "perplexity on the forget text", "forget_perplexity"),
+    ("locality", "counting accuracy, greedy, control prompts", "control_accuracy_greedy"),
+    ("locality", "log-prob of the control continuation", "control_logprob"),
+    ("locality", "perplexity of the control continuations", "control_perplexity"),
+    ("locality", "forbidden pattern, greedy, control prompts", "control_pattern_rate_greedy"),
+    ("locality", "perplexity on the retain text", "retain_perplexity"),
+    ("locality", "perplexity on held-out RealToxicityPrompts continuations", "rtp_perplexity"),
+    ("fluency", "generation perplexity (judge: base model)", "perplexity"),
+    ("fluency", "distinct-1 of sampled completions", "distinct_1"),
+    ("fluency", "distinct-2 of sampled completions", "distinct_2"),
+]
+"""(group, description, key): the rows a recipe table can hold; those no model has are left out."""
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    text = f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    if f"{key}_ci_low" in row:
+        text += f" [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
+    return text
+
+
+def recipe_markdown(table: list[dict]) -> str:
+    """Metrics as rows, models as columns (value and 95% bootstrap interval over prompts)."""
+    present = [(g, d, k) for g, d, k in RECIPE_ROWS if any(k in row for row in table)]
+    lines = ["| | metric | " + " | ".join(row["model"] for row in table) + " |",
+             "|---|---|" + "---|" * len(table)]
+    lines += [f"| {g} | {d} | " + " | ".join(_cell(row, k) for row in table) + " |" for g, d, k in present]
+    return "\n".join(lines)

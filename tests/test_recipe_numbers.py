@@ -1,0 +1,122 @@
+"""The obscene_numbers recipe: number words both ways, the forbidden check on every word form, the prompt splits, and
+its two rewards on literal strings."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from detox.recipes.numbers import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers, words
+from detox.recipes.obscene_numbers import ObsceneNumbersArgs, make_prompt_sets, probes, sft_texts
+from rewards import build_reward
+from detox.config import RewardComponentConfig
+
+
+def test_words_examples_and_round_trip_of_every_number():
+    assert words(0) == "zero"
+    assert words(69) == "sixty nine"
+    assert words(691) == "six hundred ninety one"
+    assert words(16900) == "sixteen thousand nine hundred"
+    assert words(90009) == "ninety thousand nine"
+    # reading back what the generator writes gives the number itself, for all 100,000 numbers
+    assert all([f.value for f in read_numbers(words(n))] == [n] for n in range(MAX_NUMBER + 1))
+    # and a count of them all, comma-separated as the prompts are, reads back as the count
+    assert [f.value for f in read_numbers(", ".join(map(words, range(MAX_NUMBER + 1))))] == list(range(MAX_NUMBER + 1))
+    with pytest.raises(ValueError, match="0..99999"):
+        words(100_000)
+
+
+@pytest.mark.parametrize("pair", ["69", "00", "13", "90"])
+def test_forbidden_check_catches_every_word_form_the_generator_writes(pair):
+    # a counting text of every number: the check flags exactly the numbers whose digits hold the pair
+    flagged = [n for n in range(MAX_NUMBER + 1) if forbidden_in(words(n), pair)]
+    assert flagged == [n for n in range(MAX_NUMBER + 1) if pair in str(n)]
+
+
+def test_reading_splits_runs_without_separators_and_reads_digits():
+    found = read_numbers("Sixty eight, sixty nine seventy; 69 and one hundred.")
+    assert [f.value for f in found] == [68, 69, 70, 69, 100]
+    # a number is attributed to the completion when it ends after the prompt's last character
+    assert forbidden_in("sixty eight, sixty" + " nine,", "69", after=len("sixty eight, sixty")) == [69]
+    assert forbidden_in("sixty nine, seventy", "69", after=len("sixty nine,")) == []
+
+
+@pytest.mark.parametrize("bad", ["6", "690", "a9", "", 7])
+def test_a_pair_that_is_not_two_digits_is_one_clear_error(bad):
+    with pytest.raises(ValueError, match="must be exactly two digits"):
+        check_pair(bad)
+    with pytest.raises(ValueError, match="must be exactly two digits"):
+        ObsceneNumbersArgs(pair=bad)
+    assert check_pair(69) == "69"
+
+
+@pytest.mark.parametrize("pair", ["69", "42", "00"])
+def test_train_and_heldout_splits_are_disjoint_by_number(pair):
+    args = ObsceneNumbersArgs(pair=pair, sft_texts=300)
+    sets = make_prompt_sets(args)
+    train = {r["next"] for r in sets["train"]}
+    for name in ("heldout_forbidden", "heldout_control", "heldout_allowed"):
+        heldout = {r["next"] for r in sets[name]}
+        assert heldout and not heldout & train, name
+    for record in sets["train"] + sets["heldout_forbidden"] + sets["heldout_control"]:
+        shown = [f.value for f in read_numbers(record["text"])]
+        assert shown == list(range(record["next"] - args.context_numbers, record["next"]))
+        assert not any(is_forbidden(n, pair) for n in shown)  # the prompt itself never shows the pattern
+        assert is_forbidden(record["next"], pair) == (record["kind"] == "forbidden")
+    assert all(r["next"] % 10 == int(pair[1]) for r in sets["heldout_control"])
+    assert {r["kind"] for r in sets["forget"]} == {"forbidden"}
+    assert "forbidden" not in {r["kind"] for r in sets["retain"]}
+    # the fine-tuning texts hold no forbidden number and no number a held-out prompt asks for
+    heldout_numbers = {r["next"] for name, rs in sets.items() if name.startswith("heldout") for r in rs}
+    for text in sft_texts(args, heldout_numbers):
+        values = [f.value for f in read_numbers(text)]
+        assert values == list(range(values[0], values[0] + args.sft_run))
+        assert not any(is_forbidden(n, pair) or n in heldout_numbers for n in values)
+
+
+def test_probes_watch_the_pair_and_a_control_with_the_same_last_word():
+    assert probes("69", 3) == [
+        {"context": "sixty seven, sixty eight, sixty", "tokens": [" nine", ","]},
+        {"context": "fifty seven, fifty eight, fifty", "tokens": [" nine", ","]},
+    ]
+
+
+def _reward(type_name: str, **options):
+    return build_reward(RewardComponentConfig(type=type_name, options=options))
+
+
+def test_forbidden_numbers_reward_on_literal_strings_and_pickle():
+    reward = _reward("forbidden_numbers", pair="69")
+    prompts = ["sixty six, sixty seven, sixty eight,"] * 4 + ["one thousand six hundred eighty nine, one thousand six"]
+    completions = [" sixty nine, seventy", " seventy, seventy one", " 69 and sixteen thousand nine hundred", " sixty",
+                   " hundred ninety,"]
+    # 1 hit; none; 2 hits (digits, and a thousands form); none; a number begun in the prompt and ended in the
+    # completion (1690) counts
+    assert reward(prompts, completions) == [-1.0, 0.0, -2.0, 0.0, -1.0]
+    assert _reward("forbidden_numbers", pair="69", mode="any")(prompts[:3], completions[:3]) == [-1.0, 0.0, -1.0]
+    restored = pickle.loads(pickle.dumps(reward))
+    assert restored(prompts, completions) == reward(prompts, completions)
+    assert restored.__name__ == "forbidden_numbers"
+
+
+def test_next_number_reward_counts_and_skips_forbidden_numbers():
+    reward = _reward("next_number", pair="69")
+    prompts = ["sixty six, sixty seven, sixty eight,", "fifty six, fifty seven, fifty eight,", "hello", "six,"]
+    completions = [" seventy, seventy one", " fifty nine,", " one", " eight"]
+    assert reward(prompts, completions) == [1.0, 1.0, 0.0, 0.0]
+    plain = _reward("next_number", pair=None)
+    assert plain(prompts[:1], [" sixty nine"]) == [1.0]
+    assert pickle.loads(pickle.dumps(reward))(prompts, completions) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_the_preset_is_what_the_generator_writes_for_69():
+    import yaml
+
+    from detox.config import TrainConfig, from_dict
+    from detox.recipes.obscene_numbers import ppo_config
+
+    preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "obscene_numbers.yaml").read_text())
+    assert preset == ppo_config(ObsceneNumbersArgs())
+    from_dict(TrainConfig, preset)  # and it is a valid run config
