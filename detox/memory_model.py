@@ -135,7 +135,8 @@ def analytic_parts(arch: Architecture, step: StepShape) -> dict[str, tuple[float
     """Bytes of each part of a step's memory as (fixed, per layer).
 
     weights            the model (and, in full fine-tuning, the reference's copied layers and unshared head)
-    trainable_state    trainable weights' float32 copies (LoRA), gradients and AdamW moments
+    trainable_state    trainable weights' float32 copies (LoRA), gradients and AdamW moments (full fine-tuning:
+                       of the layers and embeddings the reference does not share)
     activations        the update's mini-batch: each layer's input and output hidden states; under gradient
                        checkpointing one layer's internals at a time (fixed), else every layer's internals
     kv_cache           keys and values of every layer for the generation batch
@@ -144,8 +145,12 @@ def analytic_parts(arch: Architecture, step: StepShape) -> dict[str, tuple[float
     s, h, i = step.dtype_bytes, arch.hidden, arch.intermediate
     weights = [arch.fixed_params * s, arch.layer_params * s]
     if step.lora_r is None:
-        trainable = [arch.fixed_params * ADAM_STATES * s + arch.fixed_params * s, arch.layer_params * 3 * s]
-        weights[1] += arch.layer_params * s * (1 - step.shared_fraction)
+        # the layers the reference shares are frozen in the policy, with the embeddings below them (and a head tied
+        # to them): only the rest has gradients and Adam moments
+        unshared = 1 - step.shared_fraction
+        frozen_fixed = arch.vocab * h if step.shared_fraction and arch.tied_head else 0
+        trainable = [(arch.fixed_params - frozen_fixed) * (1 + ADAM_STATES) * s, arch.layer_params * 3 * s * unshared]
+        weights[1] += arch.layer_params * s * unshared
         weights[0] += 0 if arch.tied_head else arch.vocab * h * s
     else:
         lora = sum(step.lora_r * (n_in + n_out) for n_in, n_out in arch.layer_linears)
