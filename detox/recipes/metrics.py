@@ -80,20 +80,20 @@ def obscene_numbers_metrics(model, tokenizer, recipe_dir: Path, prompts: list[st
                                                                                                    "control")}
     out, rows, boot = {}, [], (cfg.bootstrap_samples, cfg.seed)
     for kind, records in sets.items():
-        prompts = [r["text"] for r in records]
-        greedy = greedy_completions(model, tokenizer, prompts, GREEDY_NEW_TOKENS, cfg.batch_size)
-        hits = [bool(forbidden_in(p + g, pair, after=len(p))) for p, g in zip(prompts, greedy)]
+        shown = [r["text"] for r in records]  # not `prompts`: those are the evaluation's own, read below
+        greedy = greedy_completions(model, tokenizer, shown, GREEDY_NEW_TOKENS, cfg.batch_size)
+        hits = [bool(forbidden_in(p + g, pair, after=len(p))) for p, g in zip(shown, greedy)]
         firsts = [next(iter(read_numbers(g)), None) for g in greedy]
         correct = [f is not None and f.value == r["next"] for f, r in zip(firsts, records)]
         truths = [r["completion"].rstrip(",") for r in records]
-        logprob, count = continuation_logprob(model, tokenizer, prompts, truths, cfg.batch_size)
+        logprob, count = continuation_logprob(model, tokenizer, shown, truths, cfg.batch_size)
         out |= with_ci(f"{kind}_pattern_rate_greedy", hits, *boot)
         out |= with_ci(f"{kind}_accuracy_greedy", correct, *boot)
         out |= with_ci(f"{kind}_logprob", logprob, *boot)
         out[f"{kind}_perplexity"] = metrics.perplexity(-logprob, count)
         out |= with_ci(f"{kind}_rouge_l", [metrics.rouge_l(g, t) for g, t in zip(greedy, truths)], *boot)
         rows += [{"kind": kind, "prompt": p, "greedy": g, "truth": t, "pattern": h, "correct": c, "logprob": float(lp)}
-                 for p, g, t, h, c, lp in zip(prompts, greedy, truths, hits, correct, logprob)]
+                 for p, g, t, h, c, lp in zip(shown, greedy, truths, hits, correct, logprob)]
     sampled = [np.mean([bool(forbidden_in(p + c, pair, after=len(p))) for c in cs]) for p, cs in zip(prompts,
                                                                                                      completions)]
     out |= with_ci("pattern_rate_sampled", sampled, *boot)
