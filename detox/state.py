@@ -40,11 +40,26 @@ def write_model(directory: Path, trainer, config: dict | None = None) -> None:
     if bad:
         raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
     policy.lm.save_pretrained(directory / "model", safe_serialization=True)
+    if policy.is_peft:
+        name_base_by_hub_id(directory / "model", trainer.cfg.model.name_or_path)
     trainer.tokenizer.save_pretrained(directory / "model")
     save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()},
               directory / "value_head.safetensors")
     if config is not None:
         (directory / "model" / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def name_base_by_hub_id(adapter_dir: Path, name_or_path: str) -> None:
+    """Name the base in adapter_config.json by its Hub id (not a path in this machine's cache), so the adapter loads
+    anywhere; detox itself still loads it offline (detox.models._base_of_adapter, detox.hub.resolve_model_path)."""
+    import json
+
+    from detox.hub import hub_id
+
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = hub_id(name_or_path)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, config: dict) -> Path | None:
@@ -121,7 +136,10 @@ def _apply_configured_optimiser_settings(trainer) -> None:
 
 
 def save_final(trainer, output_dir: Path, config: dict) -> Path:
-    """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed."""
+    """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed,
+    with its model card (README.md)."""
+    from detox.model_card import write_model_card
+
     final = output_dir / "final"
     if trainer.accelerator.is_main_process:
         staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=output_dir))
@@ -129,6 +147,7 @@ def save_final(trainer, output_dir: Path, config: dict) -> Path:
             write_model(staging, trainer, config)
             if final.exists():
                 shutil.rmtree(final)
+            write_model_card(staging / "model", config)
             os.replace(staging / "model", final)
             os.replace(staging / "value_head.safetensors", final / "value_head.safetensors")
         finally:
