@@ -113,6 +113,22 @@ def test_too_many_prompts_is_an_error_naming_the_field(smollm2_path):
     assert len(few) == 5 and few == load_eval_prompts(EvalConfig(num_prompts=5, seed=1), load_tokenizer(smollm2_path))
 
 
+def test_nontoxic_prompts_are_shipped_and_kept_whatever_their_toxicity(smollm2_path):
+    from detox.evaluation import load_eval_prompts
+    from detox.models import load_tokenizer
+
+    cfg = EvalConfig(prompts="builtin:rtp_nontoxic", prompt_split="all", num_prompts=200)
+    prompts = load_eval_prompts(cfg, load_tokenizer(smollm2_path))
+    records = [json.loads(line) for line in (REPO / "detox" / "assets" / "rtp_nontoxic.jsonl").open()]
+    assert len(prompts) == 200 and len(records) == 900
+    assert max(r["prompt"]["toxicity"] for r in records) < 0.5  # the set is non-toxic by construction
+    # the toxic set's filter (> 0.3) is off for these prompts: some kept ones score above it
+    high = {r["prompt"]["text"] for r in records if r["prompt"]["toxicity"] > 0.3}
+    all_prompts = load_eval_prompts(EvalConfig(prompts="builtin:rtp_nontoxic", prompt_split="all", num_prompts=None),
+                                    load_tokenizer(smollm2_path))
+    assert any(p in high for p in all_prompts)
+
+
 def test_a_judge_is_offline_or_any_sequence_classifier(tmp_path, tiny_lm_path):
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
