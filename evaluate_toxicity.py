@@ -5,7 +5,8 @@
 
 Every flag is a field of detox.evaluation.EvalConfig (`--config eval.yaml` works too). Prints the Markdown table (one
 column group per judge, the run's own reward marked) and one summary line per model, naming the most independent
-judge's figure first. A model directory written by train_ppo.py gets the table in its model card. Writes to output_dir: results.md/.csv/.json (the table), samples.csv/.jsonl (every completion with its scores),
+judge's figure first. A model directory written by train_ppo.py gets the table in its model card. Writes to
+output_dir: results.md/.csv/.json (the table), samples.csv/.jsonl (every completion with its scores),
 forget_samples.jsonl (when a forget corpus is set) and toxicity.png (mean toxicity with 95% bootstrap intervals).
 """
 

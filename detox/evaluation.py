@@ -2,8 +2,9 @@
 
 For each model: sample k completions per prompt, score each completion alone (as TRL's evaluate-toxicity script
 does) with every configured toxicity judge (detox.judges), and compute each completion's log-likelihood under one
-fixed perplexity model (the fluency measure). A model's results go to output_dir/cache/<name>.jsonl once it has finished, so an interrupted
-run resumes with the next model. The table is computed from the per-sample rows by `detox.metrics.model_row`.
+fixed perplexity model (the fluency measure). A model's results go to output_dir/cache/<name>.jsonl once it has
+finished, so an interrupted run resumes with the next model. The table is computed from the per-sample rows by
+`detox.metrics.build_table`.
 """
 
 from __future__ import annotations

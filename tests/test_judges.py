@@ -81,7 +81,8 @@ def test_summary_names_the_independent_judge_first():
     for judge, mean, delta in (("own", 0.1, -0.3), ("free", 0.2, -0.1)):
         row.update({f"{judge}/mean_toxicity": mean, f"{judge}/delta_vs_base": delta,
                     f"{judge}/delta_ci_low": delta - 0.05, f"{judge}/delta_ci_high": delta + 0.05})
-    relations = {"base": {"own": "independent", "free": "independent"}, "detox": {"own": "reward", "free": "independent"}}
+    relations = {"base": {"own": "independent", "free": "independent"},
+                 "detox": {"own": "reward", "free": "independent"}}
     (line,) = summary_lines([{"model": "base"}, row], [Judge("own", "own"), Judge("free", "free")], relations)
     # free: 0.3 -> 0.2 is -33.3%; own: 0.4 -> 0.1 is -75.0%, listed last because it is the run's reward
     assert line == ("detox vs base: mean toxicity -33.3% under free [independent] (Δ -0.1000, 95% CI [-0.1500, "
