@@ -284,7 +284,9 @@ def fingerprint(cfg: EvalConfig, path: str, prompts: list[str]) -> str:
         if not p:  # no such input (Path("") would be the working directory, whose files change all the time)
             return [p]
         d = Path(p)
-        files = sorted(f for f in d.iterdir() if f.is_file()) if d.is_dir() else [d] if d.is_file() else []
+        # the model card is an output (evaluate_toxicity.py writes its table there), not something results depend on
+        files = sorted(f for f in d.iterdir() if f.is_file() and f.name != "README.md") if d.is_dir() else \
+            [d] if d.is_file() else []
         return [p] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
     keys = ("samples_per_prompt", "min_new_tokens", "max_new_tokens", "top_k", "top_p", "seed", "judges",
