@@ -299,9 +299,8 @@ class CheckpointConfig:
 
 
 def _default_rewards() -> list[RewardComponentConfig]:
-    # The MiniLM classifier's log-odds of "not toxic", capped at 2 (P(toxic) <= 0.12): clean completions all earn the
-    # ceiling. alt-profanity-check stays out of the reward, so it judges the run independently.
-    return [RewardComponentConfig(type="minilm_toxicity", options={"output": "log_odds"}, clip=[None, 2.0])]
+    # log-odds of "not profane", capped: clean completions (P(profane) <= 0.05) all earn the ceiling
+    return [RewardComponentConfig(type="offline_toxicity", options={"output": "logit"}, clip=[None, 3.0])]
 
 
 @dataclass

@@ -234,17 +234,17 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     first, first_seconds = _run_script(args)
 
     header, rows = _table(first.stdout)
-    # the adapter's run was rewarded by the MiniLM classifier fitted on the reward rows: that judge is marked as its
-    # reward, the MiniLM judge on the other rows as its sibling, and alt-profanity-check is independent
-    labels = ["offline", "minilm_davidson (sibling of lora)", "minilm_davidson_reward (reward of lora)"]
+    # the adapter's run (the offline default) was rewarded by alt-profanity-check: that judge is marked as its reward;
+    # both MiniLM judges are independent of it
+    labels = ["offline (reward of lora)", "minilm_davidson", "minilm_davidson_reward"]
     assert header == ["Model", *(f"{label}: {figure}" for label in labels for figure in JUDGE_FIGURES),
                       "Perplexity", "Distinct-1", "Distinct-2", "Distinct-3", "Mean length", "Empty", "Looping",
                       "Duplicate"]
     assert list(rows) == ["base", "lora"]
     assert rows["base"][4] == "—"
     summary = [line for line in first.stdout.splitlines() if line.startswith("lora vs base")]
-    assert len(summary) == 1 and summary[0].index("under offline [independent]") < summary[0].index(
-        "under minilm_davidson [sibling]") < summary[0].index("under minilm_davidson_reward [reward]")
+    assert len(summary) == 1 and summary[0].index("under minilm_davidson [independent]") < summary[0].index(
+        "under minilm_davidson_reward [independent]") < summary[0].index("under offline [reward]")
     for name in ("results.md", "results.csv", "results.json", "samples.csv", "toxicity.png"):
         assert (out / name).stat().st_size > 0
 
@@ -276,10 +276,11 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"][1]["minilm_davidson/delta_vs_base"] == pytest.approx(
         means["lora", "minilm_davidson"] - means["base", "minilm_davidson"], abs=1e-12)
-    assert saved["judge_relations"]["lora"] == {"offline": "independent", "minilm_davidson": "sibling",
-                                                "minilm_davidson_reward": "reward"}
+    assert saved["judge_relations"]["lora"] == {"offline": "reward", "minilm_davidson": "independent",
+                                                "minilm_davidson_reward": "independent"}
     card = (Path(lora_adapter) / "README.md").read_text()  # the adapter's model card now holds the table
-    assert "| Model | offline: Mean toxicity |" in card and summary[0] in card and "[More Information" not in card
+    assert "| Model | offline (reward of lora): Mean toxicity |" in card and summary[0] in card
+    assert "[More Information" not in card
 
     second, second_seconds = _run_script(args)  # every model is cached: nothing is generated again
     assert second.stderr.count("cached results reused") == 2

@@ -75,8 +75,8 @@ def test_card_of_the_offline_default_and_its_evaluation(tmp_path):
     write_model_card(tmp_path, config_dict(TrainConfig()))
     card = (tmp_path / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct\n" in card and "license: apache-2.0" in card
-    assert "| minilm_toxicity | minilm_toxicity | 1.0 | `{'output': 'log_odds'}` | False | [None, 2.0] |" in card
-    assert "Davidson, T." in card and "de-quantized" in card
+    assert "| offline_toxicity | offline_toxicity | 1.0 | `{'output': 'logit'}` | False | [None, 3.0] |" in card
+    assert "Ziegler, D. M." in card and "Gehman, S." in card and "de-quantized" in card
     table = "| Model | offline: Mean toxicity |\n|---|---|\n| base | 0.1000 |"
     assert update_evaluation(tmp_path, table, ["detox vs base: -40%"], "python evaluate_toxicity.py ...", [])
     assert update_evaluation(tmp_path, table, ["detox vs base: -41%"], "python evaluate_toxicity.py ...", [])
@@ -125,7 +125,7 @@ def test_smollm2_adapter_names_its_hub_id_and_loads_offline(smollm2_path, tmp_pa
     adapter = json.loads((final / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     card = (final / "README.md").read_text()
-    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "| minilm_toxicity |" in card
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "| offline_toxicity |" in card
     done = subprocess.run([sys.executable, "-m", "detox.export", str(final), "--merged", str(tmp_path / "merged")],
                           env=subprocess_env(), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
