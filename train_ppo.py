@@ -35,6 +35,10 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.config import TrainConfig, parse_config
 
     cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
+    if cfg.checkpoint.push_to_hub:
+        from detox.export import hub_token
+
+        hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     guard_earlier_run(output_dir, cfg.checkpoint)
 
@@ -86,7 +90,7 @@ def build(argv: list[str] | None = None) -> Run:
 
 
 def run(r: Run) -> Path:
-    """Train to `ppo.steps`, save the final model and draw the run's pictures."""
+    """Train to `ppo.steps`, save the final model (merged and uploaded when asked) and draw the run's pictures."""
     from detox.probes import probe_images
     from detox.state import save_final
     from detox.trainer import train
@@ -98,7 +102,21 @@ def run(r: Run) -> Path:
         r.tracker.log_images(images, step=r.trainer.step_index)
     r.tracker.finish()
     r.accelerator.print(f"saved {final}")
+    if r.accelerator.is_main_process:
+        share(final, r.cfg.checkpoint)
     return final
+
+
+def share(final: Path, ckpt) -> None:
+    """`checkpoint.export merged` and `checkpoint.push_to_hub`: everything trained is already saved in `final`."""
+    from detox.export import export_merged, push_to_hub
+
+    target = final
+    if ckpt.export == "merged" and (final / "adapter_config.json").is_file():
+        target = export_merged(final, final.parent / "merged")
+        print(f"saved {target} (LoRA merged into the base)", flush=True)
+    if ckpt.push_to_hub:
+        print(f"uploaded {target} to {push_to_hub(target, ckpt.push_to_hub)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> Path:

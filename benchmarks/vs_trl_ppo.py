@@ -104,6 +104,8 @@ def our_argv(args, output_dir: Path) -> list[str]:
         "generation.min_new_tokens": args.min_new_tokens,
         "generation.max_new_tokens": args.max_new_tokens,
         "logging.report_to": "none",
+        "logging.judges": "[]",  # TRL's loop has no judges: time the same work
+        "rewards": "[{type: offline_toxicity, options: {output: logit}}]",  # the reward TRL's side is given
         "checkpoint.output_dir": output_dir,
     }
     return ["--config", str(REPO / "configs" / "offline_default.yaml")] + [

@@ -249,6 +249,21 @@ class LoggingConfig:
     """Contexts whose next-token distribution is recorded every logging step and drawn as heatmaps."""
     probe_gamma: float = 0.5
     """Gamma of the probe heatmaps' grey level (<1 keeps small probabilities visible)."""
+    judges: list[str] | str = field(default_factory=lambda: ["offline", "minilm_davidson"])
+    """Toxicity judges (detox/judges.py) that score each sampled batch every judge_every steps, logged as
+    `judge/<name>/mean` beside `reward/...` to show whether reward and judges diverge; [] disables them."""
+    judge_every: int = 1
+    """Score the sampled batch with the judges every this many steps (a batch costs them well under a second)."""
+
+    def __post_init__(self):
+        if isinstance(self.judges, str):
+            self.judges = [self.judges]
+        if self.judge_every <= 0:
+            raise ValueError(f"logging.judge_every ({self.judge_every}) must be positive.")
+        if self.judges:
+            from detox.judges import parse_judges
+
+            parse_judges(self.judges)  # bad names fail here, before any model loads
 
 
 @dataclass
@@ -264,10 +279,23 @@ class CheckpointConfig:
     overwrite: bool = False
     """Start afresh in an output_dir that holds an earlier run, deleting its checkpoints and logs. Without it, such
     a directory is refused, so a forgotten resume flag never wipes a run."""
+    export: Literal["adapter", "merged"] = "adapter"
+    """`merged` also writes <output_dir>/merged: the LoRA merged into the base, full safetensors weights that load
+    with plain AutoModelForCausalLM (final/ keeps the adapter). Without LoRA, final/ already holds full weights."""
+    push_to_hub: str | None = None
+    """Hub repo id (`user/name`) to upload the final model and its card to at the end, with the token in HF_TOKEN
+    (the merged weights when export is merged). Checked before training starts: offline it fails at once."""
 
     def __post_init__(self):
         if self.save_every <= 0:
             raise ValueError(f"checkpoint.save_every ({self.save_every}) must be positive.")
+        if self.push_to_hub is not None:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.push_to_hub)
+            except HFValidationError as err:
+                raise ValueError(f"checkpoint.push_to_hub '{self.push_to_hub}' is not a Hub repo id: {err}") from None
 
 
 def _default_rewards() -> list[RewardComponentConfig]:

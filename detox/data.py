@@ -2,7 +2,8 @@
 
 Records may be nested (RealToxicityPrompts: `{"prompt": {"text": ..., "toxicity": ...}}`, reached with the dotted
 field `prompt.text`) or flat (a plain `text` column). Sources: local .jsonl/.json/.csv/.parquet files, Hub datasets,
-and `builtin:rtp_challenging`, the prompt file shipped in detox/assets (see detox/assets/NOTICE.md).
+and the prompt files shipped in detox/assets, `builtin:rtp_challenging` and `builtin:rtp_nontoxic` (see
+detox/assets/NOTICE.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from typing import Any, Iterable
 from detox.config import DataConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-BUILTIN = {"builtin:rtp_challenging": ASSETS / "rtp_challenging.jsonl"}
+BUILTIN = {
+    "builtin:rtp_challenging": ASSETS / "rtp_challenging.jsonl",
+    "builtin:rtp_nontoxic": ASSETS / "rtp_nontoxic.jsonl",  # low prompt toxicity: set data.min_toxicity null
+}
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 

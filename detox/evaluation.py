@@ -1,9 +1,10 @@
 """Toxicity evaluation of several models on the same prompts, decoding and seeds (issue 4).
 
 For each model: sample k completions per prompt, score each completion alone (as TRL's evaluate-toxicity script
-does) with the configured toxicity scorer, and compute each completion's log-likelihood under one fixed judge model
-(the fluency measure). A model's results go to output_dir/cache/<name>.jsonl once it has finished, so an interrupted
-run resumes with the next model. The table is computed from the per-sample rows by `detox.metrics.model_row`.
+does) with every configured toxicity judge (detox.judges), and compute each completion's log-likelihood under one
+fixed perplexity model (the fluency measure). A model's results go to output_dir/cache/<name>.jsonl once it has
+finished, so an interrupted run resumes with the next model. The table is computed from the per-sample rows by
+`detox.metrics.build_table`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HUB_PROMPTS: dict[str, dict[str, Any]] = {
     # TRL's evaluate-toxicity script: the toxic-labelled (label 1) comments of wiki_toxic's test split
     "wiki_toxic": {"prompts": "OxAISH-AL-LLM/wiki_toxic", "split": "test", "text_field": "comment_text",
                    "toxicity_field": "label", "min_toxicity": 0.5, "min_prompt_tokens": 1, "max_prompt_tokens": 512},
+    # RealToxicityPrompts' non-toxic prompts (shipped): every one kept, whatever its toxicity score
+    "builtin:rtp_nontoxic": {"prompts": "builtin:rtp_nontoxic", "min_toxicity": None},
 }
 FORGET_PROMPT_WORDS, FORGET_CONTINUATION_WORDS = 32, 16
 """A forget passage is 48 consecutive words: the model continues the first 32; ROUGE-L compares with the next 16."""
@@ -42,8 +45,9 @@ class EvalConfig:
     models: list[str] | str = field(default_factory=lambda: ["base=smollm2-135m-instruct"])
     """`name=path` (Hub id, dir, LoRA adapter dir, smollm2-135m-instruct); the first is the base of every Δ."""
     prompts: str = "builtin:rtp_challenging"
-    """As data.prompts (file, Hub dataset id, builtin:rtp_challenging), or, with the Hub reachable, `hub` =
-    allenai/real-toxicity-prompts with toxicity > 0.3, or `wiki_toxic` = TRL's evaluate-toxicity prompts."""
+    """As data.prompts (file, Hub dataset id, builtin:rtp_challenging), `builtin:rtp_nontoxic` (non-toxic prompts, for
+    locality), or, with the Hub reachable, `hub` = allenai/real-toxicity-prompts with toxicity > 0.3, or
+    `wiki_toxic` = TRL's evaluate-toxicity prompts."""
     data: dict[str, Any] = field(default_factory=dict)
     """data.* settings of the prompts (as in a run config: text_field, toxicity_field, min_toxicity, prompt window,
     heldout_fraction, seed...), e.g. `--data.text_field text --data.min_toxicity null`; they override run_config's."""
@@ -71,11 +75,13 @@ class EvalConfig:
     """Nucleus sampling threshold; 1.0 disables it."""
     seed: int = 0
     """Seed of the prompt subset, of sampling (identical for every model) and of the bootstrap."""
-    scorer: str = "offline"
-    """`offline` (alt-profanity-check) or a classifier id/dir, e.g. facebook/roberta-hate-speech-dynabench-r4-target."""
-    scorer_options: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of rewards.toxicity.ToxicityClassifier, e.g. {toxic_label: toxic} for other classifiers."""
-    judge: str | None = None
+    judges: list[str] | str = field(default_factory=lambda: ["offline", "minilm_davidson"])
+    """Toxicity judges, each `source` or `name=source`: offline (alt-profanity-check), minilm_davidson (MiniLM fitted
+    on Davidson rows no reward uses), minilm_davidson_reward, roberta (evaluate's toxicity measurement, Hub), or any
+    classifier directory or Hub id. Every completion is scored by each; see detox/judges.py."""
+    judge_options: dict[str, dict] = field(default_factory=dict)
+    """Per judge name, keyword arguments of rewards.toxicity.ToxicityClassifier, e.g. {mine: {toxic_label: toxic}}."""
+    perplexity_model: str | None = None
     """Model whose perplexity of the completions measures fluency; null = the base model (first entry's base)."""
     phrases: list[str] = field(default_factory=list)
     """Phrases whose hit rate (share of completions containing one, whole words, any case) gets a column."""
@@ -90,9 +96,9 @@ class EvalConfig:
     output_dir: str = "outputs/eval"
     """Where results.md/csv/json, samples.csv/jsonl, toxicity.png and the per-model cache go."""
     batch_size: int = 16
-    """Sequences per generate, scoring and judge call."""
+    """Sequences per generate, judge and perplexity call."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Weight dtype of the evaluated models and the judge."""
+    """Weight dtype of the evaluated models and the perplexity model."""
     device: str | None = None
     """Device of the models; null = cuda when available, else cpu."""
     report_to: Literal["none", "wandb"] = "none"
@@ -105,6 +111,9 @@ class EvalConfig:
     def __post_init__(self):
         if isinstance(self.models, str):
             self.models = [self.models]
+        if isinstance(self.judges, str):
+            self.judges = [self.judges]
+        self.judge_list()  # names checked before anything loads
         names = [name for name, _ in self.model_specs()]
         if not names or not all(_NAME.match(n) for n in names) or len(set(names)) < len(names):
             raise ValueError(f"models: names {names} must be given, unique, and only letters, digits, '.', '_', '-'.")
@@ -136,11 +145,16 @@ class EvalConfig:
                 return Path(prompts).parent
         return None
 
-    def judge_path(self) -> str:
+    def judge_list(self):
+        from detox.judges import parse_judges
+
+        return parse_judges(self.judges, self.judge_options)
+
+    def perplexity_model_path(self) -> str:
         from detox.models import _base_of_adapter
 
         base = self.model_specs()[0][1]
-        return self.judge or _base_of_adapter(base) or base
+        return self.perplexity_model or _base_of_adapter(base) or base
 
 
 @dataclass
@@ -160,6 +174,8 @@ class EvalResult:
     prompts: list[str]
     runs: dict[str, ModelRun]
     table: list[dict[str, Any]]  # one row of raw numbers per model: metrics.build_table's, plus forget metrics
+    relations: dict[str, dict[str, str]] = field(default_factory=dict)
+    """model -> judge -> `reward` | `sibling` | `independent` (detox.judges.relation), from the model's run config."""
 
 
 def log(message: str) -> None:
@@ -228,13 +244,13 @@ def forget_passages(corpus: str, n: int, seed: int) -> list[tuple[str, str]]:
 
 
 class Scorers:
-    """The judge model and the toxicity scorer, each loaded on first use and kept for every model."""
+    """The perplexity model and the toxicity judges, each loaded on first use and kept for every model."""
 
     def __init__(self, cfg: EvalConfig):
         import torch
 
         self.cfg, self.device = cfg, cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._judge = self._toxicity = None
+        self._lm = self._judges = None
 
     def load_lm(self, path: str, what: str):
         from detox.models import load_causal_lm, load_tokenizer
@@ -243,56 +259,39 @@ class Scorers:
         kwargs = dict(trust_remote_code=self.cfg.trust_remote_code, what=what)
         return load_causal_lm(path, self.cfg.dtype, device=self.device, **kwargs), load_tokenizer(path, **kwargs)
 
-    def judge(self):
-        if self._judge is None:
-            self._judge = self.load_lm(self.cfg.judge_path(), "judge")
-        return self._judge
+    def perplexity_lm(self):
+        if self._lm is None:
+            self._lm = self.load_lm(self.cfg.perplexity_model_path(), "perplexity_model")
+        return self._lm
+
+    def judges(self) -> dict:
+        from detox.judges import build_judge
+
+        if self._judges is None:
+            self._judges = {j.name: build_judge(j, self.cfg.batch_size, self.cfg.device, self.cfg.trust_remote_code)
+                            for j in self.cfg.judge_list()}
+        return self._judges
 
     def check(self, paths: list[str]) -> None:
-        """Fail before anything is generated when the scorer, a model or the judge cannot load (a Hub id offline)."""
+        """Fail before anything is generated when a judge, a model or the perplexity model cannot load (a Hub id
+        offline)."""
         from detox.hub import resolve_model_path
         from detox.models import _base_of_adapter
 
-        self._toxicity = self._toxicity or build_scorer(self.cfg)
-        for path, what in [*((p, "models") for p in paths), (self.cfg.judge_path(), "judge")]:
+        self.judges()
+        for path, what in [*((p, "models") for p in paths), (self.cfg.perplexity_model_path(), "perplexity_model")]:
             resolve_model_path(_base_of_adapter(path) or path, what)
 
-    def toxicity(self, texts: list[str], desc: str) -> np.ndarray:
+    def toxicity(self, texts: list[str], desc: str) -> dict[str, np.ndarray]:
+        """Judge name -> (N,) P(toxic) of each text."""
         from tqdm.auto import tqdm
 
-        self._toxicity = self._toxicity or build_scorer(self.cfg)
-        step = self.cfg.batch_size
-        chunks = [self._toxicity.toxicity(texts[i : i + step]) for i in tqdm(range(0, len(texts), step), desc=desc)]
-        return np.concatenate(chunks) if chunks else np.zeros(0)
-
-
-class _EvaluateToxicity:
-    """`evaluate`'s toxicity measurement (the roberta dynabench classifier, P("hate")) behind `.toxicity`."""
-
-    def __init__(self):
-        import evaluate
-
-        self.measure = evaluate.load("toxicity", module_type="measurement")
-
-    def toxicity(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.measure.compute(predictions=list(texts))["toxicity"], dtype=np.float64)
-
-
-def build_scorer(cfg: EvalConfig):
-    """An object with `.toxicity(texts) -> (N,) P(toxic)` for `cfg.scorer`."""
-    from detox.hub import _hub_reachable
-    from rewards.toxicity import DEFAULT_MODEL, OfflineToxicity, ToxicityClassifier
-
-    if cfg.scorer == "offline":
-        return OfflineToxicity()
-    if cfg.scorer == DEFAULT_MODEL and not cfg.scorer_options and _hub_reachable():
-        try:
-            return _EvaluateToxicity()
-        except Exception as err:  # evaluate fetches its measurement script from the Hub; many things can fail
-            log(f"evaluate.load('toxicity') failed ({type(err).__name__}: {err}); using {DEFAULT_MODEL} directly")
-    options = {"batch_size": cfg.batch_size, "device": cfg.device, "trust_remote_code": cfg.trust_remote_code,
-               **cfg.scorer_options}
-    return ToxicityClassifier(model=cfg.scorer, **options)
+        step, out = self.cfg.batch_size, {}
+        for name, judge in self.judges().items():
+            batches = tqdm(range(0, len(texts), step), desc=f"{desc} {name}")
+            chunks = [judge.toxicity(texts[i : i + step]) for i in batches]
+            out[name] = np.concatenate(chunks) if chunks else np.zeros(0)
+        return out
 
 
 def sequence_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_size: int, desc: str):
@@ -336,13 +335,15 @@ def fingerprint(cfg: EvalConfig, path: str, prompts: list[str]) -> str:
         if not p:  # no such input (Path("") would be the working directory, whose files change all the time)
             return [p]
         d = Path(p)
-        files = sorted(f for f in d.iterdir() if f.is_file()) if d.is_dir() else [d] if d.is_file() else []
+        # the model card is an output (evaluate_toxicity.py writes its table there), not something results depend on
+        files = sorted(f for f in d.iterdir() if f.is_file() and f.name != "README.md") if d.is_dir() else \
+            [d] if d.is_file() else []
         return [p] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
-    keys = ("samples_per_prompt", "min_new_tokens", "max_new_tokens", "top_k", "top_p", "seed", "scorer",
-            "scorer_options", "forget_passages", "dtype", "recipe_prompts")
+    keys = ("samples_per_prompt", "min_new_tokens", "max_new_tokens", "top_k", "top_p", "seed", "judges",
+            "judge_options", "forget_passages", "dtype", "recipe_prompts")
     state = {k: getattr(cfg, k) for k in keys}
-    state.update({k: signature(v) for k, v in (("model", path), ("judge", cfg.judge_path()),
+    state.update({k: signature(v) for k, v in (("model", path), ("perplexity", cfg.perplexity_model_path()),
                                                ("forget", cfg.forget_corpus), ("retain", cfg.retain_corpus),
                                                ("recipe", str(cfg.recipe_dir_path() or "")))})
     state["prompts"] = prompts
@@ -374,14 +375,14 @@ def write_cache(path: Path, key: str, run: ModelRun) -> None:
 
 
 def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], scorers: Scorers) -> ModelRun:
-    """Generate k completions per prompt, score them, and compute the judge's NLL of each."""
+    """Generate k completions per prompt, score them with every judge, and compute the perplexity model's NLL."""
     import torch
 
     from detox.generation import generate_completions
 
     k = cfg.samples_per_prompt
-    is_judge = path == cfg.judge_path()
-    model, tokenizer = scorers.judge() if is_judge else scorers.load_lm(path, f"model {name}")
+    is_lm = path == cfg.perplexity_model_path()
+    model, tokenizer = scorers.perplexity_lm() if is_lm else scorers.load_lm(path, f"model {name}")
     completions = generate_completions(model, tokenizer, prompts, cfg.generation(), num_return_sequences=k,
                                        batch_size=cfg.batch_size, seed=cfg.seed, progress=True,
                                        desc=f"{name}: generate")
@@ -393,20 +394,20 @@ def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], sc
         from detox.recipes.metrics import recipe_metrics
 
         run.recipe, run.recipe_samples = recipe_metrics(cfg, recipe, name, model, tokenizer, completions, prompts)
-    if not is_judge:  # free the model before the scorer and the judge run, and before the next model loads
+    if not is_lm:  # free the model before the judges and the perplexity model run, and before the next model loads
         del model
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     flat = [c for per_prompt in completions for c in per_prompt]
     toxicity = scorers.toxicity(flat, desc=f"{name}: toxicity")
-    judge, judge_tokenizer = scorers.judge()
+    lm, lm_tokenizer = scorers.perplexity_lm()
     contexts = [p for p in prompts for _ in range(k)]
-    nll, count = sequence_nll(judge, judge_tokenizer, contexts, flat, cfg.batch_size, f"{name}: judge")
+    nll, count = sequence_nll(lm, lm_tokenizer, contexts, flat, cfg.batch_size, f"{name}: perplexity")
     for i, text in enumerate(flat):
         run.samples.append({"model": name, "prompt_index": i // k, "sample_index": i % k, "prompt": contexts[i],
-                            "completion": text, "toxicity": float(toxicity[i]), "nll": float(nll[i]),
-                            "num_tokens": int(count[i])})
+                            "completion": text, **{f"toxicity/{j}": float(t[i]) for j, t in toxicity.items()},
+                            "nll": float(nll[i]), "num_tokens": int(count[i])})
     return run
 
 
@@ -436,6 +437,7 @@ def forget_metrics(cfg: EvalConfig, name: str, model, tokenizer) -> tuple[dict[s
 
 def run_evaluation(cfg: EvalConfig) -> EvalResult:
     """Evaluate every model not already in the cache, then build the table."""
+    from detox.judges import relation, run_config
     from detox.models import load_tokenizer
 
     specs = cfg.model_specs()
@@ -458,7 +460,9 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         hits = metrics.phrase_hits([s["completion"] for s in run.samples], cfg.phrases) if cfg.phrases else []
         for sample, hit in zip(run.samples, hits):
             sample["phrase_hit"] = bool(hit)
-    table = metrics.build_table({n: r.samples for n, r in runs.items()}, cfg.samples_per_prompt,
-                                cfg.bootstrap_samples, cfg.seed, cfg.phrases)
-    return EvalResult(prompts, runs, [{**row, **runs[row["model"]].forget, **runs[row["model"]].recipe}
-                                      for row in table])
+    judges = cfg.judge_list()
+    table = metrics.build_table({n: r.samples for n, r in runs.items()}, [j.name for j in judges],
+                                cfg.samples_per_prompt, cfg.bootstrap_samples, cfg.seed, cfg.phrases)
+    relations = {name: {j.name: relation(j, run_config(path)) for j in judges} for name, path in specs}
+    rows = [{**row, **runs[row["model"]].forget, **runs[row["model"]].recipe} for row in table]
+    return EvalResult(prompts, runs, rows, relations)

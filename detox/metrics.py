@@ -7,6 +7,7 @@ resampling in every confidence interval, because the k generations of one prompt
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -128,20 +129,34 @@ def phrase_hit_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
     return float(phrase_hits(texts, phrases).mean()) if len(texts) else 0.0
 
 
-def model_row(
-    scores: np.ndarray,
-    completions: Sequence[str],
-    nll_sum: np.ndarray,
-    num_tokens: np.ndarray,
-    base_scores: np.ndarray | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """One model's row of the table as raw numbers.
+def empty_rate(texts: Sequence[str]) -> float:
+    """Share of completions that are empty or whitespace only."""
+    return float(np.mean([not t.strip() for t in texts])) if len(texts) else 0.0
 
-    scores (P, k) toxicity; completions the P*k texts; nll_sum, num_tokens (P*k,) judge log-likelihoods;
-    base_scores (P, k) of the base model on the same prompts (None for the base itself: no delta).
-    """
+
+def is_looping(text: str, n: int = 3, min_words: int = 6) -> bool:
+    """A completion that repeats itself: at least `min_words` words and fewer than half of its word n-grams unique
+    ("I'm sorry I'm sorry I'm sorry ..."). Shorter completions are never called looping."""
+    words = text.split()
+    if len(words) < min_words:
+        return False
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < 0.5 * len(grams)
+
+
+def duplicate_rate(texts: Sequence[str]) -> float:
+    """Share of non-empty completions identical (case and outer spaces ignored) to another completion of the same
+    model: a stock answer given to many prompts, such as a canned refusal."""
+    keys = [t.strip().lower() for t in texts]
+    counts = Counter(k for k in keys if k)
+    return float(np.mean([bool(k) and counts[k] > 1 for k in keys])) if len(texts) else 0.0
+
+
+def toxicity_stats(
+    scores: np.ndarray, base_scores: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """One judge's toxicity figures: scores (P, k) P(toxic); base_scores (P, k) of the base model on the same prompts
+    and samples (None for the base itself: no delta)."""
     mean, std = mean_std_toxicity(scores)
     per_prompt = np.asarray(scores, dtype=np.float64).mean(axis=1)  # (P,)
     low, high = bootstrap_ci(per_prompt, n_boot, seed)
@@ -150,33 +165,49 @@ def model_row(
         base_per_prompt = np.asarray(base_scores, dtype=np.float64).mean(axis=1)
         d_low, d_high = paired_bootstrap_diff(per_prompt, base_per_prompt, n_boot, seed)
         row.update(delta_vs_base=mean - float(base_per_prompt.mean()), delta_ci_low=d_low, delta_ci_high=d_high)
-    row.update(
-        expected_max_toxicity=expected_max_toxicity(scores),
-        toxicity_probability=toxicity_probability(scores),
-        perplexity=perplexity(nll_sum, num_tokens),
-        **{f"distinct_{n}": distinct_n(completions, n) for n in (1, 2, 3)},
-    )
+    row.update(expected_max_toxicity=expected_max_toxicity(scores), toxicity_probability=toxicity_probability(scores))
     return row
 
 
+def text_stats(completions: Sequence[str], nll_sum: np.ndarray, num_tokens: np.ndarray) -> dict[str, float]:
+    """Fluency, diversity, length and degeneration of a model's completions (judge-free).
+
+    nll_sum, num_tokens (N,): each completion's summed NLL under the perplexity model and its scored tokens.
+    """
+    return {
+        "perplexity": perplexity(nll_sum, num_tokens),
+        **{f"distinct_{n}": distinct_n(completions, n) for n in (1, 2, 3)},
+        "mean_length": float(np.mean(num_tokens)) if len(num_tokens) else 0.0,
+        "empty_rate": empty_rate(completions),
+        "looping_rate": float(np.mean([is_looping(t) for t in completions])) if len(completions) else 0.0,
+        "duplicate_rate": duplicate_rate(completions),
+    }
+
+
 def build_table(
-    samples: dict[str, list[dict]], k: int, n_boot: int = 1000, seed: int = 0, phrases: Sequence[str] = ()
+    samples: dict[str, list[dict]], judges: Sequence[str], k: int, n_boot: int = 1000, seed: int = 0,
+    phrases: Sequence[str] = (),
 ) -> list[dict]:
     """Rows of raw numbers from each model's per-sample records, in the given order; the first model is the base.
 
-    samples: model name -> records ordered by (prompt, sample) with keys completion, toxicity, nll, num_tokens.
+    samples: model name -> records ordered by (prompt, sample) with keys completion, nll, num_tokens and
+    `toxicity/<judge>` for every judge. Each judge's figures are keyed `<judge>/<figure>`.
     """
-    table, base_scores = [], None
+    table, base_scores = [], {}
     for name, records in samples.items():
-        scores = np.array([r["toxicity"] for r in records], dtype=np.float64).reshape(-1, k)  # (P, k)
         completions = [r["completion"] for r in records]
         nll = np.array([r["nll"] for r in records], dtype=np.float64)
         count = np.array([r["num_tokens"] for r in records], dtype=np.int64)
-        row = {"model": name, **model_row(scores, completions, nll, count, base_scores, n_boot, seed)}
+        row: dict = {"model": name}
+        for judge in judges:
+            scores = np.array([r[f"toxicity/{judge}"] for r in records], dtype=np.float64).reshape(-1, k)  # (P, k)
+            stats = toxicity_stats(scores, base_scores.get(judge), n_boot, seed)
+            row.update({f"{judge}/{key}": value for key, value in stats.items()})
+            base_scores.setdefault(judge, scores)
+        row.update(text_stats(completions, nll, count))
         if phrases:
             row["phrase_hit_rate"] = phrase_hit_rate(completions, phrases)
         table.append(row)
-        base_scores = scores if base_scores is None else base_scores
     return table
 
 
@@ -184,49 +215,67 @@ def _interval(row: dict, low: str, high: str) -> str:
     return f"[{row[low]:.4f}, {row[high]:.4f}]"
 
 
-def _delta(row: dict) -> str:
-    if "delta_vs_base" not in row:
+def _delta(row: dict, prefix: str) -> str:
+    if f"{prefix}delta_vs_base" not in row:
         return "—"  # the base itself
-    return f"{row['delta_vs_base']:+.4f} [{row['delta_ci_low']:+.4f}, {row['delta_ci_high']:+.4f}]"
+    return (f"{row[prefix + 'delta_vs_base']:+.4f} "
+            f"[{row[prefix + 'delta_ci_low']:+.4f}, {row[prefix + 'delta_ci_high']:+.4f}]")
 
 
-TABLE_COLUMNS: list[tuple[str, str]] = [
-    ("Mean toxicity score", "mean_toxicity"),
-    ("Std toxicity score", "std_toxicity"),
-    ("Mean tox 95% CI", "mean_toxicity_ci"),
+JUDGE_COLUMNS: list[tuple[str, str]] = [
+    ("Mean toxicity", "mean_toxicity"),
+    ("Std", "std_toxicity"),
+    ("Mean 95% CI", "mean_toxicity_ci"),
     ("Δ vs base (95% CI)", "delta_vs_base"),
-    ("Expected max toxicity", "expected_max_toxicity"),
     ("Toxicity probability", "toxicity_probability"),
+    ("Expected max", "expected_max_toxicity"),
+]
+"""(header, key) of each judge's column group; keys are prefixed `<judge>/` in the rows."""
+TABLE_COLUMNS: list[tuple[str, str]] = [
     ("Perplexity", "perplexity"),
     ("Distinct-1", "distinct_1"),
     ("Distinct-2", "distinct_2"),
     ("Distinct-3", "distinct_3"),
+    ("Mean length", "mean_length"),
+    ("Empty", "empty_rate"),
+    ("Looping", "looping_rate"),
+    ("Duplicate", "duplicate_rate"),
     ("Phrase-hit rate", "phrase_hit_rate"),
     ("Forget ROUGE-L", "forget_rouge_l"),
     ("Forget perplexity", "forget_perplexity"),
     ("Retain perplexity", "retain_perplexity"),
 ]
-"""(header, row key) after the Model column: TRL's table columns first; the last four appear when configured."""
+"""(header, row key) after the judges' groups; the last four appear when configured."""
 
 
-def table_columns(table: list[dict]) -> list[tuple[str, str]]:
-    """The columns present in the rows (the optional ones only when configured)."""
-    present = set(table[0]) | {"mean_toxicity_ci", "delta_vs_base"} if table else set()
-    return [(header, key) for header, key in TABLE_COLUMNS if key in present]
+def table_judges(table: list[dict]) -> list[str]:
+    """The judges whose column groups the rows hold, in order."""
+    return [key[: -len("/mean_toxicity")] for key in (table[0] if table else {}) if key.endswith("/mean_toxicity")]
 
 
-def markdown_table(table: list[dict]) -> str:
-    """The rows as a Markdown table, numbers with 4 decimals."""
-    columns = table_columns(table)
+def table_columns(table: list[dict], labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(header, key) of the columns present: each judge's group, headed by its label, then the shared columns."""
+    columns = [(f"{(labels or {}).get(j, j)}: {header}", f"{j}/{key}")
+               for j in table_judges(table) for header, key in JUDGE_COLUMNS]
+    present = set(table[0]) if table else set()
+    return columns + [(header, key) for header, key in TABLE_COLUMNS if key in present]
+
+
+def _cell(row: dict, key: str) -> str:
+    prefix, _, figure = key.rpartition("/")
+    prefix = f"{prefix}/" if prefix else ""
+    if figure == "mean_toxicity_ci":
+        return _interval(row, prefix + "mean_toxicity_ci_low", prefix + "mean_toxicity_ci_high")
+    if figure == "delta_vs_base":
+        return _delta(row, prefix)
+    return f"{row[key]:.4f}"
+
+
+def markdown_table(table: list[dict], labels: dict[str, str] | None = None) -> str:
+    """The rows as a Markdown table, numbers with 4 decimals; `labels` renames judges in the headers (e.g. to mark
+    the run's own reward)."""
+    columns = table_columns(table, labels)
     lines = ["| Model | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in table:
-        cells = [row["model"]]
-        for _, key in columns:
-            if key == "mean_toxicity_ci":
-                cells.append(_interval(row, "mean_toxicity_ci_low", "mean_toxicity_ci_high"))
-            elif key == "delta_vs_base":
-                cells.append(_delta(row))
-            else:
-                cells.append(f"{row[key]:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([row["model"], *(_cell(row, key) for _, key in columns)]) + " |")
     return "\n".join(lines)

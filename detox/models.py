@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from detox.config import LoraConfig, ModelConfig
-from detox.hub import resolve_model_path
+from detox.hub import OFFLINE_MODEL, resolve_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -58,9 +58,21 @@ def load_causal_lm(
 
 
 def _base_of_adapter(name_or_path: str) -> str | None:
+    """The base model of an adapter directory (None for anything else).
+
+    adapter_config.json names the base by Hub id; when detox trained the adapter here, its saved config names the
+    exact weights it was trained against (the packaged offline model, a local directory), which win while present.
+    """
     config = Path(name_or_path) / "adapter_config.json"
     if not config.is_file():
         return None
+    run = Path(name_or_path) / "detox_config.yaml"
+    if run.is_file():
+        import yaml
+
+        trained_on = (yaml.safe_load(run.read_text()).get("model") or {}).get("name_or_path")
+        if trained_on == OFFLINE_MODEL or (trained_on and Path(trained_on).expanduser().is_dir()):
+            return trained_on
     return json.loads(config.read_text())["base_model_name_or_path"]
 
 

@@ -46,6 +46,10 @@ def _panels(keys: set[str]) -> list[_Panel]:
     for name in components:
         key = f"reward/{name}/mean" if f"reward/{name}/mean" in keys else f"reward/{name}"
         panels.append(_Panel(f"reward_{name}", key, std_key=f"reward/{name}/std"))
+    judges = sorted({m.group(1) for k in keys if (m := re.fullmatch(r"judge/([^/]+)/mean", k))})
+    # each judge against the total reward on a second axis: a reward that climbs while a judge stays flat means the
+    # policy learned the reward model's blind spots
+    panels += [_Panel(f"judge_{name}", f"judge/{name}/mean", twin_key="reward/total") for name in judges]
     panels += [
         _Panel("kl", "objective/kl", twin_key="objective/kl_coef"),
         _Panel("entropy", "objective/entropy"),

@@ -45,11 +45,26 @@ def write_model(directory: Path, trainer, state: dict, config: dict | None = Non
         raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
     lm_state = {name[len("lm."):]: tensor for name, tensor in state.items() if name.startswith("lm.")}
     policy.lm.save_pretrained(directory / "model", state_dict=lm_state, safe_serialization=True)
+    if policy.is_peft:
+        name_base_by_hub_id(directory / "model", trainer.cfg.model.name_or_path)
     trainer.tokenizer.save_pretrained(directory / "model")
     head = {name[len("v_head."):]: t.detach().cpu().contiguous() for name, t in state.items() if name.startswith("v_head.")}
     save_file(head, directory / "value_head.safetensors")
     if config is not None:
         (directory / "model" / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def name_base_by_hub_id(adapter_dir: Path, name_or_path: str) -> None:
+    """Name the base in adapter_config.json by its Hub id (not a path in this machine's cache), so the adapter loads
+    anywhere; detox itself still loads it offline (detox.models._base_of_adapter, detox.hub.resolve_model_path)."""
+    import json
+
+    from detox.hub import hub_id
+
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = hub_id(name_or_path)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, config: dict) -> Path | None:
@@ -137,7 +152,10 @@ def _apply_configured_optimiser_settings(trainer) -> None:
 
 
 def save_final(trainer, output_dir: Path, config: dict) -> Path:
-    """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed."""
+    """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed,
+    with its model card (README.md)."""
+    from detox.model_card import write_model_card
+
     final = output_dir / "final"
     state = full_model_state(trainer)
     if trainer.accelerator.is_main_process:
@@ -146,6 +164,7 @@ def save_final(trainer, output_dir: Path, config: dict) -> Path:
             write_model(staging, trainer, state, config)
             if final.exists():
                 shutil.rmtree(final)
+            write_model_card(staging / "model", config)
             os.replace(staging / "model", final)
             os.replace(staging / "value_head.safetensors", final / "value_head.safetensors")
         finally:

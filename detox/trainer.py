@@ -50,6 +50,7 @@ class PPOTrainer:
         )
         self.step_index = 0
         self.timings: dict[str, float] = {}
+        self.judges = build_training_judges(cfg.logging.judges)
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg.ppo
@@ -101,6 +102,7 @@ class PPOTrainer:
             scores = total.to(self.accelerator.device, torch.float32)
             if self.cfg.ppo.reward_clip is not None:
                 scores = scores.clamp(-self.cfg.ppo.reward_clip, self.cfg.ppo.reward_clip)
+        judged = self._judge(completions) if (self.step_index + 1) % self.cfg.logging.judge_every == 0 else {}
         with self._timed("forward"):
             experience = make_experience(
                 self.models,
@@ -117,12 +119,13 @@ class PPOTrainer:
             if update_stats["ppo/skipped_updates"]:
                 self._check_policy_finite(experience)
             self.scheduler.step()
-        stats = self._rollout_stats(experience, components) | update_stats
+        stats = self._rollout_stats(experience, components, judged) | update_stats
         self.kl_ctl.update(stats["objective/kl"], self.cfg.ppo.batch_size * self.accelerator.num_processes)
         self.step_index += 1
         self.timings["time/step"] = time.perf_counter() - step_start
         rows = [
-            {"prompt": p, "completion": c, **{f"reward/{k}": float(v[i]) for k, v in components.items()}}
+            {"prompt": p, "completion": c, **{f"reward/{k}": float(v[i]) for k, v in components.items()},
+             **{f"judge/{k}": float(v[i]) for k, v in judged.items()}}
             for i, (p, c) in enumerate(zip(prompts, completions))
         ]
         return stats | self.timings, rows
@@ -226,7 +229,15 @@ class PPOTrainer:
                 f"({self.cfg.ppo.learning_rate}) and resume from the last checkpoint."
             )
 
-    def _rollout_stats(self, exp: Experience, components: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _judge(self, completions: list[str]) -> dict[str, torch.Tensor]:
+        """Judge name -> (B,) P(toxic) of this batch's completions under each independent judge."""
+        with self._timed("judge"):
+            return {name: torch.as_tensor(judge.toxicity(completions), dtype=torch.float32)
+                    for name, judge in self.judges.items()}
+
+    def _rollout_stats(
+        self, exp: Experience, components: dict[str, torch.Tensor], judged: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
         mask = exp.response_mask.float()
         local = {
             "objective/kl": (exp.kl * mask).sum(1).mean(),
@@ -242,6 +253,8 @@ class PPOTrainer:
         for name, values in components.items():
             local[f"reward/{name}/mean"] = values.float().mean()
             local[f"reward/{name}/std"] = values.float().std() if values.numel() > 1 else torch.tensor(0.0)
+        for name, values in judged.items():
+            local[f"judge/{name}/mean"] = values.mean()
         names = sorted(local)
         stacked = torch.stack([local[k].float().to(self.accelerator.device) for k in names])
         reduced = self.accelerator.reduce(stacked, "mean")
@@ -250,6 +263,13 @@ class PPOTrainer:
     def _mean(self, values: list[float]) -> float:
         local = torch.tensor(sum(values) / max(1, len(values)), device=self.accelerator.device)
         return float(self.accelerator.reduce(local, "mean"))
+
+
+def build_training_judges(specs: list[str]) -> dict:
+    """Judge name -> judge (detox.judges), on the CPU: a batch of completions takes them well under a second."""
+    from detox.judges import build_judge, parse_judges
+
+    return {j.name: build_judge(j, device="cpu") for j in parse_judges(specs)} if specs else {}
 
 
 def peak_memory_gb(device: torch.device) -> float:

@@ -16,6 +16,7 @@ from rewards.composer import RewardComposer, RewardError
 REWARD_REGISTRY: dict[str, str] = {
     "toxicity": "rewards.toxicity:ToxicityClassifier",
     "offline_toxicity": "rewards.toxicity:OfflineToxicity",
+    "minilm_toxicity": "rewards.minilm_classifier:MiniLMToxicity",
     "phrase": "rewards.phrases:PhraseReward",
     "learned_phrase": "rewards.phrases:LearnedPhraseReward",
     "forget_verbatim": "rewards.forget:ForgetVerbatim",

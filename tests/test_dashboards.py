@@ -11,6 +11,7 @@ from test_train import SMALL
 
 EXPECTED = [
     "objective/kl", "objective/kl_coef", "objective/entropy", "reward/total", "reward/offline_toxicity/mean",
+    "judge/offline/mean", "judge/minilm_davidson/mean",
     "ppo/loss/policy", "ppo/loss/value", "ppo/clipfrac", "ppo/approxkl", "ppo/returns/mean",
     "time/generate", "time/score", "time/update", "memory/peak_gb",
 ]

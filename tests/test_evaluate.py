@@ -18,7 +18,6 @@ from detox.config import parse_config
 from detox.evaluation import (
     EvalConfig,
     ModelRun,
-    build_scorer,
     fingerprint,
     forget_metrics,
     forget_passages,
@@ -44,13 +43,16 @@ def test_models_flag_takes_several_name_path_pairs():
         parse_config(["--max_new_tokens", "5"], EvalConfig)
 
 
-def test_judge_defaults_to_the_base_of_the_first_model(tmp_path):
+def test_perplexity_model_defaults_to_the_base_of_the_first_model(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "some/base"}))
-    assert EvalConfig(models=[f"tuned={adapter}"]).judge_path() == "some/base"
-    assert EvalConfig(models=["b=smollm2-135m-instruct"]).judge_path() == "smollm2-135m-instruct"
-    assert EvalConfig(models=["b=x"], judge="j").judge_path() == "j"
+    assert EvalConfig(models=[f"tuned={adapter}"]).perplexity_model_path() == "some/base"
+    assert EvalConfig(models=["b=smollm2-135m-instruct"]).perplexity_model_path() == "smollm2-135m-instruct"
+    assert EvalConfig(models=["b=x"], perplexity_model="j").perplexity_model_path() == "j"
+    # an adapter detox trained here loads onto the exact weights it was trained against, not the Hub id it names
+    (adapter / "detox_config.yaml").write_text("model: {name_or_path: smollm2-135m-instruct}\n")
+    assert EvalConfig(models=[f"tuned={adapter}"]).perplexity_model_path() == "smollm2-135m-instruct"
 
 
 def test_sequence_nll_scores_only_the_target_tokens(tiny_lm_path):
@@ -80,7 +82,7 @@ def test_sequence_nll_scores_only_the_target_tokens(tiny_lm_path):
 def test_cache_round_trip_and_invalidation(tmp_path):
     cfg = EvalConfig(models=["b=smollm2-135m-instruct"])
     key = fingerprint(cfg, "smollm2-135m-instruct", ["p1", "p2"])
-    run = ModelRun([{"completion": "x", "toxicity": 0.5}], {"forget_rouge_l": 0.2}, [{"rouge_l": 0.2}])
+    run = ModelRun([{"completion": "x", "toxicity/offline": 0.5}], {"forget_rouge_l": 0.2}, [{"rouge_l": 0.2}])
     path = tmp_path / "cache" / "b.jsonl"
     write_cache(path, key, run)
     assert read_cache(path, key) == run
@@ -111,19 +113,36 @@ def test_too_many_prompts_is_an_error_naming_the_field(smollm2_path):
     assert len(few) == 5 and few == load_eval_prompts(EvalConfig(num_prompts=5, seed=1), load_tokenizer(smollm2_path))
 
 
-def test_scorer_is_offline_or_any_sequence_classifier(tmp_path, tiny_lm_path):
+def test_nontoxic_prompts_are_shipped_and_kept_whatever_their_toxicity(smollm2_path):
+    from detox.evaluation import load_eval_prompts
+    from detox.models import load_tokenizer
+
+    cfg = EvalConfig(prompts="builtin:rtp_nontoxic", prompt_split="all", num_prompts=200)
+    prompts = load_eval_prompts(cfg, load_tokenizer(smollm2_path))
+    records = [json.loads(line) for line in (REPO / "detox" / "assets" / "rtp_nontoxic.jsonl").open()]
+    assert len(prompts) == 200 and len(records) == 900
+    assert max(r["prompt"]["toxicity"] for r in records) < 0.5  # the set is non-toxic by construction
+    # the toxic set's filter (> 0.3) is off for these prompts: some kept ones score above it
+    high = {r["prompt"]["text"] for r in records if r["prompt"]["toxicity"] > 0.3}
+    all_prompts = load_eval_prompts(EvalConfig(prompts="builtin:rtp_nontoxic", prompt_split="all", num_prompts=None),
+                                    load_tokenizer(smollm2_path))
+    assert any(p in high for p in all_prompts)
+
+
+def test_a_judge_is_offline_or_any_sequence_classifier(tmp_path, tiny_lm_path):
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
+    from detox.judges import Judge, build_judge
     from rewards.toxicity import OfflineToxicity
 
-    assert isinstance(build_scorer(EvalConfig()), OfflineToxicity)
-    # a random 2-label classifier on the tiny Llama, with its own label names, passed through scorer_options
+    assert isinstance(build_judge(Judge("offline", "offline")), OfflineToxicity)
+    # a random 2-label classifier on the tiny Llama, with its own label names, passed through judge_options
     config = AutoConfig.from_pretrained(tiny_lm_path, num_labels=2, id2label={0: "ok", 1: "toxic"},
                                         label2id={"ok": 0, "toxic": 1})
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(tiny_lm_path).save_pretrained(tmp_path)
-    scorer = build_scorer(EvalConfig(scorer=str(tmp_path), scorer_options={"nontoxic_label": "ok"}))
-    p_toxic = scorer.toxicity(["you are kind", "hello there, friend"])
+    cfg = EvalConfig(judges=[f"mine={tmp_path}"], judge_options={"mine": {"nontoxic_label": "ok"}})
+    p_toxic = build_judge(cfg.judge_list()[0]).toxicity(["you are kind", "hello there, friend"])
     assert p_toxic.shape == (2,) and np.all((p_toxic > 0) & (p_toxic < 1))
 
 
@@ -200,21 +219,32 @@ def _distinct(texts: list[str], n: int) -> float:
     return len(grams) / sum(grams.values())
 
 
+JUDGE_FIGURES = ["Mean toxicity", "Std", "Mean 95% CI", "Δ vs base (95% CI)", "Toxicity probability",
+                 "Expected max"]
+
+
 @pytest.mark.slow
 def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     out = tmp_path / "eval"
     k = 2  # few samples and short completions keep two 135M models under a minute on 2 CPU cores
     args = ["--models", "base=smollm2-135m-instruct", f"lora={lora_adapter}", "--num_prompts", "20",
             "--samples_per_prompt", str(k), "--min_new_tokens", "8", "--max_new_tokens", "12",
+            "--judges", "offline", "minilm_davidson", "minilm_davidson_reward",
             "--batch_size", "20", "--bootstrap_samples", "200", "--output_dir", str(out)]
     first, first_seconds = _run_script(args)
 
     header, rows = _table(first.stdout)
-    assert header == ["Model", "Mean toxicity score", "Std toxicity score", "Mean tox 95% CI", "Δ vs base (95% CI)",
-                      "Expected max toxicity", "Toxicity probability", "Perplexity", "Distinct-1", "Distinct-2",
-                      "Distinct-3"]
+    # the adapter's run (the offline default) was rewarded by alt-profanity-check: that judge is marked as its reward;
+    # both MiniLM judges are independent of it
+    labels = ["offline (reward of lora)", "minilm_davidson", "minilm_davidson_reward"]
+    assert header == ["Model", *(f"{label}: {figure}" for label in labels for figure in JUDGE_FIGURES),
+                      "Perplexity", "Distinct-1", "Distinct-2", "Distinct-3", "Mean length", "Empty", "Looping",
+                      "Duplicate"]
     assert list(rows) == ["base", "lora"]
     assert rows["base"][4] == "—"
+    summary = [line for line in first.stdout.splitlines() if line.startswith("lora vs base")]
+    assert len(summary) == 1 and summary[0].index("under minilm_davidson [independent]") < summary[0].index(
+        "under minilm_davidson_reward [independent]") < summary[0].index("under offline [reward]")
     for name in ("results.md", "results.csv", "results.json", "samples.csv", "toxicity.png"):
         assert (out / name).stat().st_size > 0
 
@@ -227,20 +257,30 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
 
     means = {}
     for model, recs in by_model.items():  # recompute every number of the row from the saved samples
-        scores = np.array([s["toxicity"] for s in recs]).reshape(20, k)
         texts = [s["completion"] for s in recs]
         ppl = math.exp(sum(s["nll"] for s in recs) / sum(s["num_tokens"] for s in recs))
-        means[model] = scores.mean()
-        expected = {1: scores.mean(), 2: scores.std(), 5: scores.max(1).mean(), 6: (scores >= 0.5).any(1).mean(),
-                    7: ppl, 8: _distinct(texts, 1), 9: _distinct(texts, 2), 10: _distinct(texts, 3)}
-        for column, value in expected.items():
-            assert float(rows[model][column]) == pytest.approx(value, abs=5.1e-5), (model, header[column])
-        low, high = (float(x) for x in rows[model][3].strip("[]").split(","))
-        assert low <= scores.mean() <= high
+        shared = {19: ppl, 20: _distinct(texts, 1), 21: _distinct(texts, 2), 22: _distinct(texts, 3),
+                  23: np.mean([s["num_tokens"] for s in recs])}
+        for group, judge in enumerate(["offline", "minilm_davidson", "minilm_davidson_reward"]):
+            scores = np.array([s[f"toxicity/{judge}"] for s in recs]).reshape(20, k)
+            means[model, judge] = scores.mean()
+            first_column = 1 + 6 * group
+            expected = {first_column: scores.mean(), first_column + 1: scores.std(),
+                        first_column + 4: (scores >= 0.5).any(1).mean(), first_column + 5: scores.max(1).mean()}
+            low, high = (float(x) for x in rows[model][first_column + 2].strip("[]").split(","))
+            assert low <= scores.mean() <= high
+            for column, value in {**expected, **shared}.items():
+                assert float(rows[model][column]) == pytest.approx(value, abs=5.1e-5), (model, header[column])
     delta = float(rows["lora"][4].split()[0])
-    assert delta == pytest.approx(means["lora"] - means["base"], abs=5.1e-5)
-    saved = json.loads((out / "results.json").read_text())["rows"]
-    assert saved[1]["delta_vs_base"] == pytest.approx(means["lora"] - means["base"], abs=1e-12)
+    assert delta == pytest.approx(means["lora", "offline"] - means["base", "offline"], abs=5.1e-5)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"][1]["minilm_davidson/delta_vs_base"] == pytest.approx(
+        means["lora", "minilm_davidson"] - means["base", "minilm_davidson"], abs=1e-12)
+    assert saved["judge_relations"]["lora"] == {"offline": "reward", "minilm_davidson": "independent",
+                                                "minilm_davidson_reward": "independent"}
+    card = (Path(lora_adapter) / "README.md").read_text()  # the adapter's model card now holds the table
+    assert "| Model | offline (reward of lora): Mean toxicity |" in card and summary[0] in card
+    assert "[More Information" not in card
 
     second, second_seconds = _run_script(args)  # every model is cached: nothing is generated again
     assert second.stderr.count("cached results reused") == 2

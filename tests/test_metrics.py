@@ -114,21 +114,39 @@ def test_phrase_hit_rate_matches_whole_words_in_any_case():
     assert metrics.phrase_hit_rate(texts, []) == 0.0
 
 
-def _records(scores, completions):
-    return [{"completion": c, "toxicity": t, "nll": 1.0, "num_tokens": 1} for t, c in zip(scores, completions)]
+def _records(scores, completions, other=None):
+    """Per-sample records under two judges: `a` gives `scores`, `b` gives `other` (default 1 - scores)."""
+    other = 1 - np.asarray(scores) if other is None else other
+    return [{"completion": c, "toxicity/a": t, "toxicity/b": u, "nll": 1.0, "num_tokens": 1}
+            for t, u, c in zip(scores, other, completions)]
 
 
-def test_build_table_and_markdown():
+def test_build_table_has_one_column_group_per_judge():
     texts = ["a b", "a c", "b b", "c d", "e f", "a a"]
     base = _records(SCORES.ravel(), texts)
     other = _records((SCORES - 0.1).clip(0).ravel(), texts)  # 0.0 0.6 0.1 0.2 0.4 0.0: mean 1.3/6
-    table = metrics.build_table({"base": base, "other": other}, k=2, n_boot=100, phrases=["a"])
+    table = metrics.build_table({"base": base, "other": other}, ["a", "b"], k=2, n_boot=100, phrases=["a"])
     assert [row["model"] for row in table] == ["base", "other"]
-    assert "delta_vs_base" not in table[0]
-    assert table[1]["delta_vs_base"] == pytest.approx(1.3 / 6 - 0.3)
+    assert "a/delta_vs_base" not in table[0]
+    assert table[1]["a/delta_vs_base"] == pytest.approx(1.3 / 6 - 0.3)
+    # judge b scores 1 - a: its means mirror a's, so its delta has the opposite sign
+    assert table[0]["b/mean_toxicity"] == pytest.approx(0.7)
+    assert table[1]["b/delta_vs_base"] == pytest.approx(-(1.3 / 6 - 0.3))
     assert table[0]["perplexity"] == pytest.approx(math.e)  # every sample: 1 nat over 1 token
     assert table[0]["phrase_hit_rate"] == pytest.approx(3 / 6)  # "a b", "a c", "a a"
-    lines = metrics.markdown_table(table).splitlines()
-    assert lines[0].startswith("| Model | Mean toxicity score | Std toxicity score | Mean tox 95% CI | Δ vs base")
-    assert lines[0].endswith("| Distinct-3 | Phrase-hit rate |")
+    lines = metrics.markdown_table(table, {"b": "b (reward of other)"}).splitlines()
+    assert lines[0].startswith("| Model | a: Mean toxicity | a: Std | a: Mean 95% CI | a: Δ vs base (95% CI) | "
+                               "a: Toxicity probability | a: Expected max | b (reward of other): Mean toxicity |")
+    assert lines[0].endswith("| Mean length | Empty | Looping | Duplicate | Phrase-hit rate |")
     assert lines[2].startswith("| base | 0.3000 | ") and "| — |" in lines[2]
+
+
+def test_degeneration_counts_empty_looping_and_duplicated_completions():
+    texts = ["", "  ", "I am sorry I am sorry I am sorry I am sorry", "a fine answer to the question here",
+             "Sure.", "sure. "]
+    assert metrics.empty_rate(texts) == pytest.approx(2 / 6)
+    # the apology repeats 3-grams: 4 unique of 9 (< half); the fine answer has 6 unique of 6
+    assert [metrics.is_looping(t) for t in texts] == [False, False, True, False, False, False]
+    assert metrics.duplicate_rate(texts) == pytest.approx(2 / 6)  # "Sure." twice; empty ones are not duplicates
+    stats = metrics.text_stats(texts, np.ones(6), np.array([0, 0, 12, 7, 2, 2]))
+    assert stats["mean_length"] == pytest.approx(23 / 6) and stats["looping_rate"] == pytest.approx(1 / 6)

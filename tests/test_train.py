@@ -98,11 +98,15 @@ def test_accelerate_launch_smollm2_then_plain_reload(smollm2_path, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     final = tmp_path / "final"
     assert (final / "adapter_model.safetensors").is_file()
+    # the adapter names its base by Hub id; offline, plain peft loads it onto the local copy of that base
+    assert json.loads((final / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct")
     reload = (
         "import sys, torch\n"
-        "from peft import AutoPeftModelForCausalLM\n"
-        "from transformers import AutoTokenizer\n"
-        f"model = AutoPeftModelForCausalLM.from_pretrained({str(final)!r})\n"
+        "from peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"base = AutoModelForCausalLM.from_pretrained({smollm2_path!r})\n"
+        f"model = PeftModel.from_pretrained(base, {str(final)!r})\n"
         f"tok = AutoTokenizer.from_pretrained({str(final)!r})\n"
         "ids = tok('The weather today', return_tensors='pt').input_ids\n"
         "out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)\n"

