@@ -213,9 +213,14 @@ def write_heldout(output_dir: Path, heldout: list[str], accelerator) -> None:
                 handle.write(json.dumps({"prompt": {"text": text}}) + "\n")
 
 
-if __name__ == "__main__":
+def cli(entry) -> None:
+    """Run `entry(argv)`; a user error (bad config, missing file, unreachable Hub...) prints one line and exits 1."""
     try:
-        main(sys.argv[1:])
+        entry(sys.argv[1:])
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -12,7 +12,6 @@ a PPO run of the same recipe are evaluated the same way.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -26,8 +25,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    from train_ppo import cli
+
+    cli(main)

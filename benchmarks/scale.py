@@ -82,11 +82,13 @@ def synthetic_prompts(n: int, low: int, high: int, vocab_size: int, eos_id: int,
 
 
 def run_config(preset: str, steps: int, output_dir: str, layers: int | None, full_layers: int, extra: list[str]):
-    """The preset's run config with the offline reward, no tracker, and the reference's shared share kept."""
+    """The preset's run config with the offline reward, no tracker, no judges (the step is what is measured: a judge
+    classifier, built into the cache by whichever process first needs it, would add its own memory), and the
+    reference's shared share kept."""
     from detox.config import parse_config
 
     argv = ["--config", str(REPO / "configs" / f"{preset}.yaml"), "--ppo.steps", str(steps),
-            "--rewards", "[{type: offline_toxicity}]", "--logging.report_to", "none",
+            "--rewards", "[{type: offline_toxicity}]", "--logging.report_to", "none", "--logging.judges", "[]",
             "--checkpoint.output_dir", output_dir, *extra]
     cfg = parse_config(argv)
     shared = cfg.model.num_shared_layers

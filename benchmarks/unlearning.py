@@ -94,11 +94,17 @@ def recipe_texts(records: Path, out: Path) -> str:
     return str(out)
 
 
-def obscene_numbers(args, root: Path) -> Recipe:
+def prepared(generator: str, args, root: Path) -> Path:
+    """The recipe's directory under `root`, made by its generator (`python -m detox.recipes.<name>`) once."""
     d = root / "recipe"
     if not (d / "recipe.json").is_file():
-        sh([sys.executable, "-m", "detox.recipes.obscene_numbers", "--output_dir", str(d), *args.recipe_args],
+        sh([sys.executable, "-m", f"detox.recipes.{generator}", "--output_dir", str(d), *args.recipe_args],
            root / "prepare.log")
+    return d
+
+
+def obscene_numbers(args, root: Path) -> Recipe:
+    d = prepared("obscene_numbers", args, root)
     return Recipe(
         dir=d, start_model=str(d / "sft"), ppo_config=str(d / "ppo.yaml"), forget=str(d / "forget.jsonl"),
         retain=str(d / "retain.jsonl"), completion_field="completion",
@@ -110,10 +116,7 @@ def obscene_numbers(args, root: Path) -> Recipe:
 
 
 def forget_text(args, root: Path) -> Recipe:
-    d = root / "recipe"
-    if not (d / "recipe.json").is_file():
-        sh([sys.executable, "-m", "detox.recipes.forget_text", "--output_dir", str(d), *args.recipe_args],
-           root / "prepare.log")
+    d = prepared("forget_text", args, root)
     return Recipe(
         dir=d, start_model=str(d / "target"), ppo_config=str(d / "ppo.yaml"), forget=str(d / "forget.txt"),
         retain=str(d / "retain.txt"), completion_field=None, forget_texts=str(d / "forget.txt"),
@@ -147,12 +150,13 @@ def detox(args, root: Path) -> Recipe:
         raise SystemExit("no train-split prompt has a continuation with toxicity >= 0.5")
     write_jsonl(root / "forget.jsonl", forget)
     write_jsonl(root / "retain.jsonl", retain)
-    judges = ["--judges", *args.judges] if args.judges else []
+    judges = ["--judges", *args.judges]
     return Recipe(
         dir=root, start_model=cfg.model.name_or_path, ppo_config=config, forget=str(root / "forget.jsonl"),
         retain=str(root / "retain.jsonl"), completion_field="completion",
         forget_texts=recipe_texts(root / "forget.jsonl", root / "forget_texts.jsonl"),
-        efficacy=Axis(args.detox_efficacy_key, "mean toxicity of held-out completions", "lower"),
+        efficacy=Axis(f"{args.judges[0]}/mean_toxicity", f"mean toxicity of held-out completions ({args.judges[0]})",
+                      "lower"),
         locality=Axis("perplexity", "generation perplexity under the base model", "lower"),
         eval_args=["--num_prompts", str(args.num_prompts), "--samples_per_prompt", "2", *judges],
     )
@@ -276,9 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_length", type=int, default=64, help="tokens per baseline block")
     parser.add_argument("--reinforce_steps", type=int, default=60, help="steps of WHP's reinforced model")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated")
-    parser.add_argument("--judges", nargs="*", default=[], help="detox: evaluate_toxicity.py --judges")
-    parser.add_argument("--detox_efficacy_key", default="mean_toxicity",
-                        help="detox: results.json column of the efficacy axis (an independent judge's mean)")
+    parser.add_argument("--judges", nargs="+", default=["minilm_davidson", "offline"],
+                        help="detox: evaluate_toxicity.py --judges; the first, one the reward never saw, is the axis")
     parser.add_argument("--recipe_args", nargs="*", default=[], help="flags passed to the recipe's generator")
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "bench_unlearning")
     args = parser.parse_args(argv)

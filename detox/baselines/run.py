@@ -12,23 +12,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 
 from detox.baselines.config import UnlearnConfig
-
-
-@dataclass
-class BaselineRun:
-    cfg: UnlearnConfig
-    accelerator: Any
-    trainer: Any
-    tracker: Any
-    probes: Any
-    output_dir: Path
-    config: dict
+from train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
 
 
 @dataclass
@@ -167,7 +156,7 @@ def load_baseline_checkpoint(trainer, checkpoint: Path) -> None:
     restore_rng_state(state["rng"][trainer.accelerator.process_index])
 
 
-def build(argv: list[str] | None = None) -> BaselineRun:
+def build(argv: list[str] | None = None) -> Run:
     """Parse the config, load the corpora and models, prepare WHP labels, and resume when asked."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -212,10 +201,10 @@ def build(argv: list[str] | None = None) -> BaselineRun:
     config = config_dict(cfg)
     tracker = tracking.make_tracker(cfg.logging, accelerator, output_dir, config)
     probes = ProbeRecorder(tokenizer, cfg.logging.probes, accelerator.device)
-    return BaselineRun(cfg, accelerator, trainer, tracker, probes, output_dir, config)
+    return Run(cfg, accelerator, trainer, tracker, probes, output_dir, config)
 
 
-def train(r: BaselineRun) -> None:
+def train(r: Run) -> None:
     """Steps until `optim.steps`, logging, probing, sampling and checkpointing on the configured schedule."""
     from detox.trainer import peak_memory_gb
 
@@ -237,7 +226,7 @@ def train(r: BaselineRun) -> None:
             save_baseline_checkpoint(trainer, r.output_dir, cfg.checkpoint.keep_last, r.config)
 
 
-def save_final(r: BaselineRun) -> Path:
+def save_final(r: Run) -> Path:
     """`output_dir/final`, written to a temporary directory and renamed into place."""
     final = r.output_dir / "final"
     if r.accelerator.is_main_process:
@@ -253,7 +242,7 @@ def save_final(r: BaselineRun) -> Path:
     return final
 
 
-def run(r: BaselineRun) -> Path:
+def run(r: Run) -> Path:
     from detox.probes import probe_images
 
     train(r)
