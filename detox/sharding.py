@@ -9,12 +9,28 @@ full tensors in the same files an unsharded run writes. Weights are restored int
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 from accelerate.utils import DistributedType
 
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+@contextlib.contextmanager
+def whole_model_loading():
+    """Load a model that no engine trains (a reward or judge classifier, a reinforced model) whole, even inside a
+    DeepSpeed ZeRO-3 run: there transformers' `from_pretrained` partitions every new model across the ranks
+    (`zero3_init_flag`), and a partitioned classifier called outside the engine fails ("'weight' must be 2-D")."""
+    from transformers.integrations import deepspeed
+
+    saved = deepspeed._hf_deepspeed_config_weak_ref
+    deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def is_sharded(accelerator) -> bool:

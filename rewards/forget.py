@@ -214,14 +214,17 @@ class ForgetLikelihood:
         reference_path = (resolve_model_path(self.reference, what="forget_likelihood.options.reference")
                           if self.reference else base_path)
         self._shared = base_path is not None and _same_path(reference_path, base_path)
-        if base_path is not None:
-            from peft import PeftModel
+        from detox.sharding import whole_model_loading
 
-            base_model = AutoModelForCausalLM.from_pretrained(base_path, **load)
-            self._model = PeftModel.from_pretrained(base_model, str(path))
-        else:
-            self._model = AutoModelForCausalLM.from_pretrained(str(path), **load)
-        self._reference = None if self._shared else AutoModelForCausalLM.from_pretrained(reference_path, **load)
+        with whole_model_loading():  # scoring models, never partitioned by ZeRO-3
+            if base_path is not None:
+                from peft import PeftModel
+
+                base_model = AutoModelForCausalLM.from_pretrained(base_path, **load)
+                self._model = PeftModel.from_pretrained(base_model, str(path))
+            else:
+                self._model = AutoModelForCausalLM.from_pretrained(str(path), **load)
+            self._reference = None if self._shared else AutoModelForCausalLM.from_pretrained(reference_path, **load)
         for model in (self._model, self._reference):
             if model is not None:
                 model.to(self.device).eval()

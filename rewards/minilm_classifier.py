@@ -95,9 +95,12 @@ def build_minilm_toxicity_classifier(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its "classifier.* newly initialized" report is expected: we fit the head below
     try:
-        model = BertForSequenceClassification.from_pretrained(
-            source, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
-        ).eval()
+        from detox.sharding import whole_model_loading
+
+        with whole_model_loading():
+            model = BertForSequenceClassification.from_pretrained(
+                source, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+            ).eval()
     finally:
         hf_logging.set_verbosity(verbosity)
     features = _pooled_features(model, tokenizer, texts)  # (n_train, hidden)

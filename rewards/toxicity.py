@@ -149,9 +149,12 @@ class ToxicityClassifier:
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
         if self.score_prompt:
             self._tokenizer.truncation_side = "left"  # keep the completion, drop the prompt's start
-        self._model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_path, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code
-        ).to(device)
+        from detox.sharding import whole_model_loading
+
+        with whole_model_loading():  # a scorer, not a trained model: never partitioned by ZeRO-3
+            self._model = AutoModelForSequenceClassification.from_pretrained(
+                self.model_path, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code
+            ).to(device)
         self._model.eval()
         self._max_length = self.max_length or _classifier_max_length(self._tokenizer, self._model.config)
 
