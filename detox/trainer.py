@@ -88,6 +88,7 @@ class PPOTrainer:
     def step(self) -> tuple[dict[str, float], list[dict]]:
         """One PPO iteration; returns the step's metrics and its sample rows (prompt, completion, rewards)."""
         step_start = time.perf_counter()
+        self.timings = {}  # this step's phases only: a judge skipped this step leaves no stale time/judge
         prompts = self.batch_prompts(self.step_index)
         policy = self.models.policy
         with self._timed("generate"):

@@ -76,7 +76,8 @@ class UnlearnTrainer:
                                        [self.forget.starts[i] for i in index])
         self.model.train()
         logits, shifted = losses.shift_for_next_token(self._logits(self.model, ids, mask), labels)
-        stats = {"forget/nll": losses.nll(logits, shifted).item()}
+        with torch.no_grad():  # statistics only: no autograd graph kept beside the loss's own
+            stats = {"forget/nll": losses.nll(logits, shifted).item()}
         name = cfg.method.name
         if name == "gradient_ascent":
             loss = losses.gradient_ascent_loss(logits, shifted)
@@ -95,12 +96,12 @@ class UnlearnTrainer:
             r_ids, r_mask, r_labels = pad_blocks([self.retain.ids[i] for i in r_index], pad, device,
                                                  [self.retain.starts[i] for i in r_index])
             r_logits, r_shifted = losses.shift_for_next_token(self._logits(self.model, r_ids, r_mask), r_labels)
-            retain_nll = losses.nll(r_logits, r_shifted)
-            stats["retain/nll"] = retain_nll.item()
+            with torch.no_grad():
+                stats["retain/nll"] = losses.nll(r_logits, r_shifted).item()
             if name == "gradient_difference":
                 loss = losses.gradient_difference_loss(logits, shifted, r_logits, r_shifted, cfg.method.retain_weight)
             else:
-                loss = loss + cfg.method.retain_weight * retain_nll
+                loss = loss + cfg.method.retain_weight * losses.nll(r_logits, r_shifted)
         self.accelerator.backward(loss)
         max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
