@@ -56,7 +56,6 @@ class UnlearnTrainer:
                                       fused=fused)
         self.model, self.optimizer = accelerator.prepare(lm, optimizer)
         self.step_index = 0
-        self.timings: dict[str, float] = {}
 
     def _batch(self, blocks: list[list[int]], salt: int) -> list[int]:
         acc = self.accelerator
