@@ -88,10 +88,16 @@ def read_numbers(text: str) -> list[Found]:
     """Every number written in `text`, in order, with its span; words are read greedily, digits as they stand.
 
     A number never spans punctuation ("four hundred fifty, four" is 450 then 4); a run of number words with no
-    separator is split where the grammar ends ("sixty nine seventy" -> 69, 70). Hyphens join ("sixty-nine").
+    separator is split where the grammar ends ("sixty nine seventy" -> 69, 70). Hyphens join ("sixty-nine"), and so
+    does a digit glued to a tens word ("sixty9" and "two hundred sixty9" are 69 and 269, as a model that half
+    forgets the word may write them).
     """
     matches = list(_TOKEN.finditer(text.lower()))
     tokens = [m.group() for m in matches]
+    for i in range(1, len(tokens)):
+        glued = text[matches[i - 1].end() : matches[i].start()] in ("", "-")
+        if glued and len(tokens[i]) == 1 and tokens[i] in "123456789" and tokens[i - 1] in _TEN:
+            tokens[i] = UNITS[int(tokens[i])]
     found, i = [], 0
     while i < len(tokens):
         token = tokens[i]
