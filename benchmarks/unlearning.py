@@ -95,7 +95,13 @@ def recipe_texts(records: Path, out: Path) -> str:
 
 
 def prepared(generator: str, args, root: Path) -> Path:
-    """The recipe's directory under `root`, made by its generator (`python -m detox.recipes.<name>`) once."""
+    """The recipe's directory: --recipe_dir when given (made earlier by the generator, with its models), else one
+    under `root` that the generator (`python -m detox.recipes.<name>`) makes once."""
+    if args.recipe_dir is not None:
+        d = args.recipe_dir.resolve()
+        if not (d / "recipe.json").is_file():
+            raise SystemExit(f"--recipe_dir {d} holds no recipe.json; make it with python -m detox.recipes.{generator}")
+        return d
     d = root / "recipe"
     if not (d / "recipe.json").is_file():
         sh([sys.executable, "-m", f"detox.recipes.{generator}", "--output_dir", str(d), *args.recipe_args],
@@ -283,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judges", nargs="+", default=["minilm_davidson", "offline"],
                         help="detox: evaluate_toxicity.py --judges; the first, one the reward never saw, is the axis")
     parser.add_argument("--recipe_args", nargs="*", default=[], help="flags passed to the recipe's generator")
+    parser.add_argument("--recipe_dir", type=Path, default=None,
+                        help="a recipe directory the generator already made (its models are reused)")
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "bench_unlearning")
     args = parser.parse_args(argv)
     root = (args.output_dir / args.recipe).resolve()
