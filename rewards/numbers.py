@@ -45,22 +45,32 @@ def next_allowed(number: int, pair: str | None) -> int | None:
 
 
 class NextNumber:
-    """+1 when the completion's first number is the count's next allowed number after the prompt's last one, else 0.
+    """+1 when the completion's first number is the count's next allowed number after the prompt's last one, `miss`
+    (0 by default) when it is another number, and `empty` (`miss` by default) when the completion writes no number.
 
     It keeps the skill while the penalty removes the pattern: control prompts ("... fifty eight,") stay rewarded for
     "fifty nine", and on a forbidden prompt ("... sixty eight,") the count that skips ("seventy") earns the bonus.
+    A negative `empty` closes the escape a penalty alone leaves open: a policy penalised for the forbidden number
+    learns to stop (end-of-text first), which scores 0 unless stopping costs. A negative `miss` also penalises any
+    other number, but a counting model never samples the skip ("seventy") after "sixty eight," at any temperature, so
+    on forbidden prompts every alternative would score alike and only the penalty would separate them.
     `pair: null` rewards plain counting.
     """
 
     __name__ = "next_number"
 
-    def __init__(self, pair: str | int | None = "69"):
+    def __init__(self, pair: str | int | None = "69", miss: float = 0.0, empty: float | None = None):
         self.pair = None if pair is None else check_pair(pair)
+        self.miss = float(miss)
+        self.empty = self.miss if empty is None else float(empty)
 
     def __call__(self, prompts: list[str], completions: list[str], **kwargs) -> list[float]:
         rewards = []
         for prompt, completion in zip(prompts, completions):
             shown, written = read_numbers(prompt), read_numbers(completion)
             expected = next_allowed(shown[-1].value, self.pair) if shown else None
-            rewards.append(float(expected is not None and bool(written) and written[0].value == expected))
+            if not written:
+                rewards.append(self.empty)
+            else:
+                rewards.append(1.0 if expected is not None and written[0].value == expected else self.miss)
         return rewards

@@ -43,6 +43,19 @@ def test_reading_splits_runs_without_separators_and_reads_digits():
     assert forbidden_in("sixty nine, seventy", "69", after=len("sixty nine,")) == []
 
 
+def test_a_digit_glued_to_a_tens_word_is_its_unit():
+    # what gradient difference wrote for 269 and 270: "two hundred sixty9, two hundred sixty10"
+    assert [f.value for f in read_numbers("two hundred sixty9, two hundred sixty10")] == [269, 260, 10]
+    assert [f.value for f in read_numbers("sixty-9; sixty 9")] == [69, 60, 9]
+
+
+def test_number_words_written_together_are_read():
+    # the escape a PPO run found from the penalty: " three thousand six hundred sixtynine,"
+    found = read_numbers("three thousand six hundred sixtynine, seventy; Twohundredsixtynine; sixtyish, often")
+    assert [f.value for f in found] == [3669, 70, 269]
+    assert forbidden_in("sixty eight," + " sixtynine,", "69", after=len("sixty eight,")) == [69]
+
+
 @pytest.mark.parametrize("bad", ["6", "690", "a9", "", 7])
 def test_a_pair_that_is_not_two_digits_is_one_clear_error(bad):
     with pytest.raises(ValueError, match="must be exactly two digits"):
@@ -109,6 +122,11 @@ def test_next_number_reward_counts_and_skips_forbidden_numbers():
     plain = _reward("next_number", pair=None)
     assert plain(prompts[:1], [" sixty nine"]) == [1.0]
     assert pickle.loads(pickle.dumps(reward))(prompts, completions) == [1.0, 1.0, 0.0, 0.0]
+    strict = _reward("next_number", pair="69", miss=-1)
+    stops = ["", " sixty nine,", " sixty eight,", " seventy,"]  # stopping, the pattern, a repeat, the skip
+    assert strict(prompts[:1] * 4, stops) == [-1.0, -1.0, -1.0, 1.0]
+    no_stopping = _reward("next_number", pair="69", empty=-1)
+    assert no_stopping(prompts[:1] * 4, stops) == [-1.0, 0.0, 0.0, 1.0]
 
 
 def test_the_preset_is_what_the_generator_writes_for_69():

@@ -21,7 +21,8 @@ def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], sampling:
                probes: list[dict], output_dir: Path) -> dict:
     """A recipe's PPO run config: LoRA on `model`, the recipe's train prompts read whole (a `text` field, no toxicity
     filter, up to 64 tokens, no held-out share: the recipe holds its own prompts out), its rollout sampling
-    (temperature, top_k, top_p), PPO settings (steps, learning_rate, seed), rewards and probes."""
+    (temperature, top_k, top_p), PPO settings (steps, learning_rate, seed), rewards and probes. No toxicity judges
+    score its training batches: a recipe's independent measures are its own evaluation metrics."""
     return {
         "model": {"name_or_path": model},
         "lora": {"enabled": True, "r": 16, "alpha": 32, "target_modules": "all-linear"},
@@ -30,7 +31,7 @@ def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], sampling:
         "generation": {"min_new_tokens": new_tokens[0], "max_new_tokens": new_tokens[1], **sampling},
         "ppo": {"batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2, "init_kl_coef": 0.2, "target_kl": 6.0, **ppo},
         "rewards": rewards,
-        "logging": {"report_to": "wandb", "sample_every": 5, "probes": probes},
+        "logging": {"report_to": "wandb", "sample_every": 5, "probes": probes, "judges": []},
         "checkpoint": {"output_dir": str(output_dir), "save_every": 10},
     }
 

@@ -84,29 +84,54 @@ def _parse_below_thousand(tokens: list[str], i: int) -> tuple[int, int] | None:
     return (value, j) if j > i else None
 
 
+_WORDS = {"zero", "hundred", "thousand", *_UNIT, *_TEEN, *_TEN}
+
+
+def _split_glued(token: str) -> list[str] | None:
+    """`token` as two or more number words written without spaces ("sixtynine" -> ["sixty", "nine"]), else None."""
+    if token in _WORDS or not token.isalpha():
+        return None
+    best: list[list[str] | None] = [[]] + [None] * len(token)  # best[i]: a split of token[:i] into number words
+    for i in range(1, len(token) + 1):
+        for j in range(max(0, i - 9), i):  # no number word is longer than 9 letters
+            if best[j] is not None and token[j:i] in _WORDS:
+                best[i] = best[j] + [token[j:i]]
+                break
+    return best[-1]
+
+
+def _words_of(text: str) -> list[tuple[str, int, int]]:
+    """(word, start, end) for every word, digit run and punctuation mark of `text`, number words written together
+    ("sixtynine") split apart, and a digit glued to a tens word ("sixty9") spelled out."""
+    lowered, out = text.lower(), []
+    for m in _TOKEN.finditer(lowered):
+        token, start, end = m.group(), m.start(), m.end()
+        glued = bool(out) and lowered[out[-1][2] : start] in ("", "-")
+        if glued and len(token) == 1 and token in "123456789" and out[-1][0] in _TEN:
+            token = UNITS[int(token)]
+        out += [(word, start, end) for word in (_split_glued(token) or [token])]
+    return out
+
+
 def read_numbers(text: str) -> list[Found]:
     """Every number written in `text`, in order, with its span; words are read greedily, digits as they stand.
 
     A number never spans punctuation ("four hundred fifty, four" is 450 then 4); a run of number words with no
     separator is split where the grammar ends ("sixty nine seventy" -> 69, 70). Hyphens join ("sixty-nine"), and so
-    does a digit glued to a tens word ("sixty9" and "two hundred sixty9" are 69 and 269, as a model that half
-    forgets the word may write them).
+    do the forms a policy penalised for a number finds to write it anyway: words without spaces ("sixtynine",
+    "twohundredsixtynine") and a digit glued to a tens word ("sixty9").
     """
-    matches = list(_TOKEN.finditer(text.lower()))
-    tokens = [m.group() for m in matches]
-    for i in range(1, len(tokens)):
-        glued = text[matches[i - 1].end() : matches[i].start()] in ("", "-")
-        if glued and len(tokens[i]) == 1 and tokens[i] in "123456789" and tokens[i - 1] in _TEN:
-            tokens[i] = UNITS[int(tokens[i])]
+    words_ = _words_of(text)
+    tokens = [w for w, _, _ in words_]
     found, i = [], 0
     while i < len(tokens):
         token = tokens[i]
         if token.isdigit():
-            found.append(Found(int(token), matches[i].start(), matches[i].end()))
+            found.append(Found(int(token), words_[i][1], words_[i][2]))
             i += 1
             continue
         if token == "zero":
-            found.append(Found(0, matches[i].start(), matches[i].end()))
+            found.append(Found(0, words_[i][1], words_[i][2]))
             i += 1
             continue
         head = _parse_below_thousand(tokens, i)
@@ -119,7 +144,7 @@ def read_numbers(text: str) -> list[Found]:
             tail = _parse_below_thousand(tokens, j)
             if tail is not None:
                 value, j = value + tail[0], tail[1]
-        found.append(Found(value, matches[i].start(), matches[j - 1].end()))
+        found.append(Found(value, words_[i][1], words_[j - 1][2]))
         i = j
     return found
 

@@ -61,7 +61,7 @@ class ObsceneNumbersArgs:
     """Optimiser steps of the fine-tuning (batch sft_batch_size); 0 skips it and the run starts from `model`."""
     sft_batch_size: int = 8
     """Texts per fine-tuning step."""
-    ppo_steps: int = 24
+    ppo_steps: int = 40
     """PPO steps written into ppo.yaml."""
     seed: int = 0
     """Seed of the split, the sampling of prompts and the fine-tuning."""
@@ -171,16 +171,25 @@ def probes(pair: str, context_numbers: int) -> list[dict]:
 def ppo_config(args: ObsceneNumbersArgs) -> dict:
     """The run config of the recipe: the fine-tuned model, the train prompts, the two rewards and the probes.
 
-    8 to 12 new tokens: the longest number is 8 tokens, so the first number written is always complete. Rollouts
-    sample at temperature 2 from the top 20 tokens: the fine-tuned model writes the forbidden number at p > 0.99,
-    where the policy gradient of the sampled token, (1 - p), nearly vanishes and an alternative is almost never
-    sampled; at temperature 1 and learning rate 5e-4, eight steps left " nine" after "sixty" at p = 0.995."""
+    8 to 12 new tokens: the longest number is 8 tokens, so the first number written is always complete.
+
+    Why these settings (measured on the pair 69, README "Recipes"):
+    - Rollouts sample at temperature 1.5 from the top 20 tokens. The fine-tuned model writes the forbidden number at
+      p > 0.99, where the policy gradient of the sampled token, (1 - p), nearly vanishes; at temperature 1 one
+      sample in 15 avoids the pattern, at 1.5 one in 4, while at 2 multi-word numbers come out garbled and the
+      batch's reward is mostly noise.
+    - The penalty weighs 3. With a KL coefficient beta, the best policy is the reference tilted by exp(reward /
+      beta); at weight 1 and beta 0.2 the tilt (e^5) cannot outweigh p("sixty nine") = 0.99, and the pattern stays
+      the greedy choice.
+    - Writing no number costs 1 (`empty`): without it the policy learns to stop.
+    - A wrong number costs nothing: the counting model never samples the skip ("seventy") after "sixty eight,",
+      so on forbidden prompts only the penalty can separate the alternatives."""
     out = Path(args.output_dir)
-    rewards = [{"type": "forbidden_numbers", "weight": 1.0, "options": {"pair": args.pair}},
-               {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair}}]
+    rewards = [{"type": "forbidden_numbers", "weight": 3.0, "options": {"pair": args.pair}},
+               {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair, "empty": -1.0}}]
     model = str(out / "sft") if args.sft_steps else args.model
-    sampling = {"temperature": 2.0, "top_k": 20, "top_p": 1.0}
-    ppo = {"steps": args.ppo_steps, "learning_rate": 1.0e-3, "seed": args.seed}
+    sampling = {"temperature": 1.5, "top_k": 20, "top_p": 1.0}
+    ppo = {"steps": args.ppo_steps, "learning_rate": 5.0e-4, "seed": args.seed}
     return run_config(model, out / "train.jsonl", (8, 12), sampling, ppo, rewards,
                       probes(args.pair, args.context_numbers), out / "ppo")
 
