@@ -190,12 +190,13 @@ def reinforced_model(recipe: Recipe, args, root: Path) -> str:
     return str(out)
 
 
-def train_baseline(recipe: Recipe, method: str, args, root: Path) -> tuple[str, Path, float]:
-    out = root / method
+def train_baseline(recipe: Recipe, method: str, lr: float, args, root: Path) -> tuple[str, Path, float]:
+    name = method if len(args.baseline_lr) == 1 else f"{method}_lr{lr:g}"
+    out = root / name
     steps = max(1, args.ppo_steps * args.ppo_batch_size // args.baseline_batch_size)  # equal examples
     command = [sys.executable, "train_unlearn.py", "--model.name_or_path", recipe.start_model,
                "--method.name", method, "--data.forget", recipe.forget, "--optim.steps", str(steps),
-               "--optim.batch_size", str(args.baseline_batch_size), "--optim.learning_rate", str(args.baseline_lr),
+               "--optim.batch_size", str(args.baseline_batch_size), "--optim.learning_rate", str(lr),
                "--data.max_length", str(args.max_length), "--logging.report_to", "none",
                "--checkpoint.output_dir", str(out), "--checkpoint.overwrite", "true"]
     if recipe.completion_field:
@@ -206,7 +207,7 @@ def train_baseline(recipe: Recipe, method: str, args, root: Path) -> tuple[str, 
         command += ["--method.reinforced", reinforced_model(recipe, args, root)]
         if recipe.anchors:
             command += ["--method.anchor_terms", recipe.anchors]
-    return method, *timed_run(out, command, root / f"{method}.log")
+    return name, *timed_run(out, command, root / f"{name}.log")
 
 
 def evaluate(recipe: Recipe, models: dict[str, str], root: Path) -> list[dict]:
@@ -235,7 +236,8 @@ def report(recipe_name: str, recipe: Recipe, rows: list[dict], seconds: dict[str
                      f"{'—' if took is None or took != took else f'{took / 60:.1f} min'} |")
     budget = (f"Budget: equal examples ({args.ppo_steps} PPO steps x {args.ppo_batch_size} completions; each "
               f"baseline {max(1, args.ppo_steps * args.ppo_batch_size // args.baseline_batch_size)} steps x "
-              f"{args.baseline_batch_size} forget examples, learning rate {args.baseline_lr:g}).")
+              f"{args.baseline_batch_size} forget examples, learning rate "
+              f"{' and '.join(f'{lr:g}' for lr in args.baseline_lr)}).")
     text = f"## {recipe_name}\n\n" + "\n".join(lines) + f"\n\n{budget}\n"
     (root / "unlearning.md").write_text(text, encoding="utf-8")
     (root / "unlearning.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "budget": budget,
@@ -256,10 +258,15 @@ def plot(recipe_name: str, recipe: Recipe, rows: list[dict], path: Path) -> None
     if ppo:
         ppo.sort(key=lambda r: float(r["model"].removeprefix("ppo_kl")))
         ax.plot([r[e.key] for r in ppo], [r[l.key] for r in ppo], "-o", color="C0", label="PPO (fixed KL β)")
-    for i, row in enumerate(r for r in rows if not r["model"].startswith("ppo")):
-        start = row["model"] == "start"
-        ax.plot(row[e.key], row[l.key], "*" if start else "s", color="black" if start else f"C{i + 1}",
-                markersize=12 if start else 7, label="starting model" if start else row["model"])
+    groups: dict[str, list[dict]] = {}  # a baseline at several learning rates is one curve
+    for row in rows:
+        if not row["model"].startswith("ppo"):
+            groups.setdefault(row["model"].split("_lr")[0], []).append(row)
+    for i, (name, group) in enumerate(groups.items()):
+        start = name == "start"
+        ax.plot([r[e.key] for r in group], [r[l.key] for r in group], "*" if start else "-s",
+                color="black" if start else f"C{i + 1}", markersize=12 if start else 7,
+                label="starting model" if start else name)
     for row in rows:
         if f"{e.key}_ci_low" in row:
             ax.plot([row[f"{e.key}_ci_low"], row[f"{e.key}_ci_high"]], [row[l.key]] * 2, color="grey", lw=0.8)
@@ -282,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ppo_steps", type=int, default=40)
     parser.add_argument("--ppo_batch_size", type=int, default=16, help="the presets' ppo.batch_size")
     parser.add_argument("--baseline_batch_size", type=int, default=8)
-    parser.add_argument("--baseline_lr", type=float, default=1e-4, help="LoRA learning rate of the baselines")
+    parser.add_argument("--baseline_lr", nargs="+", type=float, default=[1e-4],
+                        help="LoRA learning rates of the baselines; several make a trade-off curve per method")
     parser.add_argument("--max_length", type=int, default=64, help="tokens per baseline block")
     parser.add_argument("--reinforce_steps", type=int, default=60, help="steps of WHP's reinforced model")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated")
@@ -297,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     recipe = RECIPES[args.recipe](args, root)
     runs = [train_ppo(recipe, kl, args, root) for kl in args.kl]
-    runs += [train_baseline(recipe, method, args, root) for method in args.methods]
+    runs += [train_baseline(recipe, method, lr, args, root) for method in args.methods for lr in args.baseline_lr]
     models = {"start": recipe.start_model, **recipe.extra_models, **{name: str(path) for name, path, _ in runs}}
     seconds = {name: took for name, _, took in runs}
     report(args.recipe, recipe, evaluate(recipe, models, root), seconds, root, args)
