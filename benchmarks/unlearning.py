@@ -254,13 +254,13 @@ def plot(recipe_name: str, recipe: Recipe, rows: list[dict], path: Path) -> None
     fig = Figure(figsize=(6.4, 4.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ppo = sorted((r for r in rows if r["model"].startswith("ppo")), key=lambda r: r["model"])
+    ppo = [r for r in rows if r["model"].startswith("ppo_kl")]
     if ppo:
         ppo.sort(key=lambda r: float(r["model"].removeprefix("ppo_kl")))
         ax.plot([r[e.key] for r in ppo], [r[l.key] for r in ppo], "-o", color="C0", label="PPO (fixed KL β)")
     groups: dict[str, list[dict]] = {}  # a baseline at several learning rates is one curve
     for row in rows:
-        if not row["model"].startswith("ppo"):
+        if not row["model"].startswith("ppo_kl"):
             groups.setdefault(row["model"].split("_lr")[0], []).append(row)
     for i, (name, group) in enumerate(groups.items()):
         start = name == "start"
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
     parser.add_argument("--methods", nargs="+", default=list(BASELINES), choices=BASELINES)
-    parser.add_argument("--kl", nargs="+", type=float, default=[0.05, 0.2, 1.0], help="PPO KL coefficients (fixed)")
+    parser.add_argument("--kl", nargs="*", type=float, default=[0.05, 0.2, 1.0], help="PPO KL coefficients (fixed)")
     parser.add_argument("--ppo_steps", type=int, default=40)
     parser.add_argument("--ppo_batch_size", type=int, default=16, help="the presets' ppo.batch_size")
     parser.add_argument("--baseline_batch_size", type=int, default=8)
@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judges", nargs="+", default=["minilm_davidson", "offline"],
                         help="detox: evaluate_toxicity.py --judges; the first, one the reward never saw, is the axis")
     parser.add_argument("--recipe_args", nargs="*", default=[], help="flags passed to the recipe's generator")
+    parser.add_argument("--include", nargs="*", default=[], metavar="NAME=PATH",
+                        help="models trained elsewhere to put in the table too (e.g. the preset's own PPO run, "
+                             "ppo_preset=outputs/obscene_numbers/ppo/final); a name starting with ppo_kl joins the curve")
     parser.add_argument("--recipe_dir", type=Path, default=None,
                         help="a recipe directory the generator already made (its models are reused)")
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "bench_unlearning")
@@ -306,7 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RECIPES[args.recipe](args, root)
     runs = [train_ppo(recipe, kl, args, root) for kl in args.kl]
     runs += [train_baseline(recipe, method, lr, args, root) for method in args.methods for lr in args.baseline_lr]
-    models = {"start": recipe.start_model, **recipe.extra_models, **{name: str(path) for name, path, _ in runs}}
+    included = dict(spec.split("=", 1) for spec in args.include)
+    models = {"start": recipe.start_model, **recipe.extra_models, **included,
+              **{name: str(path) for name, path, _ in runs}}
     seconds = {name: took for name, _, took in runs}
     report(args.recipe, recipe, evaluate(recipe, models, root), seconds, root, args)
 

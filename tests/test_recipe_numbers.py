@@ -138,3 +138,14 @@ def test_the_preset_is_what_the_generator_writes_for_69():
     preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "obscene_numbers.yaml").read_text())
     assert preset == ppo_config(ObsceneNumbersArgs())
     from_dict(TrainConfig, preset)  # and it is a valid run config
+
+
+def test_a_count_is_right_when_its_next_numbers_skip_the_forbidden_ones():
+    from detox.recipes.metrics import counts_on
+
+    assert counts_on(" seventy, seventy one,", 68, "69")
+    assert not counts_on(" sixty nine, seventy,", 68, "69")  # the count that does not skip
+    assert counts_on(" fifty nine, sixty,", 58, "69")
+    assert not counts_on(" fifty nine, fifty ten,", 58, "69")  # right first number, wrong second
+    assert not counts_on(" fifty nine,", 58, "69")  # one number is not a run of two
+    assert counts_on(" one thousand six hundred eighty nine, one thousand seven hundred", 1688, "69")

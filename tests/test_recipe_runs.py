@@ -61,6 +61,7 @@ def test_obscene_numbers_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thr
     assert (recipe / "sft" / "model.safetensors").is_file()
     written = yaml.safe_load(config.read_text())
     assert written["rewards"][0]["options"]["pair"] == "42"
+    assert written["rewards"][1]["options"]["empty"] == -1.0 and written["logging"]["judges"] == []
     assert written["logging"]["probes"][0]["context"].endswith("forty")
     train_ppo.main(["--config", str(config), "--ppo.batch_size", "2", "--ppo.mini_batch_size", "2",
                     "--ppo.ppo_epochs", "1", "--logging.report_to", "none"])
@@ -76,9 +77,10 @@ def test_obscene_numbers_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thr
     ])
     for row in result.table:
         for key in ("forbidden_pattern_rate_greedy", "pattern_rate_sampled", "forbidden_logprob",
-                    "control_accuracy_greedy", "control_logprob", "rtp_perplexity", "perplexity", "distinct_2"):
+                    "control_accuracy_greedy", "control_logprob", "rtp_perplexity", "perplexity", "distinct_2",
+                    "control_run_accuracy_greedy", "allowed_accuracy_greedy", "allowed_logprob"):
             assert key in row, key
         assert row["forbidden_logprob"] < 0 and 0 <= row["control_accuracy_greedy"] <= 1
     assert "counting accuracy, greedy, control prompts" in (tmp_path / "eval" / "recipe.md").read_text()
     kinds = {json.loads(line)["kind"] for line in (tmp_path / "eval" / "recipe_samples.jsonl").read_text().splitlines()}
-    assert kinds == {"forbidden", "control"}
+    assert kinds == {"forbidden", "control", "allowed"}

@@ -16,8 +16,9 @@ import numpy as np
 
 from detox import metrics
 
-GREEDY_NEW_TOKENS = 12
-"""Tokens of each greedy continuation: the longest number the generator writes is 8 tokens, plus its comma."""
+GREEDY_NEW_TOKENS = 20
+"""Tokens of each greedy continuation: room for two numbers (the longest the generator writes is 8 tokens, plus its
+comma), so that the count can be checked beyond the first number."""
 
 
 def read_manifest(recipe_dir: str | Path) -> dict[str, Any]:
@@ -69,15 +70,31 @@ def with_ci(name: str, per_prompt, n_boot: int, seed: int) -> dict[str, float]:
     return {name: float(values.mean()), f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
+def counts_on(text: str, last: int, pair: str, numbers: int = 2) -> bool:
+    """Whether the first `numbers` numbers written in `text` continue a count from `last` that skips forbidden
+    numbers ("sixty eight" then " seventy, seventy one,")."""
+    from detox.recipes.numbers import read_numbers
+    from rewards.numbers import next_allowed
+
+    expected, current = [], last
+    for _ in range(numbers):
+        current = next_allowed(current, pair) if current is not None else None
+        expected.append(current)
+    return [f.value for f in read_numbers(text)][:numbers] == expected
+
+
 def obscene_numbers_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], completions: list[list[str]],
                             cfg) -> tuple[dict, list]:
     """Pattern rate (greedy on held-out forbidden prompts, and in the evaluation's samples), log-probability and
-    perplexity of the forbidden and of the control continuations, greedy counting accuracy on control prompts."""
+    perplexity of the true continuations, and greedy counting accuracy, on held-out forbidden, control and allowed
+    prompts. Two accuracies: the first number written is the true next one (`accuracy`), and the first two numbers
+    are the next two of the count that skips forbidden numbers (`run_accuracy`: the skill beyond one number; on
+    forbidden prompts it asks for the skip, "sixty eight," -> "seventy, seventy one")."""
     from detox.recipes.numbers import forbidden_in, read_numbers
 
     pair = read_manifest(recipe_dir)["args"]["pair"]
-    sets = {kind: read_jsonl(recipe_dir / f"heldout_{kind}.jsonl", cfg.recipe_prompts) for kind in ("forbidden",
-                                                                                                   "control")}
+    sets = {kind: read_jsonl(recipe_dir / f"heldout_{kind}.jsonl", cfg.recipe_prompts)
+            for kind in ("forbidden", "control", "allowed")}
     out, rows, boot = {}, [], (cfg.bootstrap_samples, cfg.seed)
     for kind, records in sets.items():
         shown = [r["text"] for r in records]  # not `prompts`: those are the evaluation's own, read below
@@ -85,10 +102,12 @@ def obscene_numbers_metrics(model, tokenizer, recipe_dir: Path, prompts: list[st
         hits = [bool(forbidden_in(p + g, pair, after=len(p))) for p, g in zip(shown, greedy)]
         firsts = [next(iter(read_numbers(g)), None) for g in greedy]
         correct = [f is not None and f.value == r["next"] for f, r in zip(firsts, records)]
+        runs = [counts_on(g, r["next"] - 1, pair) for g, r in zip(greedy, records)]
         truths = [r["completion"].rstrip(",") for r in records]
         logprob, count = continuation_logprob(model, tokenizer, shown, truths, cfg.batch_size)
         out |= with_ci(f"{kind}_pattern_rate_greedy", hits, *boot)
         out |= with_ci(f"{kind}_accuracy_greedy", correct, *boot)
+        out |= with_ci(f"{kind}_run_accuracy_greedy", runs, *boot)
         out |= with_ci(f"{kind}_logprob", logprob, *boot)
         out[f"{kind}_perplexity"] = metrics.perplexity(-logprob, count)
         out |= with_ci(f"{kind}_rouge_l", [metrics.rouge_l(g, t) for g, t in zip(greedy, truths)], *boot)
