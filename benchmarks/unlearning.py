@@ -210,9 +210,10 @@ def train_baseline(recipe: Recipe, method: str, lr: float, args, root: Path) -> 
     return name, *timed_run(out, command, root / f"{name}.log")
 
 
-def evaluate(recipe: Recipe, models: dict[str, str], root: Path) -> list[dict]:
+def evaluate(recipe: Recipe, models: dict[str, str], root: Path, recipe_prompts: int) -> list[dict]:
     specs = [f"{name}={path}" for name, path in models.items()]
     sh([sys.executable, "evaluate_toxicity.py", "--models", *specs, *recipe.eval_args,
+        "--recipe_prompts", str(recipe_prompts),
         "--output_dir", str(root / "eval")], root / "eval.log")
     return json.loads((root / "eval" / "results.json").read_text())["table"]
 
@@ -293,7 +294,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="LoRA learning rates of the baselines; several make a trade-off curve per method")
     parser.add_argument("--max_length", type=int, default=64, help="tokens per baseline block")
     parser.add_argument("--reinforce_steps", type=int, default=60, help="steps of WHP's reinforced model")
-    parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated")
+    parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts sampled from")
+    parser.add_argument("--recipe_prompts", type=int, default=200,
+                        help="held-out prompts of each kind in the recipe's greedy and log-prob metrics")
     parser.add_argument("--judges", nargs="+", default=["minilm_davidson", "offline"],
                         help="detox: evaluate_toxicity.py --judges; the first, one the reward never saw, is the axis")
     parser.add_argument("--recipe_args", nargs="*", default=[], help="flags passed to the recipe's generator")
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {"start": recipe.start_model, **recipe.extra_models, **included,
               **{name: str(path) for name, path, _ in runs}}
     seconds = {name: took for name, _, took in runs}
-    report(args.recipe, recipe, evaluate(recipe, models, root), seconds, root, args)
+    report(args.recipe, recipe, evaluate(recipe, models, root, args.recipe_prompts), seconds, root, args)
 
 
 if __name__ == "__main__":
