@@ -215,7 +215,7 @@ def evaluate(recipe: Recipe, models: dict[str, str], root: Path, recipe_prompts:
     sh([sys.executable, "evaluate_toxicity.py", "--models", *specs, *recipe.eval_args,
         "--recipe_prompts", str(recipe_prompts),
         "--output_dir", str(root / "eval")], root / "eval.log")
-    return json.loads((root / "eval" / "results.json").read_text())["table"]
+    return json.loads((root / "eval" / "results.json").read_text())["rows"]
 
 
 def cell(row: dict, key: str) -> str:
