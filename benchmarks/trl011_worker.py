@@ -4,6 +4,10 @@ Runs only inside the virtual environment that vs_trl_ppo.py creates (.venv-trl01
 It reads the exact prompt batches our run trained on (one list per step, in step order) and writes one JSON line per
 step: wall-clock seconds of the whole step (generation + scoring + `ppo_trainer.step`) and of each phase, the mean
 reward and TRL's `objective/kl`.
+
+With `--budget_minutes` (benchmarks/detox_per_minute.py) it trains a LoRA adapter instead (the reference is the base
+with the adapter off, as TRL does for peft models) until the wall-clock budget is spent, taking batches from the file
+in order, and saves the adapter at each quarter of the budget (benchmarks/budget_clock.py) under `--save_dir`.
 """
 
 from __future__ import annotations
@@ -26,12 +30,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("model_dir", "prompts", "reward_file", "out"):
         parser.add_argument(f"--{name}", required=True)
-    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads",
-                 "min_new_tokens", "max_new_tokens"):
+    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "threads", "min_new_tokens", "max_new_tokens"):
         parser.add_argument(f"--{name}", type=int, required=True)
+    parser.add_argument("--num_shared_layers", type=int, default=None, help="full fine-tuning: layers shared with ref")
     parser.add_argument("--learning_rate", type=float, required=True)
     parser.add_argument("--max_grad_norm", type=float, default=None)
+    parser.add_argument("--init_kl_coef", type=float, default=0.2)
+    parser.add_argument("--target_kl", type=float, default=6.0)
+    parser.add_argument("--reward_cap", type=float, default=None, help="rewards above it are cut to it")
+    parser.add_argument("--budget_minutes", type=float, default=None, help="train LoRA for this long, then stop")
+    parser.add_argument("--save_dir", default=None, help="with --budget_minutes: where part-<k>/model go")
+    parser.add_argument("--lora_r", type=int, default=16)
+    parser.add_argument("--lora_alpha", type=int, default=32)
     args = parser.parse_args()
+    if (args.budget_minutes is None) != (args.save_dir is None):
+        parser.error("--budget_minutes and --save_dir go together")
 
     import torch
     from datasets import Dataset
@@ -52,12 +65,23 @@ def main() -> None:
         gradient_accumulation_steps=1,
         max_grad_norm=args.max_grad_norm,
         seed=args.seed,
+        init_kl_coef=args.init_kl_coef,
+        target=args.target_kl,
         log_with=None,
     )
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLMWithValueHead.from_pretrained(args.model_dir, torch_dtype=torch.float32)
-    ref_model = create_reference_model(model, num_shared_layers=args.num_shared_layers)
+    if args.budget_minutes is None:
+        model = AutoModelForCausalLMWithValueHead.from_pretrained(args.model_dir, torch_dtype=torch.float32)
+        ref_model = create_reference_model(model, num_shared_layers=args.num_shared_layers)
+    else:
+        from peft import LoraConfig
+
+        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                          task_type="CAUSAL_LM")
+        model = AutoModelForCausalLMWithValueHead.from_pretrained(args.model_dir, torch_dtype=torch.float32,
+                                                                  peft_config=lora)
+        ref_model = None  # TRL uses the base with the adapter disabled
 
     def tokenize(sample):
         # the prompts are already windowed to 10-15 tokens by our loader; like ours, add no special tokens
@@ -76,6 +100,18 @@ def main() -> None:
     generation_kwargs = {"min_length": -1, "top_k": 0.0, "top_p": 1.0, "do_sample": True,
                          "pad_token_id": tokenizer.eos_token_id}
 
+    clock = None
+    if args.budget_minutes is not None:
+        from pathlib import Path
+
+        from budget_clock import BudgetClock  # this script's folder is on sys.path
+
+        def save(directory):
+            ppo_trainer.model.pretrained_model.save_pretrained(directory / "model", safe_serialization=True)
+
+        clock = BudgetClock(args.budget_minutes, 4, Path(args.save_dir), save)
+        clock.start()
+
     # Our batches, in our order (TRL's own dataloader would reshuffle them).
     with open(args.out, "w", encoding="utf-8") as out:
         for step, prompts in enumerate(batches):
@@ -86,7 +122,10 @@ def main() -> None:
             )
             generated = time.perf_counter()
             texts = tokenizer.batch_decode(response_tensors, skip_special_tokens=True)
-            rewards = [torch.tensor(r) for r in scorer(prompts, texts)]
+            scores = scorer(prompts, texts)
+            if args.reward_cap is not None:
+                scores = [min(float(r), args.reward_cap) for r in scores]
+            rewards = [torch.tensor(r) for r in scores]
             scored = time.perf_counter()
             stats = ppo_trainer.step(query_tensors, response_tensors, rewards)
             end = time.perf_counter()
@@ -107,6 +146,10 @@ def main() -> None:
             out.write(json.dumps(row) + "\n")
             out.flush()
             print(json.dumps(row), flush=True)
+            if clock is not None and clock.after_step(step + 1, (step + 1) * len(prompts)):
+                return
+        if clock is not None:
+            raise SystemExit(f"{args.prompts}: ran out of prompt batches after {len(batches)} steps, before the budget")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ PINS = [  # TRL 0.11.4 is the last release with the classic PPOTrainer; these ar
     "tyro==0.8.14",
     "alt-profanity-check==1.9.1",  # the same scorer, and scikit-learn model, as ours
     "scikit-learn==1.9.1",
+    "peft==0.13.2",  # LoRA for benchmarks/detox_per_minute.py, which trains the offline default's adapter
 ]
 
 

@@ -69,6 +69,21 @@ def load_prompts(cfg: DataConfig, tokenizer) -> PromptSplit:
     return PromptSplit(train=prompts[n_heldout:], heldout=prompts[:n_heldout], stats=dict(stats))
 
 
+def step_prompts(prompts: list[str], step: int, batch_size: int, seed: int, world: int = 1, rank: int = 0) -> list[str]:
+    """Rank `rank`'s `batch_size` prompts at training step `step`: a seeded pass over the prompt set per epoch, sliced
+    by rank. Derived from the step alone, so any loop (and any resumed run) can ask for any step's batch."""
+    n = len(prompts)
+    orders: dict[int, list[int]] = {}
+    chosen = []
+    first = step * batch_size * world + rank * batch_size
+    for position in range(first, first + batch_size):
+        epoch, offset = divmod(position, n)
+        if epoch not in orders:
+            orders[epoch] = random.Random(seed * 100_003 + epoch).sample(range(n), n)
+        chosen.append(prompts[orders[epoch][offset]])
+    return chosen
+
+
 def read_records(source: str, split: str = "train") -> Iterable[Any]:
     """Rows of a builtin set, a local file, or a Hub dataset, as loaded (dicts, or whatever a line holds)."""
     path = BUILTIN.get(source, Path(source).expanduser())

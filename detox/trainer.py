@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import time
 from contextlib import contextmanager
 
@@ -11,6 +10,7 @@ import torch
 
 from detox import ppo
 from detox.config import TrainConfig
+from detox.data import step_prompts
 from detox.experience import Experience, make_experience, response_forward
 from detox.generation import decode_responses, draw_lengths, sample, tokenize_prompts
 from detox.models import LMView
@@ -70,20 +70,10 @@ class PPOTrainer:
         self.timings[f"time/{phase}"] = time.perf_counter() - start
 
     def batch_prompts(self, step: int) -> list[str]:
-        """This process's prompts at `step`: a seeded pass over the prompt set per epoch, sliced by rank.
-
-        Derived from the step alone, so a resumed run sees exactly the prompts an uninterrupted one would.
-        """
-        batch, world, rank = self.cfg.ppo.batch_size, self.accelerator.num_processes, self.accelerator.process_index
-        n = len(self.prompts)
-        orders: dict[int, list[int]] = {}
-        chosen = []
-        for position in range(step * batch * world + rank * batch, step * batch * world + (rank + 1) * batch):
-            epoch, offset = divmod(position, n)
-            if epoch not in orders:
-                orders[epoch] = random.Random(self.cfg.ppo.seed * 100_003 + epoch).sample(range(n), n)
-            chosen.append(self.prompts[orders[epoch][offset]])
-        return chosen
+        """This process's prompts at `step` (detox.data.step_prompts): a resumed run sees exactly the prompts an
+        uninterrupted one would."""
+        return step_prompts(self.prompts, step, self.cfg.ppo.batch_size, self.cfg.ppo.seed,
+                            self.accelerator.num_processes, self.accelerator.process_index)
 
     def step(self) -> tuple[dict[str, float], list[dict]]:
         """One PPO iteration; returns the step's metrics and its sample rows (prompt, completion, rewards)."""

@@ -1,0 +1,312 @@
+"""Wall-clock to a detoxified model: every trainer a user could pick, on the same model, prompts, reward and budget.
+
+    HF_HUB_OFFLINE=1 python benchmarks/detox_per_minute.py \
+        --trainers ours_ppo trl_grpo trl_rloo trl011_ppo --budget_minutes 8 --seeds 0 [1 2] --threads 2
+
+Trainers, run one after another (never side by side), each in a fresh process with `--threads` torch CPU threads:
+- `ours_ppo`: train_ppo.py's PPO loop;
+- `trl_grpo`, `trl_rloo`: TRL's current GRPOTrainer and RLOOTrainer through train_grpo.py (`--num_generations`
+  completions per prompt);
+- `trl011_ppo`: TRL 0.11.4's classic PPOTrainer in its own virtual environment (benchmarks/trl011_worker.py), LoRA
+  with the reference being the base with the adapter off, as TRL does for peft models.
+All read the same run config (`--config`, the offline default unless told otherwise): SmolLM2-135M-Instruct with
+the same LoRA, the same training prompts, the same capped alt-profanity-check reward, the same generation lengths,
+learning rate, batch of 16 completions, mini-batch and epochs, and the same initial KL coefficient. The clock runs
+from the first training step (model loading is reported apart) and stops while a model is written; a model is saved
+at each quarter of the budget (benchmarks/budget_clock.py).
+
+Every saved model, and the base, is then evaluated by evaluate_toxicity.py on the same held-out prompts (those no
+run trained on), the same decoding and the same sampling seed, scored by the reward's own scorer (`offline`), by a
+judge no trainer saw (`minilm_davidson`: MiniLM + logistic regression fitted on Davidson rows no reward uses) and by
+the base model's perplexity of the completions.
+
+Resumable: a finished (trainer, seed) run leaves done.json and is not trained again; an unfinished one starts again
+from scratch (its clock would be meaningless otherwise); every evaluated model is cached under output_dir/eval/cache.
+Outputs in output_dir: table.md, summary.json, detox_per_minute.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+TRAINERS = ("ours_ppo", "trl_grpo", "trl_rloo", "trl011_ppo")
+LABELS = {"ours_ppo": "ours (PPO)", "trl_grpo": "TRL GRPO", "trl_rloo": "TRL RLOO", "trl011_ppo": "TRL 0.11.4 PPO"}
+PARTS = 4
+
+
+def train_config(path: str):
+    from detox.config import TrainConfig, parse_config
+
+    return parse_config(["--config", path], TrainConfig)
+
+
+def run_trainer(args, trainer: str, seed: int) -> dict:
+    """Train one (trainer, seed) for the budget unless done.json says it already was; return done.json's record."""
+    run_dir = args.output_dir / "runs" / f"{trainer}-s{seed}"
+    done = run_dir / "done.json"
+    if done.is_file():
+        record = json.loads(done.read_text())
+        if record["budget_minutes"] == args.budget_minutes and record["threads"] == args.threads:
+            print(f"{trainer} seed {seed}: trained before, reusing {run_dir}", flush=True)
+            return record
+        print(f"{trainer} seed {seed}: {done} was made with another budget or thread count; training again")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OMP_NUM_THREADS=str(args.threads))
+    if trainer == "trl011_ppo":
+        command = trl011_command(args, seed, run_dir)
+        env.pop("PYTHONPATH", None)
+    else:
+        command = [sys.executable, str(REPO / "benchmarks" / "timed_train.py"), "--trainer", trainer,
+                   "--budget_minutes", str(args.budget_minutes), "--seed", str(seed), "--threads", str(args.threads),
+                   "--run_dir", str(run_dir), "--config", args.config, "--num_generations", str(args.num_generations)]
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    with (run_dir / "log.txt").open("w") as log:
+        finished = subprocess.run(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if finished.returncode:
+        raise RuntimeError(f"{trainer} seed {seed} failed (exit {finished.returncode}); see {run_dir / 'log.txt'}")
+    checkpoints = [json.loads(line) for line in (run_dir / "checkpoints.jsonl").read_text().splitlines()]
+    if trainer == "trl011_ppo":
+        for point in checkpoints:
+            adapt_trl011_checkpoint(Path(point["path"]), args.config)
+    wall = time.perf_counter() - started
+    record = {"trainer": trainer, "seed": seed, "budget_minutes": args.budget_minutes, "threads": args.threads,
+              "wall_seconds": wall, "setup_seconds": wall - checkpoints[-1]["minutes"] * 60
+              - sum(p["save_seconds"] for p in checkpoints), "checkpoints": checkpoints, "command": command}
+    done.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
+    """TRL 0.11.4's worker with the run config's settings, and the prompt batches our loop would draw for `seed`."""
+    from detox.data import load_prompts, step_prompts
+    from detox.hub import resolve_model_path
+    from detox.models import load_tokenizer
+    from vs_trl_ppo import WORKER, ensure_venv, trl_model_dir
+
+    cfg = train_config(args.config)
+    rewards = [(r.type, r.options.get("output"), r.weight) for r in cfg.rewards]
+    if rewards != [("offline_toxicity", "logit", 1.0)] or not cfg.lora.enabled or cfg.lora.target_modules != "all-linear":
+        raise ValueError(f"{args.config}: trl011_ppo reproduces one offline_toxicity reward (output: logit, weight 1) "
+                         f"with an all-linear LoRA adapter; this config has rewards {rewards} and lora {cfg.lora}.")
+    cap = cfg.rewards[0].clip
+    cap = cap[1] if isinstance(cap, list) else cap
+    python = ensure_venv()
+    model_dir = trl_model_dir(Path(resolve_model_path(cfg.model.name_or_path)), args.output_dir / "model_trl011")
+    prompts = load_prompts(cfg.data, load_tokenizer(cfg.model.name_or_path)).train
+    most_steps = int(args.budget_minutes * 60) + 10  # more than any CPU step rate needs
+    batches = [step_prompts(prompts, step, cfg.ppo.batch_size, seed) for step in range(most_steps)]
+    (run_dir / "prompts.json").write_text(json.dumps(batches))
+    ppo, gen = cfg.ppo, cfg.generation
+    flags = {"model_dir": model_dir, "prompts": run_dir / "prompts.json", "out": run_dir / "steps.jsonl",
+             "reward_file": REPO / "rewards" / "toxicity.py", "batch_size": ppo.batch_size,
+             "mini_batch_size": ppo.mini_batch_size, "ppo_epochs": ppo.ppo_epochs, "seed": seed,
+             "threads": args.threads, "min_new_tokens": gen.min_new_tokens, "max_new_tokens": gen.max_new_tokens,
+             "learning_rate": ppo.learning_rate, "max_grad_norm": ppo.max_grad_norm, "init_kl_coef": ppo.init_kl_coef,
+             "target_kl": ppo.target_kl, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha,
+             "budget_minutes": args.budget_minutes, "save_dir": run_dir}
+    if cap is not None:
+        flags["reward_cap"] = cap
+    return [str(python), str(WORKER)] + [item for k, v in flags.items() if v is not None for item in (f"--{k}", str(v))]
+
+
+def adapt_trl011_checkpoint(adapter_dir: Path, config: str) -> None:
+    """Name the adapter's base by Hub id (it names the 4.46 view of the model) and add this environment's tokenizer."""
+    from detox.models import load_tokenizer
+    from detox.state import name_base_by_hub_id
+
+    name = train_config(config).model.name_or_path
+    name_base_by_hub_id(adapter_dir, name)
+    load_tokenizer(name).save_pretrained(adapter_dir)
+
+
+def evaluate(args, records: list[dict]) -> dict[str, dict]:
+    """evaluate_toxicity.py on the base and every checkpoint (cached per model); rows by model name."""
+    import evaluate_toxicity
+
+    base = train_config(args.config).model.name_or_path
+    models = [f"base={base}"] + [f"{r['trainer']}-s{r['seed']}-p{p['part']}={p['path']}"
+                                 for r in records for p in r["checkpoints"]]
+    evaluate_toxicity.main([
+        "--models", *models, "--run_config", args.config, "--prompt_split", "heldout",
+        "--judges", args.reward_judge, args.independent_judge, "--num_prompts", str(args.num_prompts),
+        "--samples_per_prompt", str(args.samples_per_prompt), "--batch_size", str(args.batch_size),
+        "--seed", "0", "--output_dir", str(args.output_dir / "eval"),
+    ])
+    rows = json.loads((args.output_dir / "eval" / "results.json").read_text())["rows"]
+    return {row["model"]: row for row in rows}
+
+
+def interval(values: list[float], lows: list[float], highs: list[float]) -> tuple[float, float, float]:
+    """Mean over seeds with a 95% t-interval; with one seed, that run's bootstrap interval over prompts."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return mean, lows[0], highs[0]
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def curves(args, records: list[dict], rows: dict[str, dict]) -> dict[str, list[dict]]:
+    """Per trainer, one point per part (and the base at minute 0): seed means of time, toxicity and perplexity."""
+    base = rows["base"]
+    out = {}
+    for trainer in args.trainers:
+        runs = [r for r in records if r["trainer"] == trainer]
+        points = [point(args, base, [base] * len(runs), [0.0] * len(runs), [0] * len(runs), 0)]
+        for part in range(1, PARTS + 1):
+            held = [next(p for p in r["checkpoints"] if p["part"] == part) for r in runs]
+            chosen = [rows[f"{trainer}-s{r['seed']}-p{part}"] for r in runs]
+            points.append(point(args, base, chosen, [p["minutes"] for p in held], [p["completions"] for p in held],
+                                part))
+        out[trainer] = points
+    return out
+
+
+def point(args, base: dict, chosen: list[dict], minutes: list[float], completions: list[int], part: int) -> dict:
+    out = {"part": part, "minutes": statistics.fmean(minutes), "completions": statistics.fmean(completions)}
+    for key, judge in (("independent", args.independent_judge), ("reward", args.reward_judge)):
+        out[key] = interval([r[f"{judge}/mean_toxicity"] for r in chosen],
+                            [r[f"{judge}/mean_toxicity_ci_low"] for r in chosen],
+                            [r[f"{judge}/mean_toxicity_ci_high"] for r in chosen])
+    ppl = [r["perplexity"] for r in chosen]
+    out["perplexity"] = statistics.fmean(ppl)
+    out["perplexity_change"] = out["perplexity"] / base["perplexity"] - 1
+    return out
+
+
+def verdict(args, lines: dict[str, list[dict]]) -> list[str]:
+    """Against each other trainer: when does ours first reach the best held-out toxicity (independent judge) that the
+    other reaches within the budget, with perplexity within the allowed rise; and is that ≤ target × its time?"""
+    if "ours_ppo" not in lines:
+        return []
+    out = []
+    ours = lines["ours_ppo"][1:]
+    for other in (t for t in lines if t != "ours_ppo"):
+        best = min(lines[other][1:], key=lambda p: p["independent"][0])
+        level, other_minutes = best["independent"][0], best["minutes"]
+        reached = next((p for p in ours if p["independent"][0] <= level
+                        and p["perplexity_change"] <= args.max_perplexity_rise), None)
+        head = (f"{LABELS[other]}: best {level:.4f} (independent judge) at {other_minutes:.1f} min, perplexity "
+                f"{best['perplexity_change']:+.1%}; ")
+        if reached is None:
+            out.append(head + f"ours does not reach it within {args.budget_minutes:g} min: target NOT met")
+        else:
+            ratio = reached["minutes"] / other_minutes
+            met = "met" if ratio <= args.target else "NOT met"
+            out.append(head + f"ours reaches {reached['independent'][0]:.4f} at {reached['minutes']:.1f} min "
+                       f"(perplexity {reached['perplexity_change']:+.1%}), {ratio:.2f}× its time: target "
+                       f"≤ {args.target}× {met}")
+    return out
+
+
+def table(args, lines: dict[str, list[dict]], records: list[dict]) -> str:
+    seeds = len(args.seeds)
+    band = "95% t-interval over seeds" if seeds > 1 else "95% bootstrap interval over prompts (one seed)"
+    out = [f"| trainer | part | training minutes | completions trained on | {args.independent_judge} (independent) "
+           f"[{band}] | {args.reward_judge} (the reward's scorer) | perplexity (Δ vs base) |",
+           "|---|---|---|---|---|---|---|"]
+    for trainer, points in lines.items():
+        for p in points:
+            name = "base model" if p["part"] == 0 else LABELS[trainer]
+            if p["part"] == 0 and trainer != next(iter(lines)):
+                continue
+            ind, rew = p["independent"], p["reward"]
+            out.append(f"| {name} | {p['part']} | {p['minutes']:.2f} | {p['completions']:.0f} "
+                       f"| {ind[0]:.4f} [{ind[1]:.4f}, {ind[2]:.4f}] | {rew[0]:.4f} [{rew[1]:.4f}, {rew[2]:.4f}] "
+                       f"| {p['perplexity']:.2f} ({p['perplexity_change']:+.1%}) |")
+    out += ["", "| trainer | seed | setup (load, s) | training steps | completions | wall-clock in all (s) |",
+            "|---|---|---|---|---|---|"]
+    for r in records:
+        last = r["checkpoints"][-1]
+        out.append(f"| {LABELS[r['trainer']]} | {r['seed']} | {r['setup_seconds']:.0f} | {last['steps']} "
+                   f"| {last['completions']} | {r['wall_seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def plot(args, lines: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("independent", f"mean toxicity, {args.independent_judge} (never a reward)"),
+              ("reward", f"mean toxicity, {args.reward_judge} (the reward's scorer)"),
+              ("perplexity", "perplexity of completions under the base model")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (key, title) in zip(axes, panels):
+        for trainer, points in lines.items():
+            x = [p["minutes"] for p in points]
+            if key == "perplexity":
+                ax.plot(x, [p[key] for p in points], marker="o", label=LABELS[trainer])
+                continue
+            ax.plot(x, [p[key][0] for p in points], marker="o", label=LABELS[trainer])
+            ax.fill_between(x, [p[key][1] for p in points], [p[key][2] for p in points], alpha=0.15)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training minutes (wall-clock)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
+    fig.suptitle(f"Held-out toxicity against wall-clock, {args.threads} CPU threads per trainer, {seeds}; bands: "
+                 + ("95% t-interval over seeds" if len(args.seeds) > 1 else "95% bootstrap over prompts"), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS))
+    parser.add_argument("--budget_minutes", type=float, default=8.0, help="training wall-clock per trainer and seed")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads of every trainer")
+    parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"), help="the run config all "
+                        "trainers share")
+    parser.add_argument("--num_generations", type=int, default=4, help="GRPO/RLOO completions per prompt")
+    parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated")
+    parser.add_argument("--samples_per_prompt", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32, help="of the evaluation")
+    parser.add_argument("--reward_judge", default="offline", help="the reward's own scorer, as an evaluation judge")
+    parser.add_argument("--independent_judge", default="minilm_davidson", help="a judge no trainer was rewarded by")
+    parser.add_argument("--target", type=float, default=0.7, help="ours' time over the other's, to be at most")
+    parser.add_argument("--max_perplexity_rise", type=float, default=0.10)
+    parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "detox_per_minute")
+    args = parser.parse_args(argv)
+    if args.budget_minutes <= 0 or args.threads < 1:
+        parser.error("--budget_minutes must be > 0 and --threads >= 1")
+    args.output_dir = args.output_dir.resolve()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    records = [run_trainer(args, trainer, seed) for seed in args.seeds for trainer in args.trainers]
+    rows = evaluate(args, records)
+    lines = curves(args, records, rows)
+    text = table(args, lines, records)
+    checks = verdict(args, lines)
+    note = (f"Budget {args.budget_minutes:g} training minutes per trainer and seed, {args.threads} torch threads each, "
+            f"seeds {args.seeds}; {args.num_prompts} held-out prompts × {args.samples_per_prompt} samples.")
+    (args.output_dir / "table.md").write_text("\n".join([note, "", text, "", *checks]) + "\n")
+    (args.output_dir / "summary.json").write_text(json.dumps({"curves": lines, "verdict": checks,
+                                                              "runs": records}, indent=1))
+    plot(args, lines, args.output_dir / "detox_per_minute.png")
+    print("\n".join(["", note, "", text, "", *checks]))
+    print(f"\nwritten: {args.output_dir}/table.md, summary.json, detox_per_minute.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""One trainer of this environment, trained for a wall-clock budget, with a model saved at each quarter of it.
+
+    python benchmarks/timed_train.py --trainer ours_ppo|trl_grpo|trl_rloo --budget_minutes M --seed S --threads T \
+        --run_dir DIR [--config configs/offline_default.yaml] [--num_generations 4] [-- extra run-config flags]
+
+The worker side of benchmarks/detox_per_minute.py (TRL 0.11.4's PPOTrainer has its own, benchmarks/trl011_worker.py).
+Every trainer reads the same run config: our PPO through train_ppo.build, TRL's GRPO and RLOO through
+train_grpo.build (the same prompts, rewards, LoRA and generation settings). Models land in DIR/part-<k>/model and
+DIR/checkpoints.jsonl says how many training minutes, steps and completions each holds (benchmarks/budget_clock.py).
+Training judges and W&B are off: only the training itself is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+from budget_clock import BudgetClock  # noqa: E402
+
+PARTS = 4
+NO_STEP_LIMIT = 1_000_000  # the clock ends the run; the schedules are constant, so this changes nothing else
+
+
+def common_flags(args, run_dir: Path) -> list[str]:
+    return ["--config", args.config, "--ppo.seed", str(args.seed), "--ppo.steps", str(NO_STEP_LIMIT),
+            "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",
+            "--checkpoint.output_dir", str(run_dir / "train"), "--checkpoint.save_every", str(NO_STEP_LIMIT)]
+
+
+def ours_ppo(args, extra: list[str]) -> None:
+    import train_ppo
+    from detox.sharding import full_model_state
+    from detox.state import write_model
+
+    r = train_ppo.build(common_flags(args, args.run_dir) + ["--checkpoint.overwrite", "true", *extra])
+    trainer = r.trainer
+    clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir,
+                        lambda directory: write_model(directory, trainer, full_model_state(trainer), r.config))
+    with (args.run_dir / "steps.jsonl").open("w", encoding="utf-8") as log:
+        clock.start()
+        while True:
+            stats, _ = trainer.step()
+            keep = ("reward/total", "objective/kl", "objective/kl_coef", "time/step")
+            log.write(json.dumps({"step": trainer.step_index, "minutes": clock.seconds() / 60,
+                                  **{k: stats[k] for k in keep if k in stats}}) + "\n")
+            log.flush()
+            if clock.after_step(trainer.step_index, trainer.step_index * r.cfg.ppo.batch_size):
+                break
+
+
+def trl_group(args, extra: list[str]) -> None:
+    from transformers import TrainerCallback
+
+    import train_grpo
+
+    algo = args.trainer.removeprefix("trl_")
+    cfg, trainer, output_dir = train_grpo.build(
+        common_flags(args, args.run_dir) + ["--algo", algo, "--num_generations", str(args.num_generations), *extra]
+    )
+
+    def save(directory: Path) -> None:
+        trainer.model.save_pretrained(directory / "model", safe_serialization=True)  # the LoRA adapter
+        trainer.processing_class.save_pretrained(directory / "model")
+
+    clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir, save)
+    per_step = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+
+    class Budget(TrainerCallback):
+        def on_train_begin(self, *_, **__):
+            clock.start()
+
+        def on_step_end(self, _args, state, control, **__):
+            # one optimiser step sees `per_step` completions; each completion is reused num_iterations times
+            completions = state.global_step * per_step // trainer.args.num_iterations
+            if clock.after_step(state.global_step, completions):
+                control.should_training_stop = True
+
+    trainer.add_callback(Budget())
+    trainer.train()
+    with (args.run_dir / "steps.jsonl").open("w", encoding="utf-8") as log:
+        for row in trainer.state.log_history:
+            log.write(json.dumps(row) + "\n")
+
+
+TRAINERS = {"ours_ppo": ours_ppo, "trl_grpo": trl_group, "trl_rloo": trl_group}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainer", choices=sorted(TRAINERS), required=True)
+    parser.add_argument("--budget_minutes", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True, help="torch CPU threads")
+    parser.add_argument("--run_dir", type=Path, required=True)
+    parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"))
+    parser.add_argument("--num_generations", type=int, default=4, help="GRPO/RLOO: completions per prompt")
+    parser.add_argument("extra", nargs="*", help="run-config flags for this trainer, after --")
+    args = parser.parse_args(argv)
+    os.environ["DETOX_CPU_THREADS"] = str(args.threads)  # read by train_ppo.build
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    TRAINERS[args.trainer](args, args.extra)
+
+
+if __name__ == "__main__":
+    main()

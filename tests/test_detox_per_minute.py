@@ -1,0 +1,85 @@
+"""benchmarks/detox_per_minute.py's bookkeeping: the budget clock, the seed intervals and the time-to-level verdict.
+
+The benchmark's trainers themselves are the real training loops (train_ppo.py, train_grpo.py), which their own tests
+cover; a run of the benchmark is minutes long and belongs to benchmarks/, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from budget_clock import BudgetClock  # noqa: E402
+from detox_per_minute import interval, verdict  # noqa: E402
+
+
+def test_budget_clock_saves_each_quarter_once_and_excludes_save_time(tmp_path):
+    saved = []
+
+    def save(directory: Path) -> None:
+        time.sleep(0.2)  # a slow disk: must not count against the budget
+        directory.mkdir(parents=True)
+        saved.append(directory.name)
+
+    clock = BudgetClock(budget_minutes=0.4 / 60, parts=4, run_dir=tmp_path, save=save)  # 0.4 s of training
+    clock.start()
+    steps = 0
+    while True:
+        time.sleep(0.05)  # a training step
+        steps += 1
+        if clock.after_step(steps, steps * 16):
+            break
+    rows = [json.loads(line) for line in (tmp_path / "checkpoints.jsonl").read_text().splitlines()]
+    assert saved == ["part-1", "part-2", "part-3", "part-4"]
+    assert [r["part"] for r in rows] == [1, 2, 3, 4]
+    minutes = [r["minutes"] * 60 for r in rows]
+    assert all(0.1 * k <= m < 0.1 * k + 0.1 for k, m in zip(range(1, 5), minutes)), minutes  # ≤ one step late
+    assert 0.4 <= clock.seconds() < 0.5  # the four 0.2 s saves (0.8 s) are not in it
+    assert rows[-1]["steps"] == steps and rows[-1]["completions"] == 16 * steps
+
+
+def test_budget_clock_rejects_an_empty_budget(tmp_path):
+    with pytest.raises(ValueError, match="budget_minutes"):
+        BudgetClock(0, 4, tmp_path, lambda d: None)
+
+
+def test_interval_over_seeds_and_for_one_seed():
+    mean, low, high = interval([0.2, 0.3, 0.4], [0, 0, 0], [1, 1, 1])
+    # t(0.975, 2) = 4.303; sd = 0.1; half width = 4.303 * 0.1 / sqrt(3) = 0.2484
+    assert mean == pytest.approx(0.3) and low == pytest.approx(0.3 - 0.24843, abs=1e-4)
+    assert high == pytest.approx(0.3 + 0.24843, abs=1e-4)
+    assert interval([0.25], [0.2], [0.31]) == (0.25, 0.2, 0.31)  # one seed: the run's own bootstrap interval
+
+
+def _curve(levels: list[float], minutes: list[float], ppl_change: float = 0.0) -> list[dict]:
+    return [{"part": i, "minutes": m, "independent": (v, v, v), "perplexity_change": ppl_change}
+            for i, (v, m) in enumerate(zip(levels, minutes))]
+
+
+def test_verdict_times_ours_to_the_other_trainers_best_level():
+    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8)
+    lines = {
+        "ours_ppo": _curve([0.30, 0.26, 0.24, 0.22, 0.21], [0, 2, 4, 6, 8]),
+        "trl_grpo": _curve([0.30, 0.29, 0.27, 0.24, 0.25], [0, 2, 4, 6, 8]),  # best 0.24 at 6 min
+        "trl_rloo": _curve([0.30, 0.28, 0.25, 0.23, 0.20], [0, 2, 4, 6, 8]),  # best 0.20: ours never gets there
+    }
+    grpo, rloo = verdict(args, lines)
+    assert "at 6.0 min" in grpo and "ours reaches 0.2400 at 4.0 min" in grpo and "0.67×" in grpo
+    assert grpo.endswith("met") and "NOT" not in grpo
+    assert rloo.endswith("target NOT met") and "does not reach it" in rloo
+
+
+def test_verdict_refuses_a_level_bought_with_perplexity():
+    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8)
+    lines = {"ours_ppo": _curve([0.30, 0.20, 0.20, 0.20, 0.20], [0, 2, 4, 6, 8], ppl_change=0.25),
+             "trl_grpo": _curve([0.30, 0.29, 0.28, 0.27, 0.26], [0, 2, 4, 6, 8])}
+    (line,) = verdict(args, lines)
+    assert "does not reach it" in line and line.endswith("NOT met")
