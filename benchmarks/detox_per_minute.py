@@ -189,26 +189,28 @@ def point(args, base: dict, chosen: list[dict], minutes: list[float], completion
     return out
 
 
-def verdict(args, lines: dict[str, list[dict]]) -> list[str]:
-    """Against each other trainer: when does ours first reach the best held-out toxicity (independent judge) that the
-    other reaches within the budget, with perplexity within the allowed rise; and is that ≤ target × its time?"""
+def verdict(args, lines: dict[str, list[dict]], key: str = "independent") -> list[str]:
+    """Against each other trainer: when does ours first reach the best held-out toxicity that the other reaches within
+    the budget (under the `key` judge: `independent`, or `reward` for the reward's own scorer), with perplexity within
+    the allowed rise; and is that at most `target` times the other's time?"""
     if "ours_ppo" not in lines:
         return []
+    judge = args.independent_judge if key == "independent" else args.reward_judge
     out = []
     ours = lines["ours_ppo"][1:]
     for other in (t for t in lines if t != "ours_ppo"):
-        best = min(lines[other][1:], key=lambda p: p["independent"][0])
-        level, other_minutes = best["independent"][0], best["minutes"]
-        reached = next((p for p in ours if p["independent"][0] <= level
+        best = min(lines[other][1:], key=lambda p: p[key][0])
+        level, other_minutes = best[key][0], best["minutes"]
+        reached = next((p for p in ours if p[key][0] <= level
                         and p["perplexity_change"] <= args.max_perplexity_rise), None)
-        head = (f"{LABELS[other]}: best {level:.4f} (independent judge) at {other_minutes:.1f} min, perplexity "
+        head = (f"{LABELS[other]}: best {level:.4f} under {judge} at {other_minutes:.1f} min, perplexity "
                 f"{best['perplexity_change']:+.1%}; ")
         if reached is None:
             out.append(head + f"ours does not reach it within {args.budget_minutes:g} min: target NOT met")
         else:
             ratio = reached["minutes"] / other_minutes
             met = "met" if ratio <= args.target else "NOT met"
-            out.append(head + f"ours reaches {reached['independent'][0]:.4f} at {reached['minutes']:.1f} min "
+            out.append(head + f"ours reaches {reached[key][0]:.4f} at {reached['minutes']:.1f} min "
                        f"(perplexity {reached['perplexity_change']:+.1%}), {ratio:.2f}× its time: target "
                        f"≤ {args.target}× {met}")
     return out
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = evaluate(args, records)
     lines = curves(args, records, rows)
     text = table(args, lines, records)
-    checks = verdict(args, lines)
+    checks = verdict(args, lines) + ["", "The same question under the reward's own scorer:"] + verdict(args, lines, "reward")
     note = (f"Budget {args.budget_minutes:g} training minutes per trainer and seed, {args.threads} torch threads each, "
             f"seeds {args.seeds}; {args.num_prompts} held-out prompts × {args.samples_per_prompt} samples.")
     (args.output_dir / "table.md").write_text("\n".join([note, "", text, "", *checks]) + "\n")

@@ -65,21 +65,37 @@ def _curve(levels: list[float], minutes: list[float], ppl_change: float = 0.0) -
 
 
 def test_verdict_times_ours_to_the_other_trainers_best_level():
-    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8)
+    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
+                     reward_judge="offline")
     lines = {
         "ours_ppo": _curve([0.30, 0.26, 0.24, 0.22, 0.21], [0, 2, 4, 6, 8]),
         "trl_grpo": _curve([0.30, 0.29, 0.27, 0.24, 0.25], [0, 2, 4, 6, 8]),  # best 0.24 at 6 min
         "trl_rloo": _curve([0.30, 0.28, 0.25, 0.23, 0.20], [0, 2, 4, 6, 8]),  # best 0.20: ours never gets there
     }
     grpo, rloo = verdict(args, lines)
-    assert "at 6.0 min" in grpo and "ours reaches 0.2400 at 4.0 min" in grpo and "0.67×" in grpo
+    assert "best 0.2400 under minilm_davidson at 6.0 min" in grpo and "ours reaches 0.2400 at 4.0 min" in grpo and "0.67×" in grpo
     assert grpo.endswith("met") and "NOT" not in grpo
     assert rloo.endswith("target NOT met") and "does not reach it" in rloo
 
 
 def test_verdict_refuses_a_level_bought_with_perplexity():
-    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8)
+    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
+                     reward_judge="offline")
     lines = {"ours_ppo": _curve([0.30, 0.20, 0.20, 0.20, 0.20], [0, 2, 4, 6, 8], ppl_change=0.25),
              "trl_grpo": _curve([0.30, 0.29, 0.28, 0.27, 0.26], [0, 2, 4, 6, 8])}
     (line,) = verdict(args, lines)
     assert "does not reach it" in line and line.endswith("NOT met")
+
+
+def test_verdict_under_the_rewards_scorer_reads_that_judge():
+    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
+                     reward_judge="offline")
+    ours = _curve([0.30, 0.30, 0.30, 0.30, 0.30], [0, 2, 4, 6, 8])
+    other = _curve([0.30, 0.30, 0.30, 0.30, 0.30], [0, 2, 4, 6, 8])
+    for p, level in zip(ours, [0.15, 0.12, 0.10, 0.09, 0.09]):
+        p["reward"] = (level, level, level)
+    for p, level in zip(other, [0.15, 0.14, 0.13, 0.12, 0.11]):
+        p["reward"] = (level, level, level)
+    (line,) = verdict(args, {"ours_ppo": ours, "trl_grpo": other}, "reward")
+    assert "best 0.1100 under offline at 8.0 min" in line and "ours reaches 0.1000 at 4.0 min" in line
+    assert "0.50×" in line and line.endswith("met") and "NOT" not in line
