@@ -191,15 +191,20 @@ def point(args, base: dict, chosen: list[dict], minutes: list[float], completion
 
 def verdict(args, lines: dict[str, list[dict]], key: str = "independent") -> list[str]:
     """Against each other trainer: when does ours first reach the best held-out toxicity that the other reaches within
-    the budget (under the `key` judge: `independent`, or `reward` for the reward's own scorer), with perplexity within
-    the allowed rise; and is that at most `target` times the other's time?"""
+    the budget (under the `key` judge: `independent`, or `reward` for the reward's own scorer), and is that at most
+    `target` times the other's time? Only models still fluent count, on both sides: perplexity within the allowed
+    rise over the base (a trainer that buys toxicity with fluency sets no bar)."""
     if "ours_ppo" not in lines:
         return []
     judge = args.independent_judge if key == "independent" else args.reward_judge
     out = []
     ours = lines["ours_ppo"][1:]
     for other in (t for t in lines if t != "ours_ppo"):
-        best = min(lines[other][1:], key=lambda p: p[key][0])
+        fluent = [p for p in lines[other][1:] if p["perplexity_change"] <= args.max_perplexity_rise]
+        if not fluent:
+            out.append(f"{LABELS[other]}: no model within +{args.max_perplexity_rise:.0%} perplexity: no bar to reach")
+            continue
+        best = min(fluent, key=lambda p: p[key][0])
         level, other_minutes = best[key][0], best["minutes"]
         reached = next((p for p in ours if p[key][0] <= level
                         and p["perplexity_change"] <= args.max_perplexity_rise), None)

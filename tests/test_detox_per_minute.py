@@ -99,3 +99,19 @@ def test_verdict_under_the_rewards_scorer_reads_that_judge():
     (line,) = verdict(args, {"ours_ppo": ours, "trl_grpo": other}, "reward")
     assert "best 0.1100 under offline at 8.0 min" in line and "ours reaches 0.1000 at 4.0 min" in line
     assert "0.50×" in line and line.endswith("met") and "NOT" not in line
+
+
+def test_verdict_ignores_the_other_trainers_models_that_lost_fluency():
+    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
+                     reward_judge="offline")
+    other = _curve([0.30, 0.25, 0.20, 0.20, 0.20], [0, 2, 4, 6, 8])
+    for p, change in zip(other, [0.0, 0.05, 0.30, 0.30, 0.30]):
+        p["perplexity_change"] = change  # only its 2-minute model (0.25) is still fluent
+    lines = {"ours_ppo": _curve([0.30, 0.28, 0.26, 0.25, 0.24], [0, 2, 4, 6, 8]), "trl011_ppo": other}
+    (line,) = verdict(args, lines)
+    assert "best 0.2500 under minilm_davidson at 2.0 min" in line and "ours reaches 0.2500 at 6.0 min" in line
+    assert "3.00×" in line and line.endswith("NOT met")
+    for p in other[1:]:
+        p["perplexity_change"] = 0.5
+    (line,) = verdict(args, lines)
+    assert "no model within +10% perplexity" in line
