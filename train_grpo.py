@@ -63,6 +63,14 @@ def build(argv: list[str] | None = None):
     return cfg, trainer, output_dir
 
 
+def write_run_config(model_dir: Path, cfg) -> None:
+    """The run config beside the model, secrets removed, as train_ppo.py leaves it: evaluate_toxicity.py reads it to
+    mark which judge is the run's own reward."""
+    from detox import tracking
+
+    (model_dir / "detox_config.yaml").write_text(yaml.safe_dump(tracking.redact(cfg), sort_keys=False))
+
+
 def run(cfg, trainer, output_dir: Path) -> Path:
     """Train, then save the model (an adapter with LoRA) to output_dir/final and TRL's log to metrics.jsonl."""
     resume = cfg.checkpoint.resume_from_checkpoint
@@ -70,6 +78,7 @@ def run(cfg, trainer, output_dir: Path) -> Path:
     final = output_dir / "final"
     trainer.save_model(str(final))  # safetensors, with the tokenizer
     if trainer.accelerator.is_main_process:
+        write_run_config(final, cfg)
         with (output_dir / "metrics.jsonl").open("w") as handle:
             for row in trainer.state.log_history:  # NaN/inf as null, as in detox.tracking's metrics.jsonl
                 clean = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}

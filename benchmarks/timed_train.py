@@ -67,6 +67,7 @@ def trl_group(args, extra: list[str]) -> None:
     def save(directory: Path) -> None:
         trainer.model.save_pretrained(directory / "model", safe_serialization=True)  # the LoRA adapter
         trainer.processing_class.save_pretrained(directory / "model")
+        train_grpo.write_run_config(directory / "model", cfg)
 
     clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir, save)
     per_step = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
