@@ -80,8 +80,7 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
         raise RuntimeError(f"{trainer} seed {seed} failed (exit {finished.returncode}); see {run_dir / 'log.txt'}")
     checkpoints = [json.loads(line) for line in (run_dir / "checkpoints.jsonl").read_text().splitlines()]
     if trainer == "trl011_ppo":
-        for point in checkpoints:
-            adapt_trl011_checkpoint(Path(point["path"]), args.config)
+        adapt_trl011_checkpoints([Path(point["path"]) for point in checkpoints], args.cfg.model.name_or_path)
     wall = time.perf_counter() - started
     record = {"trainer": trainer, "seed": seed, "budget_minutes": args.budget_minutes, "threads": args.threads,
               "wall_seconds": wall, "setup_seconds": wall - checkpoints[-1]["minutes"] * 60
@@ -97,7 +96,7 @@ def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
     from detox.models import load_tokenizer
     from vs_trl_ppo import WORKER, ensure_venv, trl_model_dir
 
-    cfg = train_config(args.config)
+    cfg = args.cfg
     rewards = [(r.type, r.options.get("output"), r.weight) for r in cfg.rewards]
     if rewards != [("offline_toxicity", "logit", 1.0)] or not cfg.lora.enabled or cfg.lora.target_modules != "all-linear":
         raise ValueError(f"{args.config}: trl011_ppo reproduces one offline_toxicity reward (output: logit, weight 1) "
@@ -123,21 +122,22 @@ def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
     return [str(python), str(WORKER)] + [item for k, v in flags.items() if v is not None for item in (f"--{k}", str(v))]
 
 
-def adapt_trl011_checkpoint(adapter_dir: Path, config: str) -> None:
-    """Name the adapter's base by Hub id (it names the 4.46 view of the model) and add this environment's tokenizer."""
+def adapt_trl011_checkpoints(adapter_dirs: list[Path], name: str) -> None:
+    """Name each adapter's base by Hub id (it names the 4.46 view of the model) and add this environment's tokenizer."""
     from detox.models import load_tokenizer
     from detox.state import name_base_by_hub_id
 
-    name = train_config(config).model.name_or_path
-    name_base_by_hub_id(adapter_dir, name)
-    load_tokenizer(name).save_pretrained(adapter_dir)
+    tokenizer = load_tokenizer(name)
+    for adapter_dir in adapter_dirs:
+        name_base_by_hub_id(adapter_dir, name)
+        tokenizer.save_pretrained(adapter_dir)
 
 
 def evaluate(args, records: list[dict]) -> dict[str, dict]:
     """evaluate_toxicity.py on the base and every checkpoint (cached per model); rows by model name."""
     import evaluate_toxicity
 
-    base = train_config(args.config).model.name_or_path
+    base = args.cfg.model.name_or_path
     models = [f"base={base}"] + [f"{r['trainer']}-s{r['seed']}-p{p['part']}={p['path']}"
                                  for r in records for p in r["checkpoints"]]
     evaluate_toxicity.main([
@@ -227,15 +227,13 @@ def table(args, lines: dict[str, list[dict]], records: list[dict]) -> str:
     out = [f"| trainer | part | training minutes | completions trained on | {args.independent_judge} (independent) "
            f"[{band}] | {args.reward_judge} (the reward's scorer) | perplexity (Δ vs base) |",
            "|---|---|---|---|---|---|---|"]
-    for trainer, points in lines.items():
-        for p in points:
-            name = "base model" if p["part"] == 0 else LABELS[trainer]
-            if p["part"] == 0 and trainer != next(iter(lines)):
-                continue
-            ind, rew = p["independent"], p["reward"]
-            out.append(f"| {name} | {p['part']} | {p['minutes']:.2f} | {p['completions']:.0f} "
-                       f"| {ind[0]:.4f} [{ind[1]:.4f}, {ind[2]:.4f}] | {rew[0]:.4f} [{rew[1]:.4f}, {rew[2]:.4f}] "
-                       f"| {p['perplexity']:.2f} ({p['perplexity_change']:+.1%}) |")
+    base = next(iter(lines.values()))[0]  # every curve starts at the same base model
+    rows = [("base model", base)] + [(LABELS[t], p) for t, points in lines.items() for p in points[1:]]
+    for name, p in rows:
+        ind, rew = p["independent"], p["reward"]
+        out.append(f"| {name} | {p['part']} | {p['minutes']:.2f} | {p['completions']:.0f} "
+                   f"| {ind[0]:.4f} [{ind[1]:.4f}, {ind[2]:.4f}] | {rew[0]:.4f} [{rew[1]:.4f}, {rew[2]:.4f}] "
+                   f"| {p['perplexity']:.2f} ({p['perplexity_change']:+.1%}) |")
     out += ["", "| trainer | seed | setup (load, s) | training steps | completions | wall-clock in all (s) |",
             "|---|---|---|---|---|---|"]
     for r in records:
@@ -296,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.budget_minutes <= 0 or args.threads < 1:
         parser.error("--budget_minutes must be > 0 and --threads >= 1")
     args.output_dir = args.output_dir.resolve()
+    args.cfg = train_config(args.config)  # a bad config fails here, before any training
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
