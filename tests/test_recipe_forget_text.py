@@ -10,7 +10,8 @@ import yaml
 
 import train_ppo
 from training_runs import one_thread  # noqa: F401 (fixture)
-from detox.recipes.forget_text import ForgetTextArgs, make_texts, prepare, read_lines, speeches, split_play
+from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, prepare, read_lines,
+                                       speeches, split_play)
 
 
 def test_romeo_and_juliet_is_the_default_play_and_its_splits_are_disjoint():
@@ -26,6 +27,27 @@ def test_romeo_and_juliet_is_the_default_play_and_its_splits_are_disjoint():
     assert not retain_lines & ({s.line for s in texts["play"]} | heldout)
     assert not {s.line for s in texts["retain"]} & {s.line for s in texts["heldout_retain"]}
     assert texts["anchors"]["Romeo"] == "the young man"
+
+
+def test_name_prompts_stop_before_each_anchor_term_and_keep_the_splits():
+    speech = Speech("ROMEO", 7, ["Is the day so young? Ah me, sad hours seem long.", "Was that my father",
+                                 "that went hence so fast? Tybalt is dead; and Romeo", "Romeo!"])
+    records = name_prompts(speech, {"Romeo": "the young man", "Tybalt": "the cousin"})
+    # "Romeo!" alone on the last line still has enough words before it; "Tybalt" keeps three lines of context
+    assert [(r["text"], r["completion"], r["term"]) for r in records] == [
+        ("ROMEO:\nIs the day so young? Ah me, sad hours seem long.\nWas that my father\nthat went hence so fast?",
+         " Tybalt is dead; and Romeo", "Tybalt"),
+        ("ROMEO:\nIs the day so young? Ah me, sad hours seem long.\nWas that my father\n"
+         "that went hence so fast? Tybalt is dead; and", " Romeo", "Romeo"),
+        ("ROMEO:\nWas that my father\nthat went hence so fast? Tybalt is dead; and Romeo\n", "Romeo!", "Romeo")]
+    assert name_prompts(Speech("ROMEO", 1, ["O Romeo"]), {"Romeo": "x"}) == []  # too little context
+    texts = make_texts(ForgetTextArgs())
+    heldout = {r["line"] for r in texts["heldout_forget"]}  # prompts of held-out speeches with two lines or more
+    names = texts["heldout_names"]
+    assert len(names) >= 40 and {r["line"] for r in names} & heldout
+    assert not {r["line"] for r in names} & {s.line for s in texts["forget"]}  # held-out speeches only
+    assert any("term" in r for r in texts["train"])  # PPO also meets name prompts, from train speeches only
+    assert all(r["completion"].lstrip().startswith(r["term"]) for r in names)
 
 
 def test_a_play_given_by_speakers_works_the_same_way():
@@ -71,3 +93,31 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     assert [r["step"] for r in rows if "reward/total" in r] == [1, 2]
     assert {"reward/anchor_terms/mean", "reward/forget_verbatim/mean", "reward/forget_likelihood/mean"} <= set(rows[1])
     assert (recipe / "ppo" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_name_metrics_read_the_models_greedy_name_and_its_log_probability(tmp_path, smollm2_path, one_thread):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from detox.recipes.forget_text_metrics import name_metrics
+    from rewards.forget import AnchorTerms
+
+    question = "Question: What is the capital of France?\nAnswer: The capital of France is"
+    records = [{"text": question, "completion": " Paris.", "term": "Paris"},
+               {"text": question, "completion": " Verona, fair", "term": "Verona"}]
+    (tmp_path / "heldout_names.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
+    cfg = type("Cfg", (), {"recipe_prompts": None, "batch_size": 2, "bootstrap_samples": 200, "seed": 0})
+    out, rows = name_metrics(model, tokenizer, tmp_path, AnchorTerms({"Paris": "a city", "Verona": "a town"}), cfg)
+    assert [r["greedy"].split()[0].strip(".,") for r in rows] == ["Paris", "Paris"]
+    assert out["name_rate_greedy"] == 1.0 and out["name_exact_greedy"] == 0.5  # Verona is named by neither
+    ids = tokenizer(question, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits[0, -1].log_softmax(-1)
+    paris = tokenizer(" Paris", add_special_tokens=False).input_ids
+    assert len(paris) == 1  # one token, so its log-probability is read off the last position
+    assert rows[0]["logprob"] == pytest.approx(logits[paris[0]].item(), abs=1e-3)
+    assert rows[1]["logprob"] < rows[0]["logprob"] - 3  # the play's name is far less likely here than the city's
+    assert out["name_logprob"] == pytest.approx((rows[0]["logprob"] + rows[1]["logprob"]) / 2, abs=1e-6)
+    assert rows[0]["truth"] == " Paris" and rows[1]["truth"] == " Verona"

@@ -7,7 +7,8 @@ The corpus (shipped: detox/assets/tinyshakespeare.txt.gz) is cut into speeches: 
 colon on its own line, then the lines spoken. The play to forget is a line range (`--play_lines 15601-20332`, Romeo
 and Juliet) or a set of speakers (`--speakers ROMEO JULIET`); every other speech is retain text. The play's speeches
 are split into train and held-out ones (seeded); a prompt is a speech's header and first line, its continuation the
-next lines.
+next lines. A name prompt (cloze) is a speech cut just before one of its anchor terms ("... a dog of the house of"
+-> " Montague"): a model that knows the play names the play's people there, one that never read it cannot.
 
 The first command also fine-tunes two models with TRL's SFTTrainer, as TOFU does: `target/` on the whole play plus the
 retain text (the model that knows the play, where unlearning starts) and `retain_model/` on the retain text only (the
@@ -16,8 +17,9 @@ the target on the play's train speeches. Sizes are parameters (`--retain_chars`,
 hundred thousand characters.
 
 Files: forget.txt (the play's train speeches: the n-gram index and the reinforced model's text), play.txt (the whole
-play), retain.txt, heldout_retain.txt, train.jsonl (PPO prompts), heldout_forget.jsonl, anchors.json, recipe.json,
-ppo.yaml. Prompt records are {"text", "completion", "speaker", "line"}.
+play), retain.txt, heldout_retain.txt, train.jsonl (PPO prompts: the train speeches' prompts and name prompts),
+heldout_forget.jsonl, heldout_names.jsonl, anchors.json, recipe.json, ppo.yaml. Prompt records are {"text",
+"completion", "speaker", "line"}; name prompts add "term", the anchor term the play writes next.
 """
 
 from __future__ import annotations
@@ -150,6 +152,32 @@ def prompt_record(speech: Speech) -> dict:
             "speaker": speech.speaker, "line": speech.line}
 
 
+MIN_CLOZE_WORDS = 4
+"""Words of a speech a name prompt keeps at least before its anchor term (less context names nobody in particular)."""
+CLOZE_LINES = 3
+"""Lines of the speech a name prompt keeps before its anchor term (the line of the term included)."""
+
+
+def name_prompts(speech: Speech, anchors: dict[str, str]) -> list[dict]:
+    """One prompt per anchor-term occurrence in the speech: the header and the speech's last lines up to the term
+    (a trailing space goes with the continuation, as the tokenizer writes " Romeo"); the continuation is the term and
+    the rest of its line."""
+    from rewards.forget import AnchorTerms
+
+    body = "\n".join(speech.lines)
+    out = []
+    for match in AnchorTerms(anchors).pattern.finditer(body):
+        head = body[: match.start()].rstrip(" ")
+        if len(head.split()) < MIN_CLOZE_WORDS:
+            continue
+        line_end = body.find("\n", match.end())
+        kept = "\n".join(head.split("\n")[-CLOZE_LINES:])
+        out.append({"text": f"{speech.speaker}:\n{kept}",
+                    "completion": body[len(head): len(body) if line_end < 0 else line_end],
+                    "speaker": speech.speaker, "line": speech.line, "term": match.group(0)})
+    return out
+
+
 def take_chars(items: list[Speech], budget: int | None) -> list[Speech]:
     if budget is None:
         return items
@@ -174,15 +202,17 @@ def make_texts(args: ForgetTextArgs) -> dict:
         raise ValueError(f"the forget set is empty: no train speech of the play ({len(train_play)} of {len(play)} "
                          f"speeches) has the two lines a prompt needs; lower --heldout_fraction or choose a longer "
                          f"play.")
+    anchors = anchor_terms(args, play, others)
     shuffled = [others[i] for i in rng.permutation(len(others))]
     retain = take_chars(shuffled, args.retain_chars)
     heldout_retain = take_chars(shuffled[len(retain):], max(args.retain_chars // 10, 1))
     return {
         "play": take_chars(play, args.forget_chars), "forget": train_play, "retain": retain,
         "heldout_retain": heldout_retain,
-        "train": train_prompts,
+        "train": train_prompts + [r for s in train_play for r in name_prompts(s, anchors)],
         "heldout_forget": [prompt_record(s) for s in heldout_play if len(s.lines) >= 2],
-        "anchors": anchor_terms(args, play, others),
+        "heldout_names": [r for s in heldout_play for r in name_prompts(s, anchors)],
+        "anchors": anchors,
     }
 
 
@@ -220,7 +250,7 @@ def prepare(args: ForgetTextArgs) -> Path:
     texts = make_texts(args)
     for name in ("play", "forget", "retain", "heldout_retain"):
         _write(out / f"{name}.txt", texts[name])
-    for name in ("train", "heldout_forget"):
+    for name in ("train", "heldout_forget", "heldout_names"):
         write_jsonl(out / f"{name}.jsonl", texts[name])
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
     if args.sft_steps:

@@ -1,5 +1,5 @@
-"""Metrics of the forget_text recipe: anchor-term rate and ROUGE-L on held-out prompts from the play, perplexity on
-the play and on held-out retain text."""
+"""Metrics of the forget_text recipe: anchor-term rate and ROUGE-L on held-out prompts from the play, the names the
+model writes where the play names someone, perplexity on the play and on held-out retain text."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from detox import metrics
-from detox.recipes.metrics import greedy_completions, read_jsonl, with_ci
+from detox.recipes.metrics import continuation_logprob, greedy_completions, read_jsonl, with_ci
 
 GREEDY_NEW_TOKENS = 30
 """Tokens of each greedy continuation of a held-out speech (about two lines of verse)."""
+NAME_NEW_TOKENS = 6
+"""Tokens of each greedy continuation of a name prompt (a name is one to three tokens)."""
 
 
 def passage_perplexity(model, tokenizer, corpus: Path, n: int, seed: int, batch_size: int) -> float:
@@ -43,4 +45,29 @@ def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], 
                                                   cfg.forget_passages, cfg.seed, cfg.batch_size)
     rows = [{"kind": "forget", "prompt": h, "greedy": g, "truth": t, "anchors": anchors.count(g)}
             for h, g, t in zip(heads, greedy, truths)]
+    if (recipe_dir / "heldout_names.jsonl").is_file():
+        names, name_rows = name_metrics(model, tokenizer, recipe_dir, anchors, cfg)
+        out |= names
+        rows += name_rows
+    return out, rows
+
+
+def name_metrics(model, tokenizer, recipe_dir: Path, anchors, cfg) -> tuple[dict, list]:
+    """On held-out name prompts (a speech cut before an anchor term): the share of greedy continuations that name
+    any of the play's anchor terms, the share that write the play's own term next, and the log-probability of that
+    term (summed over its tokens)."""
+    records = read_jsonl(recipe_dir / "heldout_names.jsonl", cfg.recipe_prompts)
+    if not records:
+        return {}, []
+    heads = [r["text"] for r in records]
+    terms = [r["completion"][: r["completion"].lower().index(r["term"].lower()) + len(r["term"])] for r in records]
+    greedy = greedy_completions(model, tokenizer, heads, NAME_NEW_TOKENS, cfg.batch_size)
+    exact = [g.strip().lower().startswith(r["term"].lower()) for g, r in zip(greedy, records)]
+    logprob, _ = continuation_logprob(model, tokenizer, heads, terms, cfg.batch_size)
+    boot = (cfg.bootstrap_samples, cfg.seed)
+    out = with_ci("name_rate_greedy", [anchors.count(g) > 0 for g in greedy], *boot)
+    out |= with_ci("name_exact_greedy", exact, *boot)
+    out |= with_ci("name_logprob", logprob, *boot)
+    rows = [{"kind": "name", "prompt": h, "greedy": g, "truth": t, "anchors": anchors.count(g), "logprob": float(lp)}
+            for h, g, t, lp in zip(heads, greedy, terms, logprob)]
     return out, rows
