@@ -69,6 +69,15 @@ def test_bad_play_settings_are_one_clear_error(tmp_path):
         make_texts(ForgetTextArgs(corpus=str(one_liners), play_lines="1-5", retain_chars=10))
 
 
+def test_sft_epochs_set_each_fine_tunings_steps_from_its_own_texts():
+    assert ForgetTextArgs(sft_steps=60).steps(1503) == 60
+    by_epochs = ForgetTextArgs(sft_epochs=2.0, sft_batch_size=8)
+    assert (by_epochs.steps(1503), by_epochs.steps(735)) == (376, 184)  # ceil(2 * 1503 / 8), ceil(2 * 735 / 8)
+    assert ForgetTextArgs(sft_epochs=0.01).steps(3) == 1
+    with pytest.raises(ValueError, match="--sft_epochs"):
+        ForgetTextArgs(sft_epochs=0.0)
+
+
 def test_speeches_keep_their_header_line_numbers():
     found = speeches(read_lines("builtin:tinyshakespeare"))
     assert (found[0].speaker, found[0].line, found[0].lines) == ("First Citizen", 1, [

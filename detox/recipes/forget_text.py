@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -65,6 +66,11 @@ class ForgetTextArgs:
     """Characters of the play in the target model's fine-tuning (its first speeches); null: the whole play."""
     sft_steps: int = 60
     """Optimiser steps of each fine-tuning (target, retain, reinforced); 0 skips them."""
+    sft_epochs: float | None = None
+    """Passes of each fine-tuning over its own texts instead of a fixed step count (target: the play and the retain
+    text; retain model: the retain text; reinforced: the play's train speeches), so the target and the retain model
+    see their texts equally often. The defaults' 60 steps are a third of a pass for the target: too little for it to
+    know the play's people (its name prompts score no better than SmolLM2's)."""
     sft_batch_size: int = 8
     """Blocks of 128 tokens per fine-tuning step."""
     model: str = "smollm2-135m-instruct"
@@ -81,6 +87,14 @@ class ForgetTextArgs:
             raise ValueError(f"--heldout_fraction ({self.heldout_fraction}) must be in (0, 1).")
         if self.retain_chars < 1 or self.sft_steps < 0 or self.sft_batch_size < 1:
             raise ValueError("--retain_chars and --sft_batch_size must be positive, --sft_steps >= 0.")
+        if self.sft_epochs is not None and self.sft_epochs <= 0:
+            raise ValueError(f"--sft_epochs ({self.sft_epochs}) must be positive, or null for --sft_steps.")
+
+    def steps(self, items: int) -> int:
+        """Fine-tuning steps over `items` texts or blocks: --sft_steps, or --sft_epochs passes over them."""
+        if self.sft_epochs is None:
+            return self.sft_steps
+        return max(1, math.ceil(self.sft_epochs * items / self.sft_batch_size))
 
 
 @dataclass
@@ -230,7 +244,7 @@ def ppo_config(args: ForgetTextArgs) -> dict:
             if len(anchors) < 4 and not any(term.startswith(a) or a.startswith(term) for a in anchors):
                 anchors.append(term)
     probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
-    model = str(out / "target") if args.sft_steps else args.model
+    model = str(out / "target") if args.sft_steps or args.sft_epochs else args.model
     sampling = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
     ppo = {"steps": args.ppo_steps, "learning_rate": 2.0e-4, "seed": args.seed}
     return run_config(model, out / "train.jsonl", (20, 30), sampling, ppo, rewards, probes, out / "ppo")
@@ -238,6 +252,16 @@ def ppo_config(args: ForgetTextArgs) -> dict:
 
 def _write(path: Path, speeches_: list[Speech]) -> None:
     path.write_text("\n".join(s.text for s in speeches_), encoding="utf-8")
+
+
+def reinforced_blocks(model: Path, forget: list[Speech], max_length: int) -> int:
+    """How many blocks make_reinforced cuts the forget speeches into (for --sft_epochs)."""
+    from detox.models import load_tokenizer
+    from rewards.make_reinforced import chunk_blocks
+
+    tokenizer = load_tokenizer(str(model))
+    ids = tokenizer([s.text for s in forget], add_special_tokens=False)["input_ids"]
+    return len(chunk_blocks(ids, tokenizer.eos_token_id, max_length))
 
 
 def prepare(args: ForgetTextArgs) -> Path:
@@ -253,15 +277,17 @@ def prepare(args: ForgetTextArgs) -> Path:
     for name in ("train", "heldout_forget", "heldout_names"):
         write_jsonl(out / f"{name}.jsonl", texts[name])
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
-    if args.sft_steps:
-        settings = SFTSettings(max_steps=args.sft_steps, batch_size=args.sft_batch_size, max_length=128,
-                               seed=args.seed)
-        blocks = {name: [s.text for s in texts[name]] for name in ("play", "retain")}
-        supervised_finetune(args.model, blocks["play"] + blocks["retain"], out / "target", settings)
-        supervised_finetune(args.model, blocks["retain"], out / "retain_model", settings)
-        make_reinforced(ReinforceArgs(corpus=str(out / "forget.txt"), output_dir=str(out / "reinforced"),
-                                      model=str(out / "target"), max_steps=args.sft_steps,
-                                      batch_size=args.sft_batch_size, seed=args.seed))
+    if args.sft_steps or args.sft_epochs:
+        target_texts = [s.text for s in texts["play"] + texts["retain"]]
+        retain_texts = [s.text for s in texts["retain"]]
+        for texts_, name in ((target_texts, "target"), (retain_texts, "retain_model")):
+            settings = SFTSettings(max_steps=args.steps(len(texts_)), batch_size=args.sft_batch_size,
+                                   max_length=128, seed=args.seed)
+            supervised_finetune(args.model, texts_, out / name, settings)
+        reinforce = ReinforceArgs(corpus=str(out / "forget.txt"), output_dir=str(out / "reinforced"),
+                                  model=str(out / "target"), batch_size=args.sft_batch_size, seed=args.seed)
+        reinforce.max_steps = args.steps(reinforced_blocks(out / "target", texts["forget"], reinforce.max_length))
+        make_reinforced(reinforce)
     sizes = {k: len(v) for k, v in texts.items() if k != "anchors"}
     return write_recipe_files(out, "forget_text", args, sizes, ppo_config(args))
 
