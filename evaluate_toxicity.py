@@ -62,8 +62,9 @@ def plot_toxicity(table: list[dict], judges: list[str], path: Path) -> None:
     width, x = 0.8 / len(judges), np.arange(len(table))
     for i, judge in enumerate(judges):
         means = [r[f"{judge}/mean_toxicity"] for r in table]
-        errors = [[m - r[f"{judge}/mean_toxicity_ci_low"] for m, r in zip(means, table)],
-                  [r[f"{judge}/mean_toxicity_ci_high"] - m for m, r in zip(means, table)]]
+        # max(0, .): when every score is (almost) equal, the interval's ends can fall a rounding error inside the mean
+        errors = [[max(0.0, m - r[f"{judge}/mean_toxicity_ci_low"]) for m, r in zip(means, table)],
+                  [max(0.0, r[f"{judge}/mean_toxicity_ci_high"] - m) for m, r in zip(means, table)]]
         ax.bar(x + (i - (len(judges) - 1) / 2) * width, means, width, yerr=errors, capsize=4, label=judge)
     ax.set_xticks(x, [r["model"] for r in table])
     ax.legend(fontsize=8)

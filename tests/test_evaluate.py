@@ -286,3 +286,14 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     assert second.stderr.count("cached results reused") == 2
     assert second.stdout == first.stdout
     assert second_seconds < first_seconds
+
+
+def test_toxicity_plot_takes_an_interval_a_rounding_error_inside_the_mean(tmp_path):
+    from evaluate_toxicity import plot_toxicity
+
+    flat = {"model": "flat", "offline/mean_toxicity": 0.0123, "offline/mean_toxicity_ci_low": 0.0123 + 1e-17,
+            "offline/mean_toxicity_ci_high": 0.0123 - 1e-17}  # every score equal: the ends land beside the mean
+    wide = {"model": "wide", "offline/mean_toxicity": 0.2, "offline/mean_toxicity_ci_low": 0.1,
+            "offline/mean_toxicity_ci_high": 0.3}
+    plot_toxicity([flat, wide], ["offline"], tmp_path / "toxicity.png")
+    assert (tmp_path / "toxicity.png").stat().st_size > 1000
