@@ -191,7 +191,9 @@ def reinforced_model(recipe: Recipe, args, root: Path) -> str:
 
 
 def train_baseline(recipe: Recipe, method: str, lr: float, args, root: Path) -> tuple[str, Path, float]:
-    name = method if len(args.baseline_lr) == 1 else f"{method}_lr{lr:g}"
+    # the first rate keeps the method's plain name, so a later call that adds rates reuses (and does not retrain or
+    # re-evaluate) the runs made at it
+    name = method if lr == args.baseline_lr[0] else f"{method}_lr{lr:g}"
     out = root / name
     steps = max(1, args.ppo_steps * args.ppo_batch_size // args.baseline_batch_size)  # equal examples
     command = [sys.executable, "train_unlearn.py", "--model.name_or_path", recipe.start_model,
@@ -238,7 +240,8 @@ def report(recipe_name: str, recipe: Recipe, rows: list[dict], seconds: dict[str
     budget = (f"Budget: equal examples ({args.ppo_steps} PPO steps x {args.ppo_batch_size} completions; each "
               f"baseline {max(1, args.ppo_steps * args.ppo_batch_size // args.baseline_batch_size)} steps x "
               f"{args.baseline_batch_size} forget examples, learning rate "
-              f"{' and '.join(f'{lr:g}' for lr in args.baseline_lr)}).")
+              f"{' and '.join(f'{lr:g}' for lr in args.baseline_lr)}; a run named after its method alone is at "
+              f"{args.baseline_lr[0]:g}).")
     text = f"## {recipe_name}\n\n" + "\n".join(lines) + f"\n\n{budget}\n"
     (root / "unlearning.md").write_text(text, encoding="utf-8")
     (root / "unlearning.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "budget": budget,
@@ -291,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ppo_batch_size", type=int, default=16, help="the presets' ppo.batch_size")
     parser.add_argument("--baseline_batch_size", type=int, default=8)
     parser.add_argument("--baseline_lr", nargs="+", type=float, default=[1e-4],
-                        help="LoRA learning rates of the baselines; several make a trade-off curve per method")
+                        help="LoRA learning rates of the baselines; several make a trade-off curve per method "
+                             "(runs at the first are named after the method, the others <method>_lr<rate>)")
     parser.add_argument("--max_length", type=int, default=64, help="tokens per baseline block")
     parser.add_argument("--reinforce_steps", type=int, default=60, help="steps of WHP's reinforced model")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts sampled from")
