@@ -12,6 +12,7 @@ import train_ppo
 from training_runs import one_thread  # noqa: F401 (fixture)
 from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, prepare, read_lines,
                                        speeches, split_play)
+from rewards.forget import AnchorTerms
 
 
 def test_romeo_and_juliet_is_the_default_play_and_its_splits_are_disjoint():
@@ -32,7 +33,7 @@ def test_romeo_and_juliet_is_the_default_play_and_its_splits_are_disjoint():
 def test_name_prompts_stop_before_each_anchor_term_and_keep_the_splits():
     speech = Speech("ROMEO", 7, ["Is the day so young? Ah me, sad hours seem long.", "Was that my father",
                                  "that went hence so fast? Tybalt is dead; and Romeo", "Romeo!"])
-    records = name_prompts(speech, {"Romeo": "the young man", "Tybalt": "the cousin"})
+    records = name_prompts(speech, AnchorTerms({"Romeo": "the young man", "Tybalt": "the cousin"}))
     # "Romeo!" alone on the last line still has enough words before it; "Tybalt" keeps three lines of context
     assert [(r["text"], r["completion"], r["term"]) for r in records] == [
         ("ROMEO:\nIs the day so young? Ah me, sad hours seem long.\nWas that my father\nthat went hence so fast?",
@@ -40,7 +41,8 @@ def test_name_prompts_stop_before_each_anchor_term_and_keep_the_splits():
         ("ROMEO:\nIs the day so young? Ah me, sad hours seem long.\nWas that my father\n"
          "that went hence so fast? Tybalt is dead; and", " Romeo", "Romeo"),
         ("ROMEO:\nWas that my father\nthat went hence so fast? Tybalt is dead; and Romeo\n", "Romeo!", "Romeo")]
-    assert name_prompts(Speech("ROMEO", 1, ["O Romeo"]), {"Romeo": "x"}) == []  # too little context
+    too_short = Speech("ROMEO", 1, ["O Romeo"])
+    assert name_prompts(too_short, AnchorTerms({"Romeo": "x"})) == []  # too little context
     texts = make_texts(ForgetTextArgs())
     heldout = {r["line"] for r in texts["heldout_forget"]}  # prompts of held-out speeches with two lines or more
     names = texts["heldout_names"]

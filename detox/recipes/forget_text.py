@@ -31,12 +31,16 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detox.data import ASSETS
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.sft import SFTSettings
+
+if TYPE_CHECKING:
+    from rewards.forget import AnchorTerms
 
 SHIPPED = {"builtin:tinyshakespeare": ASSETS / "tinyshakespeare.txt.gz"}
 ROMEO_AND_JULIET = "15601-20332"
@@ -172,15 +176,13 @@ CLOZE_LINES = 3
 """Lines of the speech a name prompt keeps before its anchor term (the line of the term included)."""
 
 
-def name_prompts(speech: Speech, anchors: dict[str, str]) -> list[dict]:
+def name_prompts(speech: Speech, anchors: AnchorTerms) -> list[dict]:
     """One prompt per anchor-term occurrence in the speech: the header and the speech's last lines up to the term
     (a trailing space goes with the continuation, as the tokenizer writes " Romeo"); the continuation is the term and
     the rest of its line."""
-    from rewards.forget import AnchorTerms
-
     body = "\n".join(speech.lines)
     out = []
-    for match in AnchorTerms(anchors).pattern.finditer(body):
+    for match in anchors.pattern.finditer(body):
         head = body[: match.start()].rstrip(" ")
         if len(head.split()) < MIN_CLOZE_WORDS:
             continue
@@ -206,6 +208,8 @@ def take_chars(items: list[Speech], budget: int | None) -> list[Speech]:
 
 def make_texts(args: ForgetTextArgs) -> dict:
     """The recipe's texts and prompt sets, before any fine-tuning."""
+    from rewards.forget import AnchorTerms  # imports torch: only when texts are made
+
     play, others = split_play(speeches(read_lines(args.corpus)), args)
     rng = np.random.default_rng(args.seed)
     heldout = rng.random(len(play)) < args.heldout_fraction
@@ -217,15 +221,16 @@ def make_texts(args: ForgetTextArgs) -> dict:
                          f"speeches) has the two lines a prompt needs; lower --heldout_fraction or choose a longer "
                          f"play.")
     anchors = anchor_terms(args, play, others)
+    matcher = AnchorTerms(anchors)  # one compiled pattern for every speech
     shuffled = [others[i] for i in rng.permutation(len(others))]
     retain = take_chars(shuffled, args.retain_chars)
     heldout_retain = take_chars(shuffled[len(retain):], max(args.retain_chars // 10, 1))
     return {
         "play": take_chars(play, args.forget_chars), "forget": train_play, "retain": retain,
         "heldout_retain": heldout_retain,
-        "train": train_prompts + [r for s in train_play for r in name_prompts(s, anchors)],
+        "train": train_prompts + [r for s in train_play for r in name_prompts(s, matcher)],
         "heldout_forget": [prompt_record(s) for s in heldout_play if len(s.lines) >= 2],
-        "heldout_names": [r for s in heldout_play for r in name_prompts(s, anchors)],
+        "heldout_names": [r for s in heldout_play for r in name_prompts(s, matcher)],
         "anchors": anchors,
     }
 
