@@ -52,8 +52,8 @@ class EvalConfig:
     """data.* settings of the prompts (as in a run config: text_field, toxicity_field, min_toxicity, prompt window,
     heldout_fraction, seed...), e.g. `--data.text_field text --data.min_toxicity null`; they override run_config's."""
     run_config: str | None = None
-    """A run's config.yaml (or its output directory): its data section replaces `prompts`, so the evaluation reads
-    the prompt file with the same field names, filters, window and held-out split as the training did."""
+    """A run's config.yaml (or its output directory): its data section gives the prompts, field names, filters,
+    window and held-out split of the training; a `--prompts` other than the default replaces only the prompts."""
     recipe_dir: str | None = None
     """A recipe's directory (recipe.json; see detox/recipes): adds its forget-efficacy and locality metrics, and
     evaluates its held-out forget prompts unless data.prompts says otherwise. Found from run_config when unset."""
@@ -186,14 +186,15 @@ def data_config(cfg: EvalConfig) -> DataConfig:
     """The prompt settings: `prompts` (or the run's data section), then the recipe's held-out file, then `data`."""
     from detox.config import from_dict
 
-    settings = dict(HUB_PROMPTS.get(cfg.prompts, {"prompts": cfg.prompts}))
-    if cfg.run_config:
-        settings = dict(run_config_dict(cfg.run_config).get("data") or {})
+    chosen = dict(HUB_PROMPTS.get(cfg.prompts, {"prompts": cfg.prompts}))
+    settings = dict(run_config_dict(cfg.run_config).get("data") or {}) if cfg.run_config else chosen
     recipe = cfg.recipe_dir_path()
     if recipe is not None:
         from detox.recipes.metrics import forget_prompt_file
 
         settings["prompts"] = str(forget_prompt_file(recipe))
+    if cfg.run_config and cfg.prompts != EvalConfig.prompts:  # --prompts named beside --run_config: those prompts
+        settings.update(chosen)
     return from_dict(DataConfig, {**settings, **cfg.data}, "data")
 
 

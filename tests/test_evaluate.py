@@ -20,6 +20,7 @@ from detox.evaluation import (
     ModelRun,
     fingerprint,
     forget_metrics,
+    data_config,
     forget_passages,
     read_cache,
     sequence_nll,
@@ -41,6 +42,17 @@ def test_models_flag_takes_several_name_path_pairs():
         parse_config(["--models", "a=x", "a=y"], EvalConfig)
     with pytest.raises(ValueError, match="max_new_tokens \\(5\\) must be >= min_new_tokens \\(20\\)"):
         parse_config(["--max_new_tokens", "5"], EvalConfig)
+
+
+def test_run_config_gives_the_data_settings_and_prompts_named_beside_it_win(tmp_path):
+    run = tmp_path / "config.yaml"
+    run.write_text("data:\n  prompts: train.jsonl\n  text_field: text\n  min_toxicity: null\n  max_prompt_tokens: 64\n")
+    from_run = data_config(parse_config(["--run_config", str(run)], EvalConfig))
+    assert (from_run.prompts, from_run.text_field, from_run.max_prompt_tokens) == ("train.jsonl", "text", 64)
+    other = data_config(parse_config(["--run_config", str(run), "--prompts", "heldout.jsonl"], EvalConfig))
+    assert (other.prompts, other.text_field, other.max_prompt_tokens) == ("heldout.jsonl", "text", 64)
+    flag = data_config(parse_config(["--run_config", str(run), "--data.prompts", "x.jsonl"], EvalConfig))
+    assert flag.prompts == "x.jsonl"
 
 
 def test_perplexity_model_defaults_to_the_base_of_the_first_model(tmp_path):
