@@ -12,6 +12,7 @@ divergence" (http://joschu.net/blog/kl-approx.html). Conventions follow TRL's cl
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -243,6 +244,19 @@ def value_loss(
     with torch.no_grad():
         clipfrac = masked_mean((vf_losses2 > vf_losses1).to(values.dtype), mask)
     return loss, {"clipfrac": clipfrac.detach()}
+
+
+def gradient_norm_stats(norms: list[float], max_norm: float | None) -> dict[str, float]:
+    """Pre-clipping gradient norms of one step's optimiser updates -> their mean and the share that clipping shrank.
+
+    A clip share near 1 means max_grad_norm, not the learning rate, sets the size of the updates. Non-finite norms
+    (updates that were skipped) are left out of both; a step with none returns {}.
+    """
+    finite = [n for n in norms if math.isfinite(n)]
+    if not finite:
+        return {}
+    clipped = sum(n > max_norm for n in finite) if max_norm is not None else 0
+    return {"ppo/grad_norm": sum(finite) / len(finite), "ppo/grad_clipped": clipped / len(finite)}
 
 
 def entropy_from_logits(logits: torch.Tensor, chunk_size: int = 128) -> torch.Tensor:

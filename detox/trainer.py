@@ -126,6 +126,7 @@ class PPOTrainer:
         cfg = self.cfg.ppo
         collected: dict[str, list[float]] = {}
         skipped = epochs_done = 0
+        grad_norms: list[float] = []
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(cfg.batch_size)
             approxkls = []
@@ -135,7 +136,9 @@ class PPOTrainer:
                     loss, stats = self._loss(batch)
                     self.accelerator.backward(loss)
                     if self.accelerator.sync_gradients:
-                        skipped += not self._apply_gradients(loss)
+                        applied, grad_norm = self._apply_gradients(loss)
+                        skipped += not applied
+                        grad_norms.append(grad_norm)
                 for key, value in stats.items():
                     collected.setdefault(key, []).append(value)
                 approxkls.append(stats["ppo/approxkl"])
@@ -143,6 +146,7 @@ class PPOTrainer:
             if cfg.early_stop_approxkl is not None and self._mean(approxkls) > cfg.early_stop_approxkl:
                 break
         out = {key: self._mean(values) for key, values in collected.items()}
+        out |= ppo.gradient_norm_stats(grad_norms, cfg.max_grad_norm)
         return out | {"ppo/epochs": epochs_done, "ppo/skipped_updates": skipped, "ppo/lr": self.scheduler.get_last_lr()[0]}
 
     def _policy_forward(self, batch: Experience, with_entropy: bool):
@@ -179,8 +183,9 @@ class PPOTrainer:
         }
         return loss, stats
 
-    def _apply_gradients(self, loss: torch.Tensor) -> bool:
-        """Clip and apply the accumulated gradients; False (and nothing applied) when they are not finite."""
+    def _apply_gradients(self, loss: torch.Tensor) -> tuple[bool, float]:
+        """Clip and apply the accumulated gradients. Returns whether they were applied (not when they are not
+        finite) and their norm before clipping."""
         max_norm = self.cfg.ppo.max_grad_norm if self.cfg.ppo.max_grad_norm is not None else float("inf")
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
         finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).item()) and bool(torch.isfinite(loss).item())
@@ -194,7 +199,7 @@ class PPOTrainer:
                 f"ppo.nonfinite_loss: skip."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        return finite
+        return finite, float(grad_norm)
 
     @torch.no_grad()
     def _check_policy_finite(self, experience: Experience) -> None:

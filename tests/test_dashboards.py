@@ -12,7 +12,8 @@ from test_train import SMALL
 EXPECTED = [
     "objective/kl", "objective/kl_coef", "objective/entropy", "reward/total", "reward/offline_toxicity/mean",
     "judge/offline/mean", "judge/minilm_davidson/mean",
-    "ppo/loss/policy", "ppo/loss/value", "ppo/clipfrac", "ppo/approxkl", "ppo/returns/mean",
+    "ppo/loss/policy", "ppo/loss/value", "ppo/clipfrac", "ppo/approxkl", "ppo/returns/mean", "ppo/grad_norm",
+    "ppo/grad_clipped",
     "time/generate", "time/score", "time/update", "memory/peak_gb",
 ]
 

@@ -13,6 +13,7 @@ from detox.ppo import (
     compute_rewards,
     entropy_from_logits,
     gae,
+    gradient_norm_stats,
     kl_penalty,
     logprobs_from_logits,
     masked_mean,
@@ -305,3 +306,9 @@ def test_kl_controllers_state_round_trip():
         fixed.load_state_dict({"value": 0.1, "target": 3.0})
     with pytest.raises(ValueError, match=r"target \(0\) must be > 0"):
         AdaptiveKLController(0.1, target=0, horizon=10)
+
+
+def test_gradient_norm_stats_mean_and_clipped_share_by_hand():
+    assert gradient_norm_stats([0.5, 2.0, 3.5, float("nan")], 1.0) == {"ppo/grad_norm": 2.0, "ppo/grad_clipped": 2 / 3}
+    assert gradient_norm_stats([0.5, 1.5], None) == {"ppo/grad_norm": 1.0, "ppo/grad_clipped": 0.0}
+    assert gradient_norm_stats([float("inf")], 1.0) == {}
