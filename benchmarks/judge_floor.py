@@ -57,14 +57,15 @@ def bin_masks(perspective: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 
 def parse_starts(specs: list[str]) -> dict[str, float]:
+    """`["offline=0.16"]` -> {"offline": 0.16}; anything else stops with the expected form."""
     starts = {}
     for spec in specs:
-        name, sep, value = spec.partition("=")
+        name, _, value = spec.partition("=")
         try:
-            starts[name] = float(value) if sep else float("nan")
+            starts[name] = float(value)
         except ValueError:
             starts[name] = float("nan")
-        if not sep or not np.isfinite(starts[name]):
+        if not np.isfinite(starts[name]):
             raise SystemExit(f"--start {spec!r}: expected JUDGE=MEAN, e.g. minilm_davidson=0.309.")
     return starts
 

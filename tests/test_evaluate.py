@@ -18,9 +18,9 @@ from detox.config import parse_config
 from detox.evaluation import (
     EvalConfig,
     ModelRun,
+    data_config,
     fingerprint,
     forget_metrics,
-    data_config,
     forget_passages,
     read_cache,
     sequence_nll,
