@@ -34,6 +34,11 @@ MEASURE_FLAGS = ("--steps", "1", "--ppo.ppo_epochs", "1")
 """One step of one epoch reaches the peak (see the module docstring) at a fraction of a full step's time."""
 
 
+STEADY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(128 * 1024)}
+"""glibc moves its mmap threshold after large frees, so whether a tensor's memory stays resident after it is freed
+depends on the run's history; a fixed threshold makes the resident-set peaks follow the memory in use."""
+
+
 def measure_peaks(preset: str, layers: int, width: int | None = None, extra: tuple[str, ...] = ()) -> dict[str, float]:
     """Bytes at the peak of each phase of one PPO step of `preset` with `layers` layers, measured in a fresh
     process (on CPU: above the resident size before the model was built)."""
@@ -41,7 +46,7 @@ def measure_peaks(preset: str, layers: int, width: int | None = None, extra: tup
         out = Path(tmp) / "scale.json"
         command = [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--preset", preset, "--layers", str(layers),
                    *(["--width", str(width)] if width else []), *MEASURE_FLAGS, "--json", str(out), *extra]
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"} | STEADY_ALLOCATOR
         done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")

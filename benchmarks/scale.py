@@ -103,6 +103,19 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by earlier phases back to the system (glibc keeps it otherwise), so that a phase's resident
+    peak starts from the memory in use rather than from what an earlier phase happened to leave cached."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peak keeps whatever the allocator holds
+        pass
+
+
 def reset_peak(device) -> None:
     """Start the peak from the memory in use now."""
     import torch
@@ -110,6 +123,7 @@ def reset_peak(device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
+        release_freed_memory()
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the resident-set peak, to the current RSS
 
 
