@@ -428,11 +428,11 @@ def forget_metrics(cfg: EvalConfig, name: str, model, tokenizer) -> tuple[dict[s
         out["forget_rouge_l"] = float(np.mean([s["rouge_l"] for s in samples]))
         nll, count = sequence_nll(model, tokenizer, [""] * len(passages), [h + t for h, t in passages],
                                   cfg.batch_size, f"{name}: forget perplexity")
-        out["forget_perplexity"] = metrics.perplexity(nll, count)
+        out |= metrics.perplexity_with_ci("forget_perplexity", nll, count, cfg.bootstrap_samples, cfg.seed)
     if cfg.retain_corpus:
         texts = [h + t for h, t in forget_passages(cfg.retain_corpus, cfg.forget_passages, cfg.seed)]
         nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size, f"{name}: retain ppl")
-        out["retain_perplexity"] = metrics.perplexity(nll, count)
+        out |= metrics.perplexity_with_ci("retain_perplexity", nll, count, cfg.bootstrap_samples, cfg.seed)
     return out, samples
 
 

@@ -151,7 +151,7 @@ def judge_labels(relations: dict[str, dict[str, str]]) -> dict[str, str]:
 
 def summary_lines(table: list[dict], judges: list[Judge], relations: dict[str, dict[str, str]]) -> list[str]:
     """One line per model after the base: the relative change of mean toxicity under each judge, the most
-    independent judge first, each with its paired 95% interval."""
+    independent judge first, then of perplexity, each with its paired 95% interval."""
     base, lines = table[0]["model"], []
     for row in table[1:]:
         ordered = sorted(judges, key=lambda j: RELATIONS.index(relations[row["model"]][j.name]))
@@ -162,5 +162,7 @@ def summary_lines(table: list[dict], judges: list[Judge], relations: dict[str, d
             change = f"{100 * delta / base_mean:+.1f}%" if base_mean > 0 else "n/a"
             parts.append(f"{change} under {judge.name} [{relations[row['model']][judge.name]}] (Δ {delta:+.4f}, "
                          f"95% CI [{row[key + 'delta_ci_low']:+.4f}, {row[key + 'delta_ci_high']:+.4f}])")
-        lines.append(f"{row['model']} vs {base}: mean toxicity " + "; ".join(parts))
+        fluency = (f"; perplexity {row['perplexity_change']:+.1%} (95% CI [{row['perplexity_change_ci_low']:+.1%}, "
+                   f"{row['perplexity_change_ci_high']:+.1%}])" if "perplexity_change" in row else "")
+        lines.append(f"{row['model']} vs {base}: mean toxicity " + "; ".join(parts) + fluency)
     return lines

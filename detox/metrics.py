@@ -53,6 +53,53 @@ def perplexity(nll_sum: np.ndarray, num_tokens: np.ndarray) -> float:
     return float(np.exp(np.sum(nll_sum) / total)) if total > 0 else float("nan")
 
 
+def perplexity_ci(
+    nll_sum: np.ndarray, num_tokens: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile-bootstrap (1 - alpha) interval of the token-weighted perplexity, resampling units (rows).
+
+    `nll_sum`, `num_tokens` (U,) or (U, k): a row is one resampled unit (a passage, or a prompt with its k samples);
+    each replicate is exp(sum of the drawn rows' NLL / sum of their tokens), as `perplexity` computes it.
+    """
+    nll, tokens = _unit_sums(nll_sum, num_tokens, "perplexity_ci")
+    idx = np.random.default_rng(seed).integers(0, nll.size, size=(n_boot, nll.size))  # (n_boot, U)
+    return _percentile_interval(np.exp(nll[idx].sum(axis=1) / tokens[idx].sum(axis=1)), alpha)
+
+
+def perplexity_with_ci(name: str, nll_sum: np.ndarray, num_tokens: np.ndarray, n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, float]:
+    """{name: perplexity, name_ci_low, name_ci_high}, each row of the arrays (a passage, a prompt) a resampled unit."""
+    low, high = perplexity_ci(nll_sum, num_tokens, n_boot, seed)
+    return {name: perplexity(nll_sum, num_tokens), f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
+def paired_perplexity_change_ci(
+    nll_sum: np.ndarray, num_tokens: np.ndarray, base_nll_sum: np.ndarray, base_num_tokens: np.ndarray,
+    n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Interval of perplexity / base perplexity - 1, where row i of both belongs to the same prompt: each replicate
+    draws the prompts once for both, so the prompts' own difficulty cancels."""
+    nll, tokens = _unit_sums(nll_sum, num_tokens, "paired_perplexity_change_ci")
+    base_nll, base_tokens = _unit_sums(base_nll_sum, base_num_tokens, "paired_perplexity_change_ci")
+    if nll.shape != base_nll.shape:
+        raise ValueError(f"paired_perplexity_change_ci: {nll.shape[0]} and {base_nll.shape[0]} rows must be the same "
+                         "prompts.")
+    idx = np.random.default_rng(seed).integers(0, nll.size, size=(n_boot, nll.size))
+    log_ratio = nll[idx].sum(axis=1) / tokens[idx].sum(axis=1) - base_nll[idx].sum(axis=1) / base_tokens[idx].sum(axis=1)
+    return _percentile_interval(np.exp(log_ratio) - 1, alpha)
+
+
+def _unit_sums(nll_sum, num_tokens, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit NLL and token totals (U,) from (U,) or (U, k) arrays."""
+    nll, tokens = np.asarray(nll_sum, dtype=np.float64), np.asarray(num_tokens, dtype=np.float64)
+    if nll.shape != tokens.shape or nll.ndim not in (1, 2) or nll.shape[0] == 0:
+        raise ValueError(f"{caller}: nll_sum {nll.shape} and num_tokens {tokens.shape} must be the same non-empty "
+                         "(units,) or (units, samples) shape.")
+    if nll.ndim == 2:
+        nll, tokens = nll.sum(axis=1), tokens.sum(axis=1)
+    return nll, tokens
+
+
 def _percentile_interval(stats: np.ndarray, alpha: float) -> tuple[float, float]:
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
@@ -184,6 +231,19 @@ def text_stats(completions: Sequence[str], nll_sum: np.ndarray, num_tokens: np.n
     }
 
 
+def perplexity_stats(nll_sum: np.ndarray, num_tokens: np.ndarray, base: tuple[np.ndarray, np.ndarray] | None,
+                     n_boot: int, seed: int) -> dict[str, float]:
+    """The perplexity's interval over prompts and, against `base` (its (P, k) NLL and tokens on the same prompts),
+    the relative change with its paired interval. nll_sum, num_tokens (P, k)."""
+    low, high = perplexity_ci(nll_sum, num_tokens, n_boot, seed)
+    row = {"perplexity_ci_low": low, "perplexity_ci_high": high}
+    if base is not None:
+        change = perplexity(nll_sum, num_tokens) / perplexity(*base) - 1
+        c_low, c_high = paired_perplexity_change_ci(nll_sum, num_tokens, *base, n_boot, seed)
+        row.update(perplexity_change=change, perplexity_change_ci_low=c_low, perplexity_change_ci_high=c_high)
+    return row
+
+
 def build_table(
     samples: dict[str, list[dict]], judges: Sequence[str], k: int, n_boot: int = 1000, seed: int = 0,
     phrases: Sequence[str] = (),
@@ -193,7 +253,7 @@ def build_table(
     samples: model name -> records ordered by (prompt, sample) with keys completion, nll, num_tokens and
     `toxicity/<judge>` for every judge. Each judge's figures are keyed `<judge>/<figure>`.
     """
-    table, base_scores = [], {}
+    table, base_scores, base_nll = [], {}, None
     for name, records in samples.items():
         completions = [r["completion"] for r in records]
         nll = np.array([r["nll"] for r in records], dtype=np.float64)
@@ -205,6 +265,8 @@ def build_table(
             row.update({f"{judge}/{key}": value for key, value in stats.items()})
             base_scores.setdefault(judge, scores)
         row.update(text_stats(completions, nll, count))
+        row.update(perplexity_stats(nll.reshape(-1, k), count.reshape(-1, k), base_nll, n_boot, seed))
+        base_nll = base_nll or (nll.reshape(-1, k), count.reshape(-1, k))
         if phrases:
             row["phrase_hit_rate"] = phrase_hit_rate(completions, phrases)
         table.append(row)
@@ -233,6 +295,8 @@ JUDGE_COLUMNS: list[tuple[str, str]] = [
 """(header, key) of each judge's column group; keys are prefixed `<judge>/` in the rows."""
 TABLE_COLUMNS: list[tuple[str, str]] = [
     ("Perplexity", "perplexity"),
+    ("Perplexity 95% CI", "perplexity_ci"),
+    ("Perplexity change vs base (95% CI)", "perplexity_change"),
     ("Distinct-1", "distinct_1"),
     ("Distinct-2", "distinct_2"),
     ("Distinct-3", "distinct_3"),
@@ -257,7 +321,8 @@ def table_columns(table: list[dict], labels: dict[str, str] | None = None) -> li
     """(header, key) of the columns present: each judge's group, headed by its label, then the shared columns."""
     columns = [(f"{(labels or {}).get(j, j)}: {header}", f"{j}/{key}")
                for j in table_judges(table) for header, key in JUDGE_COLUMNS]
-    present = set(table[0]) if table else set()
+    present = set().union(*table) if table else set()
+    present |= {key.removesuffix("_low") for key in present if key.startswith("perplexity") and key.endswith("_ci_low")}
     return columns + [(header, key) for header, key in TABLE_COLUMNS if key in present]
 
 
@@ -268,6 +333,13 @@ def _cell(row: dict, key: str) -> str:
         return _interval(row, prefix + "mean_toxicity_ci_low", prefix + "mean_toxicity_ci_high")
     if figure == "delta_vs_base":
         return _delta(row, prefix)
+    if key == "perplexity_ci":
+        return _interval(row, "perplexity_ci_low", "perplexity_ci_high")
+    if key == "perplexity_change":
+        if "perplexity_change" not in row:
+            return "—"  # the base itself
+        return (f"{row['perplexity_change']:+.1%} [{row['perplexity_change_ci_low']:+.1%}, "
+                f"{row['perplexity_change_ci_high']:+.1%}]")
     return f"{row[key]:.4f}"
 
 

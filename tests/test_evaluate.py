@@ -189,6 +189,7 @@ def test_forget_metrics_on_shakespeare(tmp_path, tiny_lm_path, shared_data):
     assert out["forget_rouge_l"] == pytest.approx(np.mean([s["rouge_l"] for s in samples]))
     # a random 2-layer model is close to uniform over SmolLM2's 49k-token vocabulary: perplexity in the thousands
     assert 1000 < out["forget_perplexity"] < 200_000 and 1000 < out["retain_perplexity"] < 200_000
+    assert out["forget_perplexity_ci_low"] <= out["forget_perplexity"] <= out["forget_perplexity_ci_high"]
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -250,8 +251,8 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     # both MiniLM judges are independent of it
     labels = ["offline (reward of lora)", "minilm_davidson", "minilm_davidson_reward"]
     assert header == ["Model", *(f"{label}: {figure}" for label in labels for figure in JUDGE_FIGURES),
-                      "Perplexity", "Distinct-1", "Distinct-2", "Distinct-3", "Mean length", "Empty", "Looping",
-                      "Duplicate"]
+                      "Perplexity", "Perplexity 95% CI", "Perplexity change vs base (95% CI)", "Distinct-1",
+                      "Distinct-2", "Distinct-3", "Mean length", "Empty", "Looping", "Duplicate"]
     assert list(rows) == ["base", "lora"]
     assert rows["base"][4] == "—"
     summary = [line for line in first.stdout.splitlines() if line.startswith("lora vs base")]
@@ -267,12 +268,15 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     assert prompts["base"] == prompts["lora"] and len(set(prompts["base"])) == 20  # same prompts for every model
     assert [s["completion"] for s in by_model["base"]] != [s["completion"] for s in by_model["lora"]]
 
-    means = {}
+    means, perplexities = {}, {}
     for model, recs in by_model.items():  # recompute every number of the row from the saved samples
         texts = [s["completion"] for s in recs]
         ppl = math.exp(sum(s["nll"] for s in recs) / sum(s["num_tokens"] for s in recs))
-        shared = {19: ppl, 20: _distinct(texts, 1), 21: _distinct(texts, 2), 22: _distinct(texts, 3),
-                  23: np.mean([s["num_tokens"] for s in recs])}
+        shared = {19: ppl, 22: _distinct(texts, 1), 23: _distinct(texts, 2), 24: _distinct(texts, 3),
+                  25: np.mean([s["num_tokens"] for s in recs])}
+        perplexities[model] = ppl
+        low, high = (float(x) for x in rows[model][20].strip("[]").split(","))
+        assert low <= ppl <= high
         for group, judge in enumerate(["offline", "minilm_davidson", "minilm_davidson_reward"]):
             scores = np.array([s[f"toxicity/{judge}"] for s in recs]).reshape(20, k)
             means[model, judge] = scores.mean()
@@ -283,6 +287,8 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
             assert low <= scores.mean() <= high
             for column, value in {**expected, **shared}.items():
                 assert float(rows[model][column]) == pytest.approx(value, abs=5.1e-5), (model, header[column])
+    change = float(rows["lora"][21].split()[0].rstrip("%")) / 100
+    assert rows["base"][21] == "—" and change == pytest.approx(perplexities["lora"] / perplexities["base"] - 1, abs=5e-4)
     delta = float(rows["lora"][4].split()[0])
     assert delta == pytest.approx(means["lora", "offline"] - means["base", "offline"], abs=5.1e-5)
     saved = json.loads((out / "results.json").read_text())

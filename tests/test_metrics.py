@@ -133,12 +133,45 @@ def test_build_table_has_one_column_group_per_judge():
     assert table[0]["b/mean_toxicity"] == pytest.approx(0.7)
     assert table[1]["b/delta_vs_base"] == pytest.approx(-(1.3 / 6 - 0.3))
     assert table[0]["perplexity"] == pytest.approx(math.e)  # every sample: 1 nat over 1 token
+    assert "perplexity_change" not in table[0] and table[1]["perplexity_change"] == pytest.approx(0.0)
     assert table[0]["phrase_hit_rate"] == pytest.approx(3 / 6)  # "a b", "a c", "a a"
     lines = metrics.markdown_table(table, {"b": "b (reward of other)"}).splitlines()
     assert lines[0].startswith("| Model | a: Mean toxicity | a: Std | a: Mean 95% CI | a: Δ vs base (95% CI) | "
                                "a: Toxicity probability | a: Expected max | b (reward of other): Mean toxicity |")
-    assert lines[0].endswith("| Mean length | Empty | Looping | Duplicate | Phrase-hit rate |")
+    assert lines[0].endswith("| Perplexity | Perplexity 95% CI | Perplexity change vs base (95% CI) | Distinct-1 | "
+                             "Distinct-2 | Distinct-3 | Mean length | Empty | Looping | Duplicate | Phrase-hit rate |")
+    assert "| 2.7183 | [2.7183, 2.7183] | — |" in lines[2] and "| +0.0% [+0.0%, +0.0%] |" in lines[3]
     assert lines[2].startswith("| base | 0.3000 | ") and "| — |" in lines[2]
+
+
+def test_perplexity_interval_resamples_units_and_pools_their_tokens():
+    # two passages of one token each, 1 and 3 nats: a replicate draws both twice (e^1, e^3) or one of each (e^2),
+    # so the 95% interval runs from e^1 to e^3 and the point (e^2) lies inside
+    low, high = metrics.perplexity_ci(np.array([1.0, 3.0]), np.array([1, 1]), n_boot=2000)
+    assert (low, high) == (pytest.approx(math.e), pytest.approx(math.e ** 3))
+    # every passage at 0.5 nats a token, whatever its length: every replicate, and so the interval, is e^0.5
+    assert metrics.perplexity_ci(np.array([1.0, 2.5, 0.5]), np.array([2, 5, 1])) == (
+        pytest.approx(math.exp(0.5)), pytest.approx(math.exp(0.5)))
+    # (prompts, samples): a prompt's samples are one unit, as the sum of its row
+    nll, tokens = np.array([[1.0, 2.0], [4.0, 0.0]]), np.array([[1, 2], [1, 1]])
+    assert metrics.perplexity_ci(nll, tokens, seed=3) == metrics.perplexity_ci(nll.sum(1), tokens.sum(1), seed=3)
+    out = metrics.perplexity_with_ci("p", nll, tokens)
+    assert out["p"] == pytest.approx(math.exp(7 / 5)) and out["p_ci_low"] <= out["p"] <= out["p_ci_high"]
+    with pytest.raises(ValueError, match="same non-empty"):
+        metrics.perplexity_ci(np.ones(3), np.ones(2))
+
+
+def test_paired_perplexity_change_cancels_the_prompts_difficulty():
+    # prompts of very different difficulty; the model adds 0.1 nats to every token of every prompt: each paired
+    # replicate gives exactly e^0.1 - 1, while the unpaired intervals of the two perplexities overlap widely
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(5, 30, size=(50, 2))
+    base = tokens * rng.uniform(1.0, 5.0, size=(50, 1))
+    low, high = metrics.paired_perplexity_change_ci(base + 0.1 * tokens, tokens, base, tokens)
+    assert (low, high) == (pytest.approx(math.exp(0.1) - 1), pytest.approx(math.exp(0.1) - 1))
+    assert metrics.perplexity_ci(base + 0.1 * tokens, tokens)[0] < metrics.perplexity_ci(base, tokens)[1]
+    with pytest.raises(ValueError, match="same prompts"):
+        metrics.paired_perplexity_change_ci(base[:3], tokens[:3], base, tokens)
 
 
 def test_degeneration_counts_empty_looping_and_duplicated_completions():

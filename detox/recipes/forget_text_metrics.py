@@ -16,13 +16,14 @@ NAME_NEW_TOKENS = 6
 """Tokens of each greedy continuation of a name prompt (a name is one to three tokens)."""
 
 
-def passage_perplexity(model, tokenizer, corpus: Path, n: int, seed: int, batch_size: int) -> float:
-    """Perplexity of n passages (48 words each) drawn from `corpus`."""
+def passage_perplexity(name: str, model, tokenizer, corpus: Path, cfg) -> dict[str, float]:
+    """Perplexity of `cfg.forget_passages` passages (48 words each) drawn from `corpus`, with its 95% bootstrap
+    interval over passages, keyed `name`."""
     from detox.evaluation import forget_passages, sequence_nll
 
-    texts = [head + tail for head, tail in forget_passages(str(corpus), n, seed)]
-    nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, batch_size, f"perplexity {corpus.name}")
-    return metrics.perplexity(nll, count)
+    texts = [head + tail for head, tail in forget_passages(str(corpus), cfg.forget_passages, cfg.seed)]
+    nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size, f"perplexity {corpus.name}")
+    return metrics.perplexity_with_ci(name, nll, count, cfg.bootstrap_samples, cfg.seed)
 
 
 def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], completions: list[list[str]],
@@ -39,10 +40,8 @@ def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], 
     out = with_ci("anchor_rate_greedy", [anchors.count(g) > 0 for g in greedy], *boot)
     out |= with_ci("anchor_rate_sampled", [np.mean([anchors.count(c) > 0 for c in cs]) for cs in completions], *boot)
     out |= with_ci("forget_rouge_l", [metrics.rouge_l(g, t) for g, t in zip(greedy, truths)], *boot)
-    out["forget_perplexity"] = passage_perplexity(model, tokenizer, recipe_dir / "play.txt", cfg.forget_passages,
-                                                  cfg.seed, cfg.batch_size)
-    out["retain_perplexity"] = passage_perplexity(model, tokenizer, recipe_dir / "heldout_retain.txt",
-                                                  cfg.forget_passages, cfg.seed, cfg.batch_size)
+    out |= passage_perplexity("forget_perplexity", model, tokenizer, recipe_dir / "play.txt", cfg)
+    out |= passage_perplexity("retain_perplexity", model, tokenizer, recipe_dir / "heldout_retain.txt", cfg)
     rows = [{"kind": "forget", "prompt": h, "greedy": g, "truth": t, "anchors": anchors.count(g)}
             for h, g, t in zip(heads, greedy, truths)]
     if (recipe_dir / "heldout_names.jsonl").is_file():

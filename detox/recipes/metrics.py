@@ -109,7 +109,7 @@ def obscene_numbers_metrics(model, tokenizer, recipe_dir: Path, prompts: list[st
         out |= with_ci(f"{kind}_accuracy_greedy", correct, *boot)
         out |= with_ci(f"{kind}_run_accuracy_greedy", runs, *boot)
         out |= with_ci(f"{kind}_logprob", logprob, *boot)
-        out[f"{kind}_perplexity"] = metrics.perplexity(-logprob, count)
+        out |= metrics.perplexity_with_ci(f"{kind}_perplexity", -logprob, count, *boot)
         out |= with_ci(f"{kind}_rouge_l", [metrics.rouge_l(g, t) for g, t in zip(greedy, truths)], *boot)
         rows += [{"kind": kind, "prompt": p, "greedy": g, "truth": t, "pattern": h, "correct": c, "logprob": float(lp)}
                  for p, g, t, h, c, lp in zip(shown, greedy, truths, hits, correct, logprob)]
@@ -160,5 +160,5 @@ def recipe_metrics(cfg, recipe_dir: Path, name: str, model, tokenizer, completio
     pairs = rtp_heldout_pairs(tokenizer, cfg.recipe_prompts)
     logprob, count = continuation_logprob(model, tokenizer, [p for p, _ in pairs], [c for _, c in pairs],
                                           cfg.batch_size)
-    out["rtp_perplexity"] = metrics.perplexity(-logprob, count)
+    out |= metrics.perplexity_with_ci("rtp_perplexity", -logprob, count, cfg.bootstrap_samples, cfg.seed)
     return out, [{"model": name, **row} for row in rows]
