@@ -85,7 +85,8 @@ def paired_perplexity_change_ci(
         raise ValueError(f"paired_perplexity_change_ci: {nll.shape[0]} and {base_nll.shape[0]} rows must be the same "
                          "prompts.")
     idx = np.random.default_rng(seed).integers(0, nll.size, size=(n_boot, nll.size))
-    log_ratio = nll[idx].sum(axis=1) / tokens[idx].sum(axis=1) - base_nll[idx].sum(axis=1) / base_tokens[idx].sum(axis=1)
+    per_token = nll[idx].sum(axis=1) / tokens[idx].sum(axis=1)
+    log_ratio = per_token - base_nll[idx].sum(axis=1) / base_tokens[idx].sum(axis=1)
     return _percentile_interval(np.exp(log_ratio) - 1, alpha)
 
 
