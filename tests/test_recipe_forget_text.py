@@ -76,6 +76,10 @@ def test_sft_epochs_set_each_fine_tunings_steps_from_its_own_texts():
     by_epochs = ForgetTextArgs(sft_epochs=2.0, sft_batch_size=8)
     assert (by_epochs.steps(1503), by_epochs.steps(735)) == (376, 184)  # ceil(2 * 1503 / 8), ceil(2 * 735 / 8)
     assert ForgetTextArgs(sft_epochs=0.01).steps(3) == 1
+    assert ForgetTextArgs().steps(80) == 20 and ForgetTextArgs().fine_tunes  # two passes by default
+    assert ForgetTextArgs(sft_steps=0).steps(80) == 0 and not ForgetTextArgs(sft_steps=0).fine_tunes
+    with pytest.raises(ValueError, match="--sft_steps"):
+        ForgetTextArgs(sft_steps=-1)
     with pytest.raises(ValueError, match="--sft_epochs"):
         ForgetTextArgs(sft_epochs=0.0)
 

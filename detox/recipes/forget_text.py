@@ -13,8 +13,8 @@ next lines. A name prompt (cloze) is a speech cut just before one of its anchor 
 The first command also fine-tunes two models with TRL's SFTTrainer, as TOFU does: `target/` on the whole play plus the
 retain text (the model that knows the play, where unlearning starts) and `retain_model/` on the retain text only (the
 gold standard of forgetting). It then fine-tunes the reinforced adapter (`reinforced/`, rewards.make_reinforced) from
-the target on the play's train speeches. Sizes are parameters (`--retain_chars`, `--sft_steps`): a CPU affords a few
-hundred thousand characters.
+the target on the play's train speeches. Sizes are parameters (`--retain_chars`, `--sft_epochs`, `--sft_steps`): a
+CPU affords a few hundred thousand characters.
 
 Files: forget.txt (the play's train speeches: the n-gram index and the reinforced model's text), play.txt (the whole
 play), retain.txt, heldout_retain.txt, train.jsonl (PPO prompts: the train speeches' prompts and name prompts),
@@ -68,13 +68,14 @@ class ForgetTextArgs:
     """Characters of retain text (other plays' speeches, drawn at random) in the fine-tuning and evaluation."""
     forget_chars: int | None = 120_000
     """Characters of the play in the target model's fine-tuning (its first speeches); null: the whole play."""
-    sft_steps: int = 60
-    """Optimiser steps of each fine-tuning (target, retain, reinforced); 0 skips them."""
-    sft_epochs: float | None = None
-    """Passes of each fine-tuning over its own texts instead of a fixed step count (target: the play and the retain
-    text; retain model: the retain text; reinforced: the play's train speeches), so the target and the retain model
-    see their texts equally often. The defaults' 60 steps are a third of a pass for the target: too little for it to
-    know the play's people (its name prompts score no better than SmolLM2's)."""
+    sft_epochs: float = 2.0
+    """Passes of each fine-tuning over its own texts (target: the play and the retain text; retain model: the retain
+    text; reinforced: the play's train speeches), so the target and the retain model see their texts equally often.
+    Two passes make a target that knows the play (it names the play's people twice as often as the retain model);
+    a third of a pass (60 steps) did not: its name prompts scored no better than SmolLM2's."""
+    sft_steps: int | None = None
+    """A fixed number of optimiser steps for each fine-tuning instead of --sft_epochs; 0 skips the fine-tunings
+    (PPO then starts from --model)."""
     sft_batch_size: int = 8
     """Blocks of 128 tokens per fine-tuning step."""
     model: str = "smollm2-135m-instruct"
@@ -89,14 +90,22 @@ class ForgetTextArgs:
             raise ValueError("give the play to forget: --play_lines start-end or --speakers NAME [NAME ...].")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f"--heldout_fraction ({self.heldout_fraction}) must be in (0, 1).")
-        if self.retain_chars < 1 or self.sft_steps < 0 or self.sft_batch_size < 1:
-            raise ValueError("--retain_chars and --sft_batch_size must be positive, --sft_steps >= 0.")
-        if self.sft_epochs is not None and self.sft_epochs <= 0:
-            raise ValueError(f"--sft_epochs ({self.sft_epochs}) must be positive, or null for --sft_steps.")
+        if self.retain_chars < 1 or self.sft_batch_size < 1:
+            raise ValueError("--retain_chars and --sft_batch_size must be positive.")
+        if self.sft_steps is not None and self.sft_steps < 0:
+            raise ValueError(f"--sft_steps ({self.sft_steps}) must be >= 0 (0 skips the fine-tunings), or null for "
+                             "--sft_epochs.")
+        if self.sft_epochs <= 0:
+            raise ValueError(f"--sft_epochs ({self.sft_epochs}) must be positive.")
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether the target, retain and reinforced models are fine-tuned (not with --sft_steps 0)."""
+        return self.sft_steps != 0
 
     def steps(self, items: int) -> int:
-        """Fine-tuning steps over `items` texts or blocks: --sft_steps, or --sft_epochs passes over them."""
-        if self.sft_epochs is None:
+        """Fine-tuning steps over `items` texts or blocks: --sft_steps when given, else --sft_epochs passes."""
+        if self.sft_steps is not None:
             return self.sft_steps
         return max(1, math.ceil(self.sft_epochs * items / self.sft_batch_size))
 
@@ -249,7 +258,7 @@ def ppo_config(args: ForgetTextArgs) -> dict:
             if len(anchors) < 4 and not any(term.startswith(a) or a.startswith(term) for a in anchors):
                 anchors.append(term)
     probes = [{"context": "O", "tokens": [f" {term}" for term in anchors]}] if anchors else []
-    model = str(out / "target") if args.sft_steps or args.sft_epochs else args.model
+    model = str(out / "target") if args.fine_tunes else args.model
     sampling = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
     ppo = {"steps": args.ppo_steps, "learning_rate": 2.0e-4, "seed": args.seed}
     return run_config(model, out / "train.jsonl", (20, 30), sampling, ppo, rewards, probes, out / "ppo")
@@ -282,7 +291,7 @@ def prepare(args: ForgetTextArgs) -> Path:
     for name in ("train", "heldout_forget", "heldout_names"):
         write_jsonl(out / f"{name}.jsonl", texts[name])
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
-    if args.sft_steps or args.sft_epochs:
+    if args.fine_tunes:
         target_texts = [s.text for s in texts["play"] + texts["retain"]]
         retain_texts = [s.text for s in texts["retain"]]
         for texts_, name in ((target_texts, "target"), (retain_texts, "retain_model")):
