@@ -426,14 +426,19 @@ def forget_metrics(cfg: EvalConfig, name: str, model, tokenizer) -> tuple[dict[s
             samples.append({"model": name, "passage_index": i, "prompt": head, "reference": truth,
                             "completion": completion, "rouge_l": metrics.rouge_l(completion, truth)})
         out["forget_rouge_l"] = float(np.mean([s["rouge_l"] for s in samples]))
-        nll, count = sequence_nll(model, tokenizer, [""] * len(passages), [h + t for h, t in passages],
-                                  cfg.batch_size, f"{name}: forget perplexity")
-        out |= metrics.perplexity_with_ci("forget_perplexity", nll, count, cfg.bootstrap_samples, cfg.seed)
+        out |= passage_perplexity("forget_perplexity", model, tokenizer, cfg.forget_corpus, cfg)
     if cfg.retain_corpus:
-        texts = [h + t for h, t in forget_passages(cfg.retain_corpus, cfg.forget_passages, cfg.seed)]
-        nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size, f"{name}: retain ppl")
-        out |= metrics.perplexity_with_ci("retain_perplexity", nll, count, cfg.bootstrap_samples, cfg.seed)
+        out |= passage_perplexity("retain_perplexity", model, tokenizer, cfg.retain_corpus, cfg)
     return out, samples
+
+
+def passage_perplexity(key: str, model, tokenizer, corpus, cfg: EvalConfig) -> dict[str, float]:
+    """Perplexity of `cfg.forget_passages` whole passages drawn from `corpus`, with its 95% bootstrap interval over
+    passages, keyed `key`."""
+    texts = [head + tail for head, tail in forget_passages(str(corpus), cfg.forget_passages, cfg.seed)]
+    nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size,
+                              f"perplexity {Path(corpus).name}")
+    return metrics.perplexity_with_ci(key, nll, count, cfg.bootstrap_samples, cfg.seed)
 
 
 def run_evaluation(cfg: EvalConfig) -> EvalResult:

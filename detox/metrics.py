@@ -63,7 +63,7 @@ def perplexity_ci(
     """
     nll, tokens = _unit_sums(nll_sum, num_tokens, "perplexity_ci")
     idx = np.random.default_rng(seed).integers(0, nll.size, size=(n_boot, nll.size))  # (n_boot, U)
-    return _percentile_interval(np.exp(nll[idx].sum(axis=1) / tokens[idx].sum(axis=1)), alpha)
+    return _percentile_interval(np.exp(_log_perplexity(nll, tokens, idx)), alpha)
 
 
 def perplexity_with_ci(name: str, nll_sum: np.ndarray, num_tokens: np.ndarray, n_boot: int = 1000,
@@ -85,9 +85,13 @@ def paired_perplexity_change_ci(
         raise ValueError(f"paired_perplexity_change_ci: {nll.shape[0]} and {base_nll.shape[0]} rows must be the same "
                          "prompts.")
     idx = np.random.default_rng(seed).integers(0, nll.size, size=(n_boot, nll.size))
-    per_token = nll[idx].sum(axis=1) / tokens[idx].sum(axis=1)
-    log_ratio = per_token - base_nll[idx].sum(axis=1) / base_tokens[idx].sum(axis=1)
+    log_ratio = _log_perplexity(nll, tokens, idx) - _log_perplexity(base_nll, base_tokens, idx)
     return _percentile_interval(np.exp(log_ratio) - 1, alpha)
+
+
+def _log_perplexity(nll: np.ndarray, tokens: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Log-perplexity of each replicate: NLL per token pooled over the units each row of `idx` (n_boot, U) draws."""
+    return nll[idx].sum(axis=1) / tokens[idx].sum(axis=1)
 
 
 def _unit_sums(nll_sum, num_tokens, caller: str) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +258,7 @@ def build_table(
     samples: model name -> records ordered by (prompt, sample) with keys completion, nll, num_tokens and
     `toxicity/<judge>` for every judge. Each judge's figures are keyed `<judge>/<figure>`.
     """
-    table, base_scores, base_nll = [], {}, None
+    table, base_scores, base_units = [], {}, None
     for name, records in samples.items():
         completions = [r["completion"] for r in records]
         nll = np.array([r["nll"] for r in records], dtype=np.float64)
@@ -266,8 +270,9 @@ def build_table(
             row.update({f"{judge}/{key}": value for key, value in stats.items()})
             base_scores.setdefault(judge, scores)
         row.update(text_stats(completions, nll, count))
-        row.update(perplexity_stats(nll.reshape(-1, k), count.reshape(-1, k), base_nll, n_boot, seed))
-        base_nll = base_nll or (nll.reshape(-1, k), count.reshape(-1, k))
+        units = (nll.reshape(-1, k), count.reshape(-1, k))  # a prompt with its k samples is one resampled unit
+        row.update(perplexity_stats(*units, base_units, n_boot, seed))
+        base_units = base_units or units
         if phrases:
             row["phrase_hit_rate"] = phrase_hit_rate(completions, phrases)
         table.append(row)
@@ -323,7 +328,7 @@ def table_columns(table: list[dict], labels: dict[str, str] | None = None) -> li
     columns = [(f"{(labels or {}).get(j, j)}: {header}", f"{j}/{key}")
                for j in table_judges(table) for header, key in JUDGE_COLUMNS]
     present = set().union(*table) if table else set()
-    present |= {key.removesuffix("_low") for key in present if key.startswith("perplexity") and key.endswith("_ci_low")}
+    present |= {key.removesuffix("_low") for key in present if key.endswith("_ci_low")}  # interval columns
     return columns + [(header, key) for header, key in TABLE_COLUMNS if key in present]
 
 

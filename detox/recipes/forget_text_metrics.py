@@ -16,20 +16,11 @@ NAME_NEW_TOKENS = 6
 """Tokens of each greedy continuation of a name prompt (a name is one to three tokens)."""
 
 
-def passage_perplexity(name: str, model, tokenizer, corpus: Path, cfg) -> dict[str, float]:
-    """Perplexity of `cfg.forget_passages` passages (48 words each) drawn from `corpus`, with its 95% bootstrap
-    interval over passages, keyed `name`."""
-    from detox.evaluation import forget_passages, sequence_nll
-
-    texts = [head + tail for head, tail in forget_passages(str(corpus), cfg.forget_passages, cfg.seed)]
-    nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size, f"perplexity {corpus.name}")
-    return metrics.perplexity_with_ci(name, nll, count, cfg.bootstrap_samples, cfg.seed)
-
-
 def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], completions: list[list[str]],
                         cfg) -> tuple[dict, list]:
     """Anchor-term rate (sampled: the evaluation's samples of the held-out play prompts; greedy), ROUGE-L of the
     greedy continuation against the true lines, perplexity on the play and on held-out retain text."""
+    from detox.evaluation import passage_perplexity
     from rewards.forget import AnchorTerms
 
     anchors = AnchorTerms(terms=str(recipe_dir / "anchors.json"))
