@@ -301,15 +301,26 @@ def sequence_nll(model, tokenizer, contexts: list[str], targets: list[str], batc
     Context and target are tokenised separately (no special tokens) and concatenated, as in generation; with an
     empty context the target's first token has nothing to condition on and is not scored.
     """
+    per_token = token_nll(model, tokenizer, contexts, targets, batch_size, desc)
+    nll = np.array([np.nansum(t) for t in per_token], dtype=float)
+    count = np.array([int(np.isfinite(t).sum()) for t in per_token], dtype=np.int64)
+    return nll, count
+
+
+def token_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_size: int, desc: str,
+              target_ids: list[list[int]] | None = None) -> list[np.ndarray]:
+    """NLL in nats of every token of each target given its context: one array per target, aligned with the target's
+    tokens (`target_ids`, or the target tokenised without special tokens), NaN where a token is not scored (the first
+    token of a target with an empty context)."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     ctx_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
-    tgt_ids = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
-    nll, count = np.zeros(len(targets)), np.zeros(len(targets), dtype=np.int64)
+    tgt_ids = target_ids if target_ids is not None else tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    out = [np.full(len(t), np.nan) for t in tgt_ids]
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(targets), batch_size), desc=desc):
+    for start in tqdm(range(0, len(tgt_ids), batch_size), desc=desc):
         rows = [(c, c + t) for c, t in zip(ctx_ids[start : start + batch_size], tgt_ids[start : start + batch_size])]
         width = max(len(seq) for _, seq in rows)
         if width < 2:
@@ -323,10 +334,12 @@ def sequence_nll(model, tokenizer, contexts: list[str], targets: list[str], batc
         with torch.no_grad():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
         target = labels[:, 1:].to(device)
-        token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-        nll[start : start + len(rows)] = token_nll.view(len(rows), -1).sum(1).cpu().numpy()
-        count[start : start + len(rows)] = (target != -100).sum(1).cpu().numpy()
-    return nll, count
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+        nll = nll.view(len(rows), -1).cpu().numpy()
+        for i, (ctx, seq) in enumerate(rows):
+            first = max(len(ctx), 1)  # label position p is predicted at row position p - 1
+            out[start + i][first - len(ctx) :] = nll[i, first - 1 : len(seq) - 1]
+    return out
 
 
 def fingerprint(cfg: EvalConfig, path: str, prompts: list[str]) -> str:
@@ -436,8 +449,15 @@ def passage_perplexity(key: str, model, tokenizer, corpus, cfg: EvalConfig) -> d
     """Perplexity of `cfg.forget_passages` whole passages drawn from `corpus`, with its 95% bootstrap interval over
     passages, keyed `key`."""
     texts = [head + tail for head, tail in forget_passages(str(corpus), cfg.forget_passages, cfg.seed)]
-    nll, count = sequence_nll(model, tokenizer, [""] * len(texts), texts, cfg.batch_size,
-                              f"perplexity {Path(corpus).name}")
+    return document_perplexity(key, model, tokenizer, texts, cfg, f"perplexity {Path(corpus).name}")
+
+
+def document_perplexity(key: str, model, tokenizer, documents: list[str], cfg: EvalConfig,
+                        desc: str | None = None) -> dict[str, float]:
+    """Perplexity of `documents`, each scored alone from its start, with its 95% bootstrap interval over documents,
+    keyed `key`."""
+    nll, count = sequence_nll(model, tokenizer, [""] * len(documents), documents, cfg.batch_size,
+                              desc or f"perplexity ({key})")
     return metrics.perplexity_with_ci(key, nll, count, cfg.bootstrap_samples, cfg.seed)
 
 

@@ -24,6 +24,7 @@ from detox.evaluation import (
     forget_passages,
     read_cache,
     sequence_nll,
+    token_nll,
     write_cache,
 )
 
@@ -89,6 +90,20 @@ def test_sequence_nll_scores_only_the_target_tokens(tiny_lm_path):
             assert got_nll == pytest.approx(expected, rel=1e-4)
         else:
             assert got_nll == 0.0
+    per_token = token_nll(model, tokenizer, contexts, targets, batch_size=2, desc="test")
+    for ctx, tgt, got in zip(contexts, targets, per_token):
+        c, t = (tokenizer(x, add_special_tokens=False)["input_ids"] for x in (ctx, tgt))
+        assert len(got) == len(t)  # one entry per target token, in the target's order
+        if not t:
+            continue
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([c + t])).logits[0].float(), -1)
+        for j in range(len(t)):
+            p = len(c) + j
+            if p == 0:  # nothing to condition on
+                assert np.isnan(got[j])
+            else:
+                assert got[j] == pytest.approx(-logp[p - 1, t[j]].item(), rel=1e-4, abs=1e-5)
 
 
 def test_cache_round_trip_and_invalidation(tmp_path):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import evaluate_toxicity
 import train_ppo
-from training_runs import one_thread  # noqa: F401 (fixture)
+from training_runs import REPO, one_thread  # noqa: F401 (one_thread: fixture)
 from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, prepare, read_lines,
                                        speeches, split_play)
 from rewards.forget import AnchorTerms
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import forget_gap  # noqa: E402
 
 
 def test_romeo_and_juliet_is_the_default_play_and_its_splits_are_disjoint():
@@ -108,6 +113,33 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     assert [r["step"] for r in rows if "reward/total" in r] == [1, 2]
     assert {"reward/anchor_terms/mean", "reward/forget_verbatim/mean", "reward/forget_likelihood/mean"} <= set(rows[1])
     assert (recipe / "ppo" / "final" / "adapter_model.safetensors").is_file()
+    # benchmarks/forget_gap.py on the real recipe: the classes split the play's tokens and its gap, and a model that
+    # is the retain model closes exactly all of it
+    gap = forget_gap.main(["--recipe_dir", str(recipe), "--bootstrap_samples", "50",
+                           "--models", f"gold={recipe / 'retain_model'}", f"ppo={recipe / 'ppo' / 'final'}"])
+    rows = {r["group"]: r for r in gap["groups"]}
+    classes = [rows[c] for c in forget_gap.CLASSES]
+    assert sum(r["tokens"] for r in classes) == rows["all"]["tokens"] > 100
+    assert sum(r["part_of_gap"] for r in classes) == pytest.approx(1.0)
+    assert rows["speaker header"]["tokens"] > 0 and rows["other"]["tokens"] > 0
+    assert rows["blank line"]["tokens"] == 0  # whole speeches: no blank line between two of them
+    assert rows["all"]["shares"]["gold"]["share"] == pytest.approx(1.0)
+    by_model = {r["model"]: r for r in gap["rows"]}
+    assert by_model["gold"]["share_of_way"] == pytest.approx(1.0) and by_model["target"]["share_of_way"] == 0
+    assert by_model["gold"]["play_perplexity"] == pytest.approx(by_model["retain"]["play_perplexity"])
+    assert by_model["target"]["retain_change"] == 0
+    # the recipe's evaluation scores the same speeches, each alone, as the fine-tunings saw them
+    result = evaluate_toxicity.main([
+        "--models", f"target={recipe / 'target'}", f"ppo={recipe / 'ppo' / 'final'}", "--run_config", str(config),
+        "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "4", "--max_new_tokens", "6",
+        "--recipe_prompts", "2", "--output_dir", str(tmp_path / "eval")])
+    rows = {row["model"]: row for row in result.table}
+    for name in ("target", "ppo"):
+        assert rows[name]["forget_perplexity"] == pytest.approx(by_model[name]["play_perplexity"], rel=1e-4)
+        assert rows[name]["retain_perplexity"] == pytest.approx(by_model[name]["retain_perplexity"], rel=1e-4)
+        assert rows[name]["forget_perplexity_ci_low"] < rows[name]["forget_perplexity"] \
+            < rows[name]["forget_perplexity_ci_high"]
+    assert (recipe / "forget_gap" / "forget_gap.md").is_file()
 
 
 def test_name_metrics_read_the_models_greedy_name_and_its_log_probability(tmp_path, smollm2_path, one_thread):

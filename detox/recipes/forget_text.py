@@ -143,6 +143,16 @@ def speeches(lines: list[str]) -> list[Speech]:
     return [s for s in out if s.lines]
 
 
+def read_speeches(path: Path) -> list[str]:
+    """The speeches of a text this recipe wrote (play.txt, heldout_retain.txt, ...), each as the fine-tunings saw it:
+    its header line and its lines, one document per speech."""
+    texts = [s.text for s in speeches(Path(path).read_text(encoding="utf-8").splitlines())]
+    if not texts:
+        raise ValueError(f"{path}: no speech in it (a NAME: line after a blank line, then the lines spoken); give a "
+                         f"file that detox.recipes.forget_text wrote.")
+    return texts
+
+
 def split_play(all_speeches: list[Speech], args: ForgetTextArgs) -> tuple[list[Speech], list[Speech]]:
     """(the play's speeches, every other speech); an empty play is an error naming the setting."""
     if args.speakers:

@@ -19,8 +19,14 @@ NAME_NEW_TOKENS = 6
 def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], completions: list[list[str]],
                         cfg) -> tuple[dict, list]:
     """Anchor-term rate (sampled: the evaluation's samples of the held-out play prompts; greedy), ROUGE-L of the
-    greedy continuation against the true lines, perplexity on the play and on held-out retain text."""
-    from detox.evaluation import passage_perplexity
+    greedy continuation against the true lines, perplexity on the play and on held-out retain text.
+
+    The perplexities score every speech of the play and of the held-out retain text as its own document, as the
+    target and retain model were fine-tuned (one speech per example): a passage cut across two speeches would hold a
+    blank line between them that no fine-tuning text held, whose loss moves with any change to the model.
+    """
+    from detox.evaluation import document_perplexity
+    from detox.recipes.forget_text import read_speeches
     from rewards.forget import AnchorTerms
 
     anchors = AnchorTerms(terms=str(recipe_dir / "anchors.json"))
@@ -31,8 +37,8 @@ def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], 
     out = with_ci("anchor_rate_greedy", [anchors.count(g) > 0 for g in greedy], *boot)
     out |= with_ci("anchor_rate_sampled", [np.mean([anchors.count(c) > 0 for c in cs]) for cs in completions], *boot)
     out |= with_ci("forget_rouge_l", [metrics.rouge_l(g, t) for g, t in zip(greedy, truths)], *boot)
-    out |= passage_perplexity("forget_perplexity", model, tokenizer, recipe_dir / "play.txt", cfg)
-    out |= passage_perplexity("retain_perplexity", model, tokenizer, recipe_dir / "heldout_retain.txt", cfg)
+    for key, text in (("forget_perplexity", "play.txt"), ("retain_perplexity", "heldout_retain.txt")):
+        out |= document_perplexity(key, model, tokenizer, read_speeches(recipe_dir / text), cfg, f"perplexity {text}")
     rows = [{"kind": "forget", "prompt": h, "greedy": g, "truth": t, "anchors": anchors.count(g)}
             for h, g, t in zip(heads, greedy, truths)]
     if (recipe_dir / "heldout_names.jsonl").is_file():
