@@ -320,8 +320,11 @@ def token_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_s
     tgt_ids = target_ids if target_ids is not None else tokenizer(list(targets), add_special_tokens=False)["input_ids"]
     out = [np.full(len(t), np.nan) for t in tgt_ids]
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(tgt_ids), batch_size), desc=desc):
-        rows = [(c, c + t) for c, t in zip(ctx_ids[start : start + batch_size], tgt_ids[start : start + batch_size])]
+    # batches of similar lengths: right padding to the longest row costs compute, not results
+    order = sorted(range(len(tgt_ids)), key=lambda i: len(ctx_ids[i]) + len(tgt_ids[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc=desc):
+        batch = order[start : start + batch_size]
+        rows = [(ctx_ids[i], ctx_ids[i] + tgt_ids[i]) for i in batch]
         width = max(len(seq) for _, seq in rows)
         if width < 2:
             continue
@@ -336,9 +339,9 @@ def token_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_s
         target = labels[:, 1:].to(device)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
         nll = nll.view(len(rows), -1).cpu().numpy()
-        for i, (ctx, seq) in enumerate(rows):
+        for row, (i, (ctx, seq)) in enumerate(zip(batch, rows)):
             first = max(len(ctx), 1)  # label position p is predicted at row position p - 1
-            out[start + i][first - len(ctx) :] = nll[i, first - 1 : len(seq) - 1]
+            out[i][first - len(ctx) :] = nll[row, first - 1 : len(seq) - 1]
     return out
 
 
