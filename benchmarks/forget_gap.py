@@ -93,8 +93,8 @@ def char_labels(play: str, recipe: Path) -> tuple[np.ndarray, np.ndarray]:
     spans, was_trained = speech_spans(play, recipe)
     for (start, header_end, end), trained in zip(spans, was_trained):
         cls[start:header_end] = CLASSES.index("speaker header")  # a header naming a person is a header
-        if trained:
-            speech_set[start:end] = SPEECH_SETS.index("trained on")
+        if trained:  # with the blank line after it, which belongs to no speech
+            speech_set[start : end + 1] = SPEECH_SETS.index("trained on")
     return cls, speech_set
 
 
