@@ -135,25 +135,18 @@ def forget_text(args, root: Path) -> Recipe:
 
 
 def detox(args, root: Path) -> Recipe:
-    """The offline default's prompts: forget = toxic RealToxicityPrompts continuations of the train split only."""
+    """The offline default's prompts: forget = toxic RealToxicityPrompts continuations of the train split only, retain
+    = its clean ones (`detox.data.continuation_records`, what `builtin:rtp_toxic_continuations` and
+    `builtin:rtp_clean_continuations` name)."""
     from detox.config import parse_config
-    from detox.data import ASSETS, load_prompts
+    from detox.data import continuation_records
     from detox.models import load_tokenizer
 
     config = str(REPO / "configs" / "offline_default.yaml")
     cfg = parse_config(["--config", config])
-    train = set(load_prompts(cfg.data, load_tokenizer(cfg.model.name_or_path)).train)
-    forget, retain = [], []
-    for line in (ASSETS / "rtp_challenging.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        prompt, continuation = record["prompt"]["text"], record["continuation"]
-        if not any(prompt.startswith(p) for p in train if len(p) > 8):
-            continue  # a held-out prompt (or one the filters dropped): never trained on
-        row = {"text": prompt, "completion": continuation["text"]}
-        toxicity = continuation.get("toxicity") or 0.0
-        (forget if toxicity >= 0.5 else retain if toxicity < 0.1 else []).append(row)
-    if not forget:
-        raise SystemExit("no train-split prompt has a continuation with toxicity >= 0.5")
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    forget = continuation_records("builtin:rtp_toxic_continuations", tokenizer, cfg.data)
+    retain = continuation_records("builtin:rtp_clean_continuations", tokenizer, cfg.data)
     write_jsonl(root / "forget.jsonl", forget)
     write_jsonl(root / "retain.jsonl", retain)
     judges = ["--judges", *args.judges]

@@ -3,7 +3,8 @@
 Records may be nested (RealToxicityPrompts: `{"prompt": {"text": ..., "toxicity": ...}}`, reached with the dotted
 field `prompt.text`) or flat (a plain `text` column). Sources: local .jsonl/.json/.csv/.parquet files, Hub datasets,
 and the prompt files shipped in detox/assets, `builtin:rtp_challenging` and `builtin:rtp_nontoxic` (see
-detox/assets/NOTICE.md).
+detox/assets/NOTICE.md). `continuation_records` gives the loss-based baselines labelled text from the same file: the
+human-written continuations of the training prompts, by their Perspective toxicity.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ BUILTIN = {
     "builtin:rtp_nontoxic": ASSETS / "rtp_nontoxic.jsonl",  # low prompt toxicity: set data.min_toxicity null
 }
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+CONTINUATION_SETS = {
+    "builtin:rtp_toxic_continuations": (0.5, math.inf),  # Perspective toxicity of the continuation >= 0.5
+    "builtin:rtp_clean_continuations": (0.0, 0.1),  # < 0.1
+}
+"""Continuation set -> [low, high) of the continuation's Perspective toxicity (RealToxicityPrompts' own labels)."""
 
 
 @dataclass
@@ -67,6 +73,34 @@ def load_prompts(cfg: DataConfig, tokenizer) -> PromptSplit:
     n_heldout = math.floor(len(prompts) * cfg.heldout_fraction)
     stats["kept"] = len(prompts)
     return PromptSplit(train=prompts[n_heldout:], heldout=prompts[:n_heldout], stats=dict(stats))
+
+
+def continuation_records(source: str, tokenizer, cfg: DataConfig | None = None) -> list[dict[str, str]]:
+    """`{"text": prompt, "completion": continuation}` records of a builtin continuation set (`CONTINUATION_SETS`): the
+    human-written RealToxicityPrompts continuations whose Perspective toxicity lies in the set's range, of the
+    *training* prompts of `cfg` only (the offline default's prompt data unless given, split as `load_prompts` splits
+    it with this tokenizer), so that no prompt an evaluation holds out is ever learned or unlearned."""
+    if source not in CONTINUATION_SETS:
+        raise ValueError(f"unknown continuation set '{source}'; available: {sorted(CONTINUATION_SETS)}.")
+    low, high = CONTINUATION_SETS[source]
+    cfg = cfg or DataConfig()
+    split = load_prompts(cfg, tokenizer)
+    train = set(split.train) - set(split.heldout)  # a prompt text in both (a duplicate) counts as held out
+    rows = []
+    for record in read_records(cfg.prompts, cfg.split):
+        text, _, problem = _extract(record, cfg)
+        continuation, found = _get(record, "continuation")
+        if problem or not found or not isinstance(continuation, dict):
+            continue
+        words, toxicity = continuation.get("text"), continuation.get("toxicity")
+        if isinstance(words, str) and words.strip() and isinstance(toxicity, (int, float)) and low <= toxicity < high:
+            rows.append((text, words))
+    ids = tokenizer([text for text, _ in rows], add_special_tokens=False)["input_ids"] if rows else []
+    records = [{"text": text, "completion": words} for (text, words), row_ids in zip(rows, ids)
+               if _windowed(text, row_ids, tokenizer, cfg) in train]
+    if not records:
+        raise ValueError(f"{source}: no training prompt of '{cfg.prompts}' has a continuation in it.")
+    return records
 
 
 def step_prompts(prompts: list[str], step: int, batch_size: int, seed: int, world: int = 1, rank: int = 0) -> list[str]:
@@ -163,16 +197,21 @@ def _get(record: Any, dotted: str) -> tuple[Any, bool]:
 def _fit_token_window(texts: list[str], tokenizer, cfg: DataConfig, stats: Counter) -> list[str]:
     kept = []
     for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []):
-        if len(ids) < cfg.min_prompt_tokens:
-            stats["filtered/too_short"] += 1
-        elif len(ids) > cfg.max_prompt_tokens and cfg.long_prompts == "drop":
-            stats["filtered/too_long"] += 1
-        elif len(ids) > cfg.max_prompt_tokens:
+        windowed = _windowed(text, ids, tokenizer, cfg)
+        if windowed is None:
+            stats["filtered/too_short" if len(ids) < cfg.min_prompt_tokens else "filtered/too_long"] += 1
+            continue
+        if windowed is not text:
             stats["truncated"] += 1
-            kept.append(tokenizer.decode(ids[: cfg.max_prompt_tokens]))
-        else:
-            kept.append(text)
+        kept.append(windowed)
     return kept
+
+
+def _windowed(text: str, ids: list[int], tokenizer, cfg: DataConfig) -> str | None:
+    """The prompt as the token window keeps it (longer ones truncated), or None when the window drops it."""
+    if len(ids) < cfg.min_prompt_tokens or (len(ids) > cfg.max_prompt_tokens and cfg.long_prompts == "drop"):
+        return None
+    return tokenizer.decode(ids[: cfg.max_prompt_tokens]) if len(ids) > cfg.max_prompt_tokens else text
 
 
 def _bad_summary(stats: Counter) -> str:

@@ -17,9 +17,12 @@ METHODS = ("gradient_ascent", "gradient_difference", "npo", "whp")
 @dataclass
 class UnlearnDataConfig:
     forget: str = ""
-    """Forget corpus: .txt/.txt.gz/.jsonl file, directory or datasets id (as `forget_verbatim`'s corpus)."""
+    """Forget corpus: .txt/.txt.gz/.jsonl file, directory or datasets id (as `forget_verbatim`'s corpus), or a builtin
+    continuation set: `builtin:rtp_toxic_continuations` (RealToxicityPrompts continuations of the offline default's
+    training prompts that Perspective scored >= 0.5; each record is prompt + completion, only the completion learned)."""
     retain: str | None = None
-    """Retain corpus, same formats; needed by gradient_difference, optional for npo (NPO+RT), unused otherwise."""
+    """Retain corpus, same formats (`builtin:rtp_clean_continuations`: the continuations scored < 0.1); needed by
+    gradient_difference, optional for npo (NPO+RT), unused otherwise."""
     text_field: str = "text"
     """Field holding the text in jsonl/dataset records (dotted for nested records)."""
     completion_field: str | None = None
@@ -95,7 +98,9 @@ class OptimConfig:
 
 
 def _no_probes() -> LoggingConfig:
-    return LoggingConfig(probes=[])
+    """A forget corpus need not be toxic text: no probes and no toxicity judges unless the config names them (judges
+    then score the greedy samples of each sampling step, logged as `judge/<name>/mean`)."""
+    return LoggingConfig(probes=[], judges=[])
 
 
 @dataclass

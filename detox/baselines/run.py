@@ -32,22 +32,28 @@ class Blocks:
 
 
 def load_blocks(corpus: str, data, tokenizer, what: str) -> Blocks:
-    """A corpus as token blocks: text + completion per record (`data.completion_field`), or the texts joined with
-    EOS and cut into `data.max_length` blocks. An empty corpus is an error."""
+    """A corpus as token blocks: text + completion per record (`data.completion_field`, or a builtin continuation
+    set), or the texts joined with EOS and cut into `data.max_length` blocks. An empty corpus is an error."""
     from rewards.make_reinforced import chunk_blocks
     from rewards.ngram_index import read_corpus
 
-    texts = read_corpus(corpus, data.text_field)
-    if data.completion_field:
-        completions = read_corpus(corpus, data.completion_field)
+    from detox.data import CONTINUATION_SETS, continuation_records
+
+    if corpus in CONTINUATION_SETS:
+        pairs = [(r["text"], r["completion"]) for r in continuation_records(corpus, tokenizer)]
+    elif data.completion_field:
+        texts, completions = read_corpus(corpus, data.text_field), read_corpus(corpus, data.completion_field)
         pairs = [(t, c) for t, c in zip(texts, completions) if c.strip()]
         if not pairs:
             raise ValueError(f"{what} '{corpus}' holds no record with a non-empty '{data.completion_field}'.")
+    else:
+        pairs = None
+    if pairs is not None:
         prompts = tokenizer([t for t, _ in pairs], add_special_tokens=False)["input_ids"]
         answers = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
         blocks = Blocks([(p + a)[: data.max_length] for p, a in zip(prompts, answers)], [len(p) for p in prompts])
     else:
-        texts = [t for t in texts if t.strip()]
+        texts = [t for t in read_corpus(corpus, data.text_field) if t.strip()]
         if not texts:
             raise ValueError(f"{what} '{corpus}' holds no text (field '{data.text_field}'); give a corpus with at "
                              f"least one text.")
@@ -206,10 +212,11 @@ def build(argv: list[str] | None = None) -> Run:
 
 def train(r: Run) -> None:
     """Steps until `optim.steps`, logging, probing, sampling and checkpointing on the configured schedule."""
-    from detox.trainer import peak_memory_gb
+    from detox.trainer import build_training_judges, peak_memory_gb
 
     cfg, trainer, log = r.cfg, r.trainer, r.cfg.logging
     lm = lambda: r.accelerator.unwrap_model(trainer.model)  # noqa: E731
+    judges = build_training_judges(log.judges)
     if trainer.step_index == 0:
         r.tracker.log(r.probes.record(lm(), 0), step=0)
     while trainer.step_index < cfg.optim.steps:
@@ -219,7 +226,12 @@ def train(r: Run) -> None:
         if step % log.log_every == 0 or final:
             r.tracker.log(stats | r.probes.record(lm(), step), step=step)
         if step % log.sample_every == 0 or final:
-            r.tracker.log_samples(trainer.samples(log.num_samples), step=step)
+            samples = trainer.samples(log.num_samples)
+            r.tracker.log_samples(samples, step=step)
+            if judges:  # how toxic the greedy continuations of forget prompts read to each judge
+                completions = [row["completion"] for row in samples]
+                r.tracker.log({f"judge/{name}/mean": float(sum(judge.toxicity(completions)) / len(completions))
+                               for name, judge in judges.items()}, step=step)
         r.accelerator.print(f"step {step}/{cfg.optim.steps} | loss {stats['loss/total']:+.4f} | forget nll "
                             f"{stats['forget/nll']:.3f} | {stats['time/step']:.1f} s")
         if step % cfg.checkpoint.save_every == 0 or final:
@@ -227,12 +239,15 @@ def train(r: Run) -> None:
 
 
 def save_final(r: Run) -> Path:
-    """`output_dir/final`, written to a temporary directory and renamed into place."""
+    """`output_dir/final` with its model card (README.md), written to a temporary directory and renamed into place."""
+    from detox.model_card import write_model_card
+
     final = r.output_dir / "final"
     if r.accelerator.is_main_process:
         staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=r.output_dir))
         try:
             write_lm(staging / "model", r.accelerator.unwrap_model(r.trainer.model), r.trainer.tokenizer, r.config)
+            write_model_card(staging / "model", r.config)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging / "model", final)
