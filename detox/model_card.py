@@ -1,5 +1,6 @@
-"""The model card (`README.md`) of a trained model: written at the end of training, its evaluation section replaced
-by evaluate_toxicity.py whenever it evaluates that directory.
+"""The model card (`README.md`) of a trained model, PPO run (train_ppo.py) or loss-based unlearning run
+(train_unlearn.py): written at the end of training, its evaluation section replaced by evaluate_toxicity.py
+whenever it evaluates that directory.
 
 Everything in the card comes from the run's saved config (`detox_config.yaml`) and the installed packages, so the
 card says what was actually run.
@@ -27,6 +28,12 @@ PROMPT_DATA = {
                                "redistributed by DecodingTrust (CC BY-SA 4.0), shipped in detox/assets",
     "builtin:rtp_nontoxic": "RealToxicityPrompts (Gehman et al., 2020; Apache-2.0) non-toxic prompts as "
                             "redistributed by DecodingTrust (CC BY-SA 4.0), shipped in detox/assets",
+    "builtin:rtp_toxic_continuations": "the human-written RealToxicityPrompts (Gehman et al., 2020; Apache-2.0) "
+                                       "continuations that Perspective scored >= 0.5, of the offline default's training "
+                                       "prompts (\"challenging\" set as redistributed by DecodingTrust, CC BY-SA 4.0)",
+    "builtin:rtp_clean_continuations": "the human-written RealToxicityPrompts (Gehman et al., 2020; Apache-2.0) "
+                                       "continuations that Perspective scored < 0.1, of the offline default's training "
+                                       "prompts (\"challenging\" set as redistributed by DecodingTrust, CC BY-SA 4.0)",
     "allenai/real-toxicity-prompts": "RealToxicityPrompts (Gehman et al., 2020), Apache-2.0",
 }
 """Prompt source -> what it is and its licence; other sources are named as given."""
@@ -41,7 +48,16 @@ CITATIONS = {
                 "ICWSM 2017.",
     "eldan": "Eldan, R. and Russinovich, M. (2023). Who's Harry Potter? Approximate Unlearning in LLMs. "
              "arXiv:2310.02238.",
+    "gradient_ascent": "Jang, J. et al. (2023). Knowledge Unlearning for Mitigating Privacy Risks in Language Models. "
+                       "ACL 2023.",
+    "gradient_difference": "Liu, B., Liu, Q. and Stone, P. (2022). Continual Learning and Private Unlearning. CoLLAs "
+                           "2022; as used in TOFU: Maini, P. et al. (2024), arXiv:2401.06121.",
+    "npo": "Zhang, R. et al. (2024). Negative Preference Optimization: From Catastrophic Collapse to Effective "
+           "Unlearning. arXiv:2404.05868.",
 }
+METHODS = {"gradient_ascent": "gradient ascent", "gradient_difference": "gradient difference",
+           "npo": "negative preference optimization (NPO)", "whp": "WHP's alternative labels"}
+"""train_unlearn.py's method names, as a card titles them."""
 _FRAMEWORKS = ("detox", "torch", "transformers", "peft", "accelerate", "trl", "datasets", "evaluate")
 
 
@@ -51,13 +67,18 @@ def write_model_card(model_dir: Path, config: dict, merged: bool = False) -> Pat
 
     base = hub_id(config["model"]["name_or_path"])
     lora = config["lora"]["enabled"] and not merged
+    name = Path(config["checkpoint"]["output_dir"]).name
+    if _is_unlearning(config):
+        title = f"# {name}: {base} unlearned with {METHODS[config['method']['name']]}\n"
+        body = [_unlearning_section(config), _corpora_section(config["data"])]
+    else:
+        title = f"# {name}: {base} detoxified with PPO\n"
+        body = [_method_section(config), _rewards_section(config["rewards"]), _data_section(config["data"])]
     sections = [
         _front_matter(base, config, lora),
-        f"# {Path(config['checkpoint']['output_dir']).name}: {base} detoxified with PPO\n",
+        title,
         _model_section(base, config, lora, merged),
-        _method_section(config),
-        _rewards_section(config["rewards"]),
-        _data_section(config["data"]),
+        *body,
         f"{EVAL_START}\n## Evaluation\n\nNot evaluated yet. Run\n\n```bash\npython evaluate_toxicity.py --models "
         f"base={config['model']['name_or_path']} detox={model_dir} --num_prompts 200 --samples_per_prompt 4\n```\n\n"
         f"and this section is replaced by the table.\n{EVAL_END}\n",
@@ -88,7 +109,8 @@ def update_evaluation(model_dir: Path, table_md: str, summary: list[str], comman
 
 def _front_matter(base: str, config: dict, lora: bool) -> str:
     meta = {"base_model": base, "library_name": "peft" if lora else "transformers", "pipeline_tag": "text-generation",
-            "tags": ["detox", "ppo", "detoxification", "trl"] + (["lora"] if lora else [])}
+            "tags": ["detox", config["method"]["name"] if _is_unlearning(config) else "ppo", "detoxification", "trl"]
+            + (["lora"] if lora else [])}
     if base in BASE_LICENCES:
         meta["license"] = BASE_LICENCES[base]
     if _uses_rtp(config):
@@ -143,6 +165,39 @@ def _method_section(config: dict) -> str:
     ]) + "\n"
 
 
+def _unlearning_section(config: dict) -> str:
+    m, o = config["method"], config["optim"]
+    loss = {
+        "gradient_ascent": "the negative log-likelihood of the forget corpus, maximised (a negative learning rate)",
+        "gradient_difference": f"the forget corpus' log-likelihood plus {m['retain_weight']} × the retain corpus' "
+                               f"negative log-likelihood, minimised: unlearn the one, keep learning the other",
+        "npo": f"NPO's loss on the forget corpus (β = {m['beta']}), relative to the starting model"
+               + (f", plus {m['retain_weight']} × the retain corpus' negative log-likelihood"
+                  if config["data"].get("retain") else ""),
+        "whp": f"fine-tuning towards WHP's alternative labels (α = {m['alpha']})",
+    }[m["name"]]
+    return "\n".join([
+        "## Method\n",
+        f"Loss-based unlearning: {loss}. No reward model and no sampling.\n",
+        f"- {o['steps']} steps of {o['batch_size']} forget blocks (and as many retain blocks, where used), "
+        f"learning rate {o['learning_rate']}, gradient norm clipped at {o['max_grad_norm']}, seed {o['seed']}.",
+    ]) + "\n"
+
+
+def _corpora_section(data: dict) -> str:
+    lines = ["## Data\n"]
+    for role in ("forget", "retain"):
+        if data.get(role):
+            lines.append(f"- {role.capitalize()}: `{data[role]}`: {PROMPT_DATA.get(data[role], 'see its own licence')}.")
+    if any(str(data.get(r) or "").startswith("builtin:rtp_") for r in ("forget", "retain")):
+        lines.append("- Only continuations of the training prompts are used; the prompts the offline default holds "
+                     "out of training never appear in training.")
+    lines.append(f"- Blocks of at most {data['max_length']} tokens" + (
+        "; each record is prompt + continuation and only the continuation's tokens count." if
+        data.get("completion_field") or str(data.get("forget", "")).startswith("builtin:rtp_") else "."))
+    return "\n".join(lines) + "\n"
+
+
 def _rewards_section(rewards: list[dict]) -> str:
     lines = ["## Rewards\n", "The sequence reward is the weighted sum of:\n",
              "| name | type | weight | options | normalised | clip |", "|---|---|---|---|---|---|"]
@@ -175,19 +230,27 @@ def _frameworks_section() -> str:
 
 
 def _citations_section(config: dict, lora: bool) -> str:
-    keys = ["ppo", "trl"]
+    method = config["method"]["name"] if _is_unlearning(config) else None
+    keys = ["eldan" if method == "whp" else method] if method else ["ppo", "trl"]
     if _uses_rtp(config):
         keys.append("rtp")
-    types = {r["type"] for r in config["rewards"]}
+    types = {r["type"] for r in config.get("rewards", [])}
     if "minilm_toxicity" in types:
         keys.append("davidson")
-    if "forget_likelihood" in types:
+    if "forget_likelihood" in types and "eldan" not in keys:
         keys.append("eldan")
     if lora:
         keys.append("lora")
     return "## Citations\n\n" + "\n".join(f"- {CITATIONS[k]}" for k in keys) + "\n"
 
 
+def _is_unlearning(config: dict) -> bool:
+    """A train_unlearn.py run (a `method` section) rather than a PPO run."""
+    return "method" in config and "ppo" not in config
+
+
 def _uses_rtp(config: dict) -> bool:
-    """The prompts are (a subset of) RealToxicityPrompts."""
-    return config["data"]["prompts"].startswith("builtin:rtp_") or "real-toxicity" in config["data"]["prompts"]
+    """The prompts (or the unlearning corpora) are (a subset of) RealToxicityPrompts."""
+    data = config["data"]
+    sources = [data.get(k) or "" for k in ("forget", "retain")] if _is_unlearning(config) else [data["prompts"]]
+    return any(s.startswith("builtin:rtp_") or "real-toxicity" in s for s in sources)
