@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from training_runs import one_thread  # noqa: F401 (fixture)
 
@@ -54,8 +55,6 @@ def test_continuation_sets_hold_only_training_prompts(smollm2_tokenizer):
 @pytest.mark.slow
 def test_gradient_difference_preset_on_smollm2(tmp_path, one_thread):
     """Real path: the shipped preset, two steps, on SmolLM2 and the shipped continuations; final/ carries a card."""
-    from peft import AutoPeftModelForCausalLM
-
     from detox.baselines.run import build, run
 
     out = tmp_path / "gd"
@@ -74,4 +73,11 @@ def test_gradient_difference_preset_on_smollm2(tmp_path, one_thread):
     assert "unlearned with gradient difference" in card and "`builtin:rtp_toxic_continuations`" in card
     assert "Liu, B." in card and "Gehman, S." in card and "[More Information Needed]" not in card
     assert yaml.safe_load((final / "detox_config.yaml").read_text())["method"]["name"] == "gradient_difference"
-    assert AutoPeftModelForCausalLM.from_pretrained(final).peft_config["default"].r == 16
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # loads anywhere
+    from detox.models import load_causal_lm
+
+    merged = load_causal_lm(str(final), "float32", what="test")  # and loads offline here, onto the packaged base
+    base = load_causal_lm("smollm2-135m-instruct", "float32", what="test")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[name], base.state_dict()[name])  # the adapter was applied

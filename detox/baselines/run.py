@@ -123,7 +123,11 @@ def write_lm(directory: Path, lm, tokenizer, config: dict) -> None:
     bad = [n for n, p in lm.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
     if bad:
         raise RuntimeError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
+    from detox.state import name_base_by_hub_id
+
     lm.save_pretrained(directory, safe_serialization=True)
+    if (directory / "adapter_config.json").is_file():
+        name_base_by_hub_id(directory, config["model"]["name_or_path"])
     tokenizer.save_pretrained(directory)
     (directory / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
