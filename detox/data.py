@@ -201,7 +201,7 @@ def _fit_token_window(texts: list[str], tokenizer, cfg: DataConfig, stats: Count
         if windowed is None:
             stats["filtered/too_short" if len(ids) < cfg.min_prompt_tokens else "filtered/too_long"] += 1
             continue
-        if windowed is not text:
+        if windowed != text:
             stats["truncated"] += 1
         kept.append(windowed)
     return kept

@@ -185,16 +185,19 @@ def _unlearning_section(config: dict) -> str:
 
 
 def _corpora_section(data: dict) -> str:
+    from detox.data import CONTINUATION_SETS
+
     lines = ["## Data\n"]
     for role in ("forget", "retain"):
         if data.get(role):
             lines.append(f"- {role.capitalize()}: `{data[role]}`: {PROMPT_DATA.get(data[role], 'see its own licence')}.")
-    if any(str(data.get(r) or "").startswith("builtin:rtp_") for r in ("forget", "retain")):
+    builtin = data.get("forget") in CONTINUATION_SETS or data.get("retain") in CONTINUATION_SETS
+    if builtin:
         lines.append("- Only continuations of the training prompts are used; the prompts the offline default holds "
                      "out of training never appear in training.")
     lines.append(f"- Blocks of at most {data['max_length']} tokens" + (
-        "; each record is prompt + continuation and only the continuation's tokens count." if
-        data.get("completion_field") or str(data.get("forget", "")).startswith("builtin:rtp_") else "."))
+        "; each record is prompt + continuation and only the continuation's tokens count."
+        if data.get("completion_field") or builtin else "."))
     return "\n".join(lines) + "\n"
 
 

@@ -31,23 +31,31 @@ class Blocks:
         return len(self.ids)
 
 
+def _record_pairs(corpus: str, data, tokenizer, what: str) -> list[tuple[str, str]] | None:
+    """(text, completion) per record of a builtin continuation set or of a corpus with `data.completion_field`;
+    None for a corpus of plain texts."""
+    from rewards.ngram_index import read_corpus
+
+    from detox.data import CONTINUATION_SETS, continuation_records
+
+    if corpus in CONTINUATION_SETS:
+        return [(r["text"], r["completion"]) for r in continuation_records(corpus, tokenizer)]
+    if not data.completion_field:
+        return None
+    texts, completions = read_corpus(corpus, data.text_field), read_corpus(corpus, data.completion_field)
+    pairs = [(t, c) for t, c in zip(texts, completions) if c.strip()]
+    if not pairs:
+        raise ValueError(f"{what} '{corpus}' holds no record with a non-empty '{data.completion_field}'.")
+    return pairs
+
+
 def load_blocks(corpus: str, data, tokenizer, what: str) -> Blocks:
     """A corpus as token blocks: text + completion per record (`data.completion_field`, or a builtin continuation
     set), or the texts joined with EOS and cut into `data.max_length` blocks. An empty corpus is an error."""
     from rewards.make_reinforced import chunk_blocks
     from rewards.ngram_index import read_corpus
 
-    from detox.data import CONTINUATION_SETS, continuation_records
-
-    if corpus in CONTINUATION_SETS:
-        pairs = [(r["text"], r["completion"]) for r in continuation_records(corpus, tokenizer)]
-    elif data.completion_field:
-        texts, completions = read_corpus(corpus, data.text_field), read_corpus(corpus, data.completion_field)
-        pairs = [(t, c) for t, c in zip(texts, completions) if c.strip()]
-        if not pairs:
-            raise ValueError(f"{what} '{corpus}' holds no record with a non-empty '{data.completion_field}'.")
-    else:
-        pairs = None
+    pairs = _record_pairs(corpus, data, tokenizer, what)
     if pairs is not None:
         prompts = tokenizer([t for t, _ in pairs], add_special_tokens=False)["input_ids"]
         answers = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
