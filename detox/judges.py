@@ -7,6 +7,8 @@ A model is never judged only by the reward it was trained on. A judge is named o
     minilm_davidson          MiniLM + logistic regression fitted on the *judge* rows of the shipped Davidson tweets,
                              disjoint from the rows of any reward built the same way (rewards.minilm_classifier)
     minilm_davidson_reward   the same classifier fitted on the *reward* rows: the `minilm_toxicity` reward's scorer
+    minilm_rtp               MiniLM + logistic regression fitted on the labelled RealToxicityPrompts continuations of
+                             the training prompts: the scorer of `minilm_toxicity` with `data: rtp_continuations`
     roberta                  facebook/roberta-hate-speech-dynabench-r4-target, through `evaluate`'s toxicity
                              measurement (needs the Hub; fails at once without it)
 
@@ -29,6 +31,7 @@ BUILTIN_JUDGES = {
     "offline": "alt-profanity-check",
     "minilm_davidson": "MiniLM + logistic regression, Davidson judge rows (odd row ids)",
     "minilm_davidson_reward": "MiniLM + logistic regression, Davidson reward rows (even row ids)",
+    "minilm_rtp": "MiniLM + logistic regression, labelled RealToxicityPrompts continuations of the training prompts",
     "roberta": f"{ROBERTA} via evaluate.load('toxicity')",
 }
 """Built-in judge name -> what it is."""
@@ -78,6 +81,10 @@ def build_judge(judge: Judge, batch_size: int = 64, device: str | None = None, t
 
         part = "judge" if judge.source == "minilm_davidson" else "reward"
         return ToxicityClassifier(model=str(cached_classifier(part)), batch_size=batch_size, device=device)
+    if judge.source == "minilm_rtp":
+        from rewards.minilm_classifier import cached_rtp_classifier
+
+        return ToxicityClassifier(model=str(cached_rtp_classifier()), batch_size=batch_size, device=device)
     source = ROBERTA if judge.source == "roberta" else judge.source
     if source == ROBERTA and not judge.options:
         from detox.hub import resolve_model_path
@@ -102,14 +109,14 @@ class _EvaluateToxicity:
 
 def reward_sources(run_config: dict | None) -> set[str]:
     """Judge sources that are rewards of a run (its saved config as a dict): `offline`, `minilm_davidson_reward`,
-    or the classifier a `toxicity` reward loads."""
+    `minilm_rtp`, or the classifier a `toxicity` reward loads."""
     sources = set()
     for component in (run_config or {}).get("rewards") or []:
         kind, options = component.get("type"), component.get("options") or {}
         if kind == "offline_toxicity":
             sources.add("offline")
         elif kind == "minilm_toxicity":
-            sources.add("minilm_davidson_reward")
+            sources.add("minilm_rtp" if options.get("data") == "rtp_continuations" else "minilm_davidson_reward")
         elif kind == "toxicity":
             model = options.get("model", ROBERTA)
             sources |= {model, "roberta"} if model == ROBERTA else {model}

@@ -238,8 +238,12 @@ def _citations_section(config: dict, lora: bool) -> str:
     if _uses_rtp(config):
         keys.append("rtp")
     types = {r["type"] for r in config.get("rewards", [])}
-    if "minilm_toxicity" in types:
+    if any(r["type"] == "minilm_toxicity" and (r.get("options") or {}).get("data", "davidson") == "davidson"
+           for r in config.get("rewards", [])):
         keys.append("davidson")
+    if "rtp" not in keys and any((r.get("options") or {}).get("data") == "rtp_continuations"
+                                 for r in config.get("rewards", [])):
+        keys.append("rtp")
     if "forget_likelihood" in types and "eldan" not in keys:
         keys.append("eldan")
     if lora:

@@ -52,6 +52,35 @@ def test_the_minilm_reward_and_judge_use_their_own_halves(monkeypatch, tmp_path)
     assert 0.0 <= clean < toxic <= 1.0
 
 
+def test_the_rtp_reward_learns_only_continuations_of_training_prompts(monkeypatch, tmp_path, smollm2_path):
+    """The `rtp_continuations` classifier is fitted on the labelled continuations of the offline default's training
+    prompts, none of a prompt that evaluations hold out; its provenance is recorded, and it tells the labels apart."""
+    from detox.config import DataConfig
+    from detox.data import load_prompts, read_records
+    from detox.models import load_tokenizer
+    from rewards.minilm_classifier import MiniLMToxicity, rtp_continuation_rows, training_data
+
+    texts, labels, provenance = rtp_continuation_rows("smollm2-135m-instruct")
+    assert (provenance["n_train"], provenance["n_toxic"]) == (len(texts), int(labels.sum()))
+    assert 0 < labels.sum() < len(labels)
+    split = load_prompts(DataConfig(), load_tokenizer("smollm2-135m-instruct"))
+    records = list(read_records(DataConfig().prompts, "train"))
+    # a held-out prompt is the start of its record's prompt (the token window keeps the first tokens)
+    heldout = {r["continuation"]["text"] for r in records
+               if any(r["prompt"]["text"].startswith(p) for p in split.heldout)}
+    assert len(heldout) >= 200 and not heldout & set(texts)
+
+    monkeypatch.setenv("DETOX_CACHE", str(tmp_path))
+    reward = MiniLMToxicity(data="rtp_continuations")
+    recorded = training_data(reward.model_path)
+    assert recorded["source"] == "rtp_continuations" and recorded["C"] == 10.0
+    assert recorded["sets"]["builtin:rtp_toxic_continuations"] == [0.5, None]
+    scores = np.asarray(reward([""] * len(texts), texts))  # log-odds of "not toxic"
+    assert scores[labels == 0].mean() > scores[labels == 1].mean() + 1.0
+    with pytest.raises(ValueError, match="options.data 'tweets'"):
+        MiniLMToxicity(data="tweets")
+
+
 def test_judge_names():
     judges = parse_judges(["offline", "rob=facebook/roberta-hate-speech-dynabench-r4-target", "runs/clf/"])
     assert [(j.name, j.source) for j in judges] == [
@@ -71,6 +100,10 @@ def test_relation_to_a_runs_rewards():
     profanity_run = {"rewards": [{"type": "offline_toxicity"}, {"type": "phrase", "options": {"phrases": ["x"]}}]}
     assert relation(judges["offline"], profanity_run) == "reward"
     assert relation(judges["minilm_davidson"], profanity_run) == "independent"
+    rtp_run = {"rewards": [{"type": "minilm_toxicity", "options": {"data": "rtp_continuations"}}]}
+    assert relation(Judge("minilm_rtp", "minilm_rtp"), rtp_run) == "reward"
+    assert relation(judges["minilm_davidson"], rtp_run) == "independent"  # other rows, other source
+    assert relation(judges["minilm_davidson_reward"], rtp_run) == "independent"
     roberta_run = {"rewards": [{"type": "toxicity", "options": {}}]}  # the toxicity reward's default model
     assert relation(judges["roberta"], roberta_run) == "reward"
     assert relation(judges["offline"], None) == "independent"  # the base model has no rewards
