@@ -46,7 +46,7 @@ def export_merged(model_dir: str | Path, out_dir: str | Path, dtype: str = "floa
         config = run_config(str(model_dir))
         if config is not None:
             (staging / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            write_model_card(staging, config, merged=True)
+            write_model_card(staging, config, merged=True, final_dir=out_dir)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

@@ -61,8 +61,10 @@ METHODS = {"gradient_ascent": "gradient ascent", "gradient_difference": "gradien
 _FRAMEWORKS = ("detox", "torch", "transformers", "peft", "accelerate", "trl", "datasets", "evaluate")
 
 
-def write_model_card(model_dir: Path, config: dict, merged: bool = False) -> Path:
-    """Write `model_dir/README.md` from the run config (a dict as saved in detox_config.yaml); returns its path."""
+def write_model_card(model_dir: Path, config: dict, merged: bool = False, final_dir: Path | None = None) -> Path:
+    """Write `model_dir/README.md` from the run config (a dict as saved in detox_config.yaml); returns its path.
+    `final_dir` is where the model will live once a staging `model_dir` is moved into place; the card's commands
+    name it."""
     from detox.hub import hub_id
 
     base = hub_id(config["model"]["name_or_path"])
@@ -80,7 +82,7 @@ def write_model_card(model_dir: Path, config: dict, merged: bool = False) -> Pat
         _model_section(base, config, lora, merged),
         *body,
         f"{EVAL_START}\n## Evaluation\n\nNot evaluated yet. Run\n\n```bash\npython evaluate_toxicity.py --models "
-        f"base={config['model']['name_or_path']} detox={model_dir} --num_prompts 200 --samples_per_prompt 4\n```\n\n"
+        f"base={config['model']['name_or_path']} detox={final_dir or model_dir} --num_prompts 200 --samples_per_prompt 4\n```\n\n"
         f"and this section is replaced by the table.\n{EVAL_END}\n",
         "## Training config\n\n```yaml\n" + yaml.safe_dump(config, sort_keys=False) + "```\n",
         _frameworks_section(),

@@ -164,7 +164,7 @@ def save_final(trainer, output_dir: Path, config: dict) -> Path:
             write_model(staging, trainer, state, config)
             if final.exists():
                 shutil.rmtree(final)
-            write_model_card(staging / "model", config)
+            write_model_card(staging / "model", config, final_dir=final)
             os.replace(staging / "model", final)
             os.replace(staging / "value_head.safetensors", final / "value_head.safetensors")
         finally:

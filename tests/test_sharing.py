@@ -64,7 +64,9 @@ def test_card_of_a_run_names_base_rewards_and_data(tiny_run, tiny_lm_path):
     assert "`builtin:rtp_challenging`" in card and "CC BY-SA 4.0" in card
     assert "Ziegler" in card and "- peft " in card and "- transformers " in card
     assert "Not evaluated yet" in card
-    assert "LoRA merged into the base" in (tiny_run / "merged" / "README.md").read_text()
+    assert f"detox={tiny_run / 'final'} " in card and ".tmp-" not in card  # where the model lives, not its staging
+    merged_card = (tiny_run / "merged" / "README.md").read_text()
+    assert "LoRA merged into the base" in merged_card and f"detox={tiny_run / 'merged'} " in merged_card
 
 
 def test_card_of_the_offline_default_and_its_evaluation(tmp_path):

@@ -259,7 +259,7 @@ def save_final(r: Run) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=r.output_dir))
         try:
             write_lm(staging / "model", r.accelerator.unwrap_model(r.trainer.model), r.trainer.tokenizer, r.config)
-            write_model_card(staging / "model", r.config)
+            write_model_card(staging / "model", r.config, final_dir=final)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging / "model", final)
