@@ -1,16 +1,20 @@
 """Wall-clock to a detoxified model: every trainer a user could pick, on the same model, prompts, reward and budget.
 
     HF_HUB_OFFLINE=1 python benchmarks/detox_per_minute.py \
-        --trainers ours_ppo trl_grpo trl_rloo trl011_ppo --budget_minutes 8 --seeds 0 [1 2] --threads 2
+        --trainers ours_ppo trl_grpo trl_rloo trl011_ppo gd --budget_minutes 8 --seeds 0 [1 2] --threads 2
 
 Trainers, run one after another (never side by side), each in a fresh process with `--threads` torch CPU threads:
 - `ours_ppo`: train_ppo.py's PPO loop;
 - `trl_grpo`, `trl_rloo`: TRL's current GRPOTrainer and RLOOTrainer through train_grpo.py (`--num_generations`
   completions per prompt);
 - `trl011_ppo`: TRL 0.11.4's classic PPOTrainer in its own virtual environment (benchmarks/trl011_worker.py), LoRA
-  with the reference being the base with the adapter off, as TRL does for peft models.
-All read the same run config (`--config`, the offline default unless told otherwise): SmolLM2-135M-Instruct with
-the same LoRA, the same training prompts, the same capped alt-profanity-check reward, the same generation lengths,
+  with the reference being the base with the adapter off, as TRL does for peft models;
+- `gd`: not a reinforcement learner but the loss-based route a user could take instead: train_unlearn.py's gradient
+  difference (`--gd_config`, configs/detox_gradient_difference.yaml) on the labelled RealToxicityPrompts
+  continuations of the same training prompts. It reads no reward and samples nothing; everything else below holds.
+The reinforcement learners read the same run config (`--config`, the offline default unless told otherwise):
+SmolLM2-135M-Instruct with the same LoRA, the same training prompts, the same reward (the offline default's is capped
+alt-profanity-check), the same generation lengths,
 learning rate, batch of 16 completions, mini-batch and epochs, and the same initial KL coefficient. The clock runs
 from the first training step (model loading is reported apart) and stops while a model is written; a model is saved
 at each quarter of the budget (benchmarks/budget_clock.py).
@@ -41,8 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-TRAINERS = ("ours_ppo", "trl_grpo", "trl_rloo", "trl011_ppo")
-LABELS = {"ours_ppo": "ours (PPO)", "trl_grpo": "TRL GRPO", "trl_rloo": "TRL RLOO", "trl011_ppo": "TRL 0.11.4 PPO"}
+TRAINERS = ("ours_ppo", "trl_grpo", "trl_rloo", "trl011_ppo", "gd")
+LABELS = {"ours_ppo": "ours (PPO)", "trl_grpo": "TRL GRPO", "trl_rloo": "TRL RLOO", "trl011_ppo": "TRL 0.11.4 PPO",
+          "gd": "gradient difference (loss-based)"}
 PARTS = 4
 
 
@@ -50,6 +55,25 @@ def train_config(path: str):
     from detox.config import TrainConfig, parse_config
 
     return parse_config(["--config", path], TrainConfig)
+
+
+def check_gd_split(cfg, gd_config: str) -> None:
+    """The gd trainer's builtin continuation sets take the continuations of the *offline default's* training prompts;
+    they are held out of the evaluation only when `--config` splits the same prompts the same way."""
+    from detox.baselines.config import UnlearnConfig
+    from detox.config import DataConfig, parse_config
+    from detox.data import CONTINUATION_SETS
+
+    gd = parse_config(["--config", gd_config], UnlearnConfig)
+    corpora = [c for c in (gd.data.forget, gd.data.retain) if c]
+    if any(c not in CONTINUATION_SETS for c in corpora):
+        raise ValueError(f"--gd_config {gd_config}: the gd trainer reads builtin continuation sets "
+                         f"({sorted(CONTINUATION_SETS)}), whose prompts are held out of the evaluation; it has "
+                         f"{corpora}.")
+    if cfg.data != DataConfig():
+        raise ValueError("--trainers gd: the builtin continuation sets come from the offline default's training "
+                         "prompts, and --config splits its prompts otherwise (data section "
+                         f"{cfg.data}); use a config with the default data section, or leave out gd.")
 
 
 def run_trainer(args, trainer: str, seed: int) -> dict:
@@ -71,7 +95,8 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
     else:
         command = [sys.executable, str(REPO / "benchmarks" / "timed_train.py"), "--trainer", trainer,
                    "--budget_minutes", str(args.budget_minutes), "--seed", str(seed), "--threads", str(args.threads),
-                   "--run_dir", str(run_dir), "--config", args.config, "--num_generations", str(args.num_generations)]
+                   "--run_dir", str(run_dir), "--config", args.config, "--num_generations", str(args.num_generations),
+                   "--gd_config", args.gd_config]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     with (run_dir / "log.txt").open("w") as log:
@@ -142,7 +167,8 @@ def evaluate(args, records: list[dict]) -> dict[str, dict]:
                                  for r in records for p in r["checkpoints"]]
     evaluate_toxicity.main([
         "--models", *models, "--run_config", args.config, "--prompt_split", "heldout",
-        "--judges", args.reward_judge, args.independent_judge, "--num_prompts", str(args.num_prompts),
+        "--judges", args.reward_judge, args.independent_judge, *args.extra_judges,
+        "--num_prompts", str(args.num_prompts),
         "--samples_per_prompt", str(args.samples_per_prompt), "--batch_size", str(args.batch_size),
         "--seed", "0", "--output_dir", str(args.output_dir / "eval"),
     ])
@@ -224,8 +250,10 @@ def verdict(args, lines: dict[str, list[dict]], key: str = "independent") -> lis
 def table(args, lines: dict[str, list[dict]], records: list[dict]) -> str:
     seeds = len(args.seeds)
     band = "95% t-interval over seeds" if seeds > 1 else "95% bootstrap interval over prompts (one seed)"
-    out = [f"| trainer | part | training minutes | completions trained on | {args.independent_judge} (independent) "
-           f"[{band}] | {args.reward_judge} (the reward's scorer) | perplexity (Δ vs base) |",
+    reward_note = "the reward's scorer" + ("; independent for gd" if "gd" in args.trainers else "")
+    out = [f"| trainer | part | training minutes | completions (gd: labelled records) trained on "
+           f"| {args.independent_judge} (independent) [{band}] | {args.reward_judge} ({reward_note}) "
+           f"| perplexity (Δ vs base) |",
            "|---|---|---|---|---|---|---|"]
     base = next(iter(lines.values()))[0]  # every curve starts at the same base model
     rows = [("base model", base)] + [(LABELS[t], p) for t, points in lines.items() for p in points[1:]]
@@ -250,7 +278,7 @@ def plot(args, lines: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("independent", f"mean toxicity, {args.independent_judge} (never a reward)"),
-              ("reward", f"mean toxicity, {args.reward_judge} (the reward's scorer)"),
+              ("reward", f"mean toxicity, {args.reward_judge} (the RL trainers' reward)"),
               ("perplexity", "perplexity of completions under the base model")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (key, title) in zip(axes, panels):
@@ -282,11 +310,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"), help="the run config all "
                         "trainers share")
     parser.add_argument("--num_generations", type=int, default=4, help="GRPO/RLOO completions per prompt")
+    parser.add_argument("--gd_config", default=str(REPO / "configs" / "detox_gradient_difference.yaml"),
+                        help="gd: the train_unlearn.py config (gradient difference)")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated")
     parser.add_argument("--samples_per_prompt", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=32, help="of the evaluation")
     parser.add_argument("--reward_judge", default="offline", help="the reward's own scorer, as an evaluation judge")
     parser.add_argument("--independent_judge", default="minilm_davidson", help="a judge no trainer was rewarded by")
+    parser.add_argument("--extra_judges", nargs="*", default=[], help="more judges scored in eval/results.md "
+                        "(not in the table, the verdict or the picture)")
     parser.add_argument("--target", type=float, default=0.7, help="ours' time over the other's, to be at most")
     parser.add_argument("--max_perplexity_rise", type=float, default=0.10)
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "detox_per_minute")
@@ -295,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget_minutes must be > 0 and --threads >= 1")
     args.output_dir = args.output_dir.resolve()
     args.cfg = train_config(args.config)  # a bad config fails here, before any training
+    if "gd" in args.trainers:
+        check_gd_split(args.cfg, args.gd_config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

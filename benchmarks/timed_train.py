@@ -1,11 +1,13 @@
 """One trainer of this environment, trained for a wall-clock budget, with a model saved at each quarter of it.
 
-    python benchmarks/timed_train.py --trainer ours_ppo|trl_grpo|trl_rloo --budget_minutes M --seed S --threads T \
+    python benchmarks/timed_train.py --trainer ours_ppo|trl_grpo|trl_rloo|gd --budget_minutes M --seed S --threads T \
         --run_dir DIR [--config configs/offline_default.yaml] [--num_generations 4] [-- extra run-config flags]
 
 The worker side of benchmarks/detox_per_minute.py (TRL 0.11.4's PPOTrainer has its own, benchmarks/trl011_worker.py).
 Every trainer reads the same run config: our PPO through train_ppo.build, TRL's GRPO and RLOO through
-train_grpo.build (the same prompts, rewards, LoRA and generation settings). Models land in DIR/part-<k>/model and
+train_grpo.build (the same prompts, rewards, LoRA and generation settings). `gd` is the loss-based route instead:
+train_unlearn.py's gradient difference with `--gd_config` (configs/detox_gradient_difference.yaml), which learns from
+labelled continuations and reads no reward. Models land in DIR/part-<k>/model and
 DIR/checkpoints.jsonl says how many training minutes, steps and completions each holds (benchmarks/budget_clock.py).
 Training judges and W&B are off: only the training itself is timed.
 """
@@ -89,7 +91,30 @@ def trl_group(args, extra: list[str]) -> None:
             log.write(json.dumps(row) + "\n")
 
 
-TRAINERS = {"ours_ppo": ours_ppo, "trl_grpo": trl_group, "trl_rloo": trl_group}
+def gradient_difference(args, extra: list[str]) -> None:
+    from detox.baselines.run import build, write_lm
+
+    r = build(["--config", args.gd_config, "--optim.seed", str(args.seed), "--optim.steps", str(NO_STEP_LIMIT),
+               "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",
+               "--checkpoint.output_dir", str(args.run_dir / "train"), "--checkpoint.save_every", str(NO_STEP_LIMIT),
+               "--checkpoint.overwrite", "true", *extra])
+    trainer = r.trainer
+    clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir, lambda directory: write_lm(
+        directory / "model", r.accelerator.unwrap_model(trainer.model), trainer.tokenizer, r.config))
+    with (args.run_dir / "steps.jsonl").open("w", encoding="utf-8") as log:
+        clock.start()
+        while True:
+            stats = trainer.step()
+            keep = ("loss/total", "forget/nll", "retain/nll", "time/step")
+            log.write(json.dumps({"step": trainer.step_index, "minutes": clock.seconds() / 60,
+                                  **{k: stats[k] for k in keep if k in stats}}) + "\n")
+            log.flush()
+            # "completions" here are the labelled forget records the step unlearned
+            if clock.after_step(trainer.step_index, trainer.step_index * r.cfg.optim.batch_size):
+                break
+
+
+TRAINERS = {"ours_ppo": ours_ppo, "trl_grpo": trl_group, "trl_rloo": trl_group, "gd": gradient_difference}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run_dir", type=Path, required=True)
     parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"))
     parser.add_argument("--num_generations", type=int, default=4, help="GRPO/RLOO: completions per prompt")
+    parser.add_argument("--gd_config", default=str(REPO / "configs" / "detox_gradient_difference.yaml"),
+                        help="gd: the train_unlearn.py config")
     parser.add_argument("extra", nargs="*", help="run-config flags for this trainer, after --")
     args = parser.parse_args(argv)
     os.environ["DETOX_CPU_THREADS"] = str(args.threads)  # read by train_ppo.build

@@ -115,3 +115,33 @@ def test_verdict_ignores_the_other_trainers_models_that_lost_fluency():
         p["perplexity_change"] = 0.5
     (line,) = verdict(args, lines)
     assert "no model within +10% perplexity" in line
+
+
+def test_gd_trainer_refuses_a_config_whose_held_out_prompts_it_could_train_on():
+    from detox_per_minute import check_gd_split, train_config
+
+    check_gd_split(train_config(str(REPO / "configs" / "offline_default.yaml")),
+                   str(REPO / "configs" / "detox_gradient_difference.yaml"))
+    other = train_config(str(REPO / "configs" / "offline_default.yaml"))
+    other.data.heldout_fraction = 0.5
+    with pytest.raises(ValueError, match="splits its prompts otherwise"):
+        check_gd_split(other, str(REPO / "configs" / "detox_gradient_difference.yaml"))
+
+
+@pytest.mark.usefixtures("smollm2_path")
+def test_gd_trainer_saves_each_quarter_of_its_budget_on_smollm2(tmp_path):
+    """The loss-based route under the benchmark's clock, on the real model and the shipped labelled continuations."""
+    import timed_train
+
+    from detox.models import load_causal_lm
+
+    run_dir = tmp_path / "gd"
+    timed_train.main(["--trainer", "gd", "--budget_minutes", str(8 / 60), "--seed", "0", "--threads", "2",
+                      "--run_dir", str(run_dir)])
+    rows = [json.loads(line) for line in (run_dir / "checkpoints.jsonl").read_text().splitlines()]
+    assert [r["part"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["minutes"] * 60 >= 8 and rows[-1]["completions"] == 8 * rows[-1]["steps"]
+    steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == rows[-1]["steps"] and all(s["retain/nll"] > 0 for s in steps)
+    model = load_causal_lm(rows[-1]["path"])  # an adapter naming its base by Hub id, loadable offline
+    assert model.config.model_type == "llama"
