@@ -212,28 +212,36 @@ def point(args, base: dict, chosen: list[dict], minutes: list[float], completion
     ppl = [r["perplexity"] for r in chosen]
     out["perplexity"] = statistics.fmean(ppl)
     out["perplexity_change"] = out["perplexity"] / base["perplexity"] - 1
+    out["distinct_2"] = statistics.fmean(r["distinct_2"] for r in chosen)
+    out["distinct_2_change"] = out["distinct_2"] - base["distinct_2"]
     return out
+
+
+def fluent(args, p: dict) -> bool:
+    """Still fluent: perplexity under the base within the allowed rise, and distinct-2 within the allowed drop (a
+    collapsed model repeats itself at a *low* perplexity)."""
+    return p["perplexity_change"] <= args.max_perplexity_rise and p["distinct_2_change"] >= -args.max_distinct_drop
 
 
 def verdict(args, lines: dict[str, list[dict]], key: str = "independent") -> list[str]:
     """Against each other trainer: when does ours first reach the best held-out toxicity that the other reaches within
     the budget (under the `key` judge: `independent`, or `reward` for the reward's own scorer), and is that at most
-    `target` times the other's time? Only models still fluent count, on both sides: perplexity within the allowed
-    rise over the base (a trainer that buys toxicity with fluency sets no bar)."""
+    `target` times the other's time? Only models still fluent count, on both sides (`fluent`: a trainer that buys
+    toxicity with fluency sets no bar)."""
     if "ours_ppo" not in lines:
         return []
     judge = args.independent_judge if key == "independent" else args.reward_judge
     out = []
     ours = lines["ours_ppo"][1:]
     for other in (t for t in lines if t != "ours_ppo"):
-        fluent = [p for p in lines[other][1:] if p["perplexity_change"] <= args.max_perplexity_rise]
-        if not fluent:
-            out.append(f"{LABELS[other]}: no model within +{args.max_perplexity_rise:.0%} perplexity: no bar to reach")
+        kept = [p for p in lines[other][1:] if fluent(args, p)]
+        if not kept:
+            out.append(f"{LABELS[other]}: no model within +{args.max_perplexity_rise:.0%} perplexity and "
+                       f"-{args.max_distinct_drop} distinct-2: no bar to reach")
             continue
-        best = min(fluent, key=lambda p: p[key][0])
+        best = min(kept, key=lambda p: p[key][0])
         level, other_minutes = best[key][0], best["minutes"]
-        reached = next((p for p in ours if p[key][0] <= level
-                        and p["perplexity_change"] <= args.max_perplexity_rise), None)
+        reached = next((p for p in ours if p[key][0] <= level and fluent(args, p)), None)
         head = (f"{LABELS[other]}: best {level:.4f} under {judge} at {other_minutes:.1f} min, perplexity "
                 f"{best['perplexity_change']:+.1%}; ")
         if reached is None:
@@ -253,15 +261,16 @@ def table(args, lines: dict[str, list[dict]], records: list[dict]) -> str:
     reward_note = "the reward's scorer" + ("; independent for gd" if "gd" in args.trainers else "")
     out = [f"| trainer | part | training minutes | completions (gd: labelled records) trained on "
            f"| {args.independent_judge} (independent) [{band}] | {args.reward_judge} ({reward_note}) "
-           f"| perplexity (Δ vs base) |",
-           "|---|---|---|---|---|---|---|"]
+           f"| perplexity (Δ vs base) | distinct-2 (Δ) |",
+           "|---|---|---|---|---|---|---|---|"]
     base = next(iter(lines.values()))[0]  # every curve starts at the same base model
     rows = [("base model", base)] + [(LABELS[t], p) for t, points in lines.items() for p in points[1:]]
     for name, p in rows:
         ind, rew = p["independent"], p["reward"]
         out.append(f"| {name} | {p['part']} | {p['minutes']:.2f} | {p['completions']:.0f} "
                    f"| {ind[0]:.4f} [{ind[1]:.4f}, {ind[2]:.4f}] | {rew[0]:.4f} [{rew[1]:.4f}, {rew[2]:.4f}] "
-                   f"| {p['perplexity']:.2f} ({p['perplexity_change']:+.1%}) |")
+                   f"| {p['perplexity']:.2f} ({p['perplexity_change']:+.1%}) "
+                   f"| {p['distinct_2']:.3f} ({p['distinct_2_change']:+.3f}) |")
     out += ["", "| trainer | seed | setup (load, s) | training steps | completions | wall-clock in all (s) |",
             "|---|---|---|---|---|---|"]
     for r in records:
@@ -321,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(not in the table, the verdict or the picture)")
     parser.add_argument("--target", type=float, default=0.7, help="ours' time over the other's, to be at most")
     parser.add_argument("--max_perplexity_rise", type=float, default=0.10)
+    parser.add_argument("--max_distinct_drop", type=float, default=0.02, help="of distinct-2 below the base's")
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "detox_per_minute")
     args = parser.parse_args(argv)
     if args.budget_minutes <= 0 or args.threads < 1:

@@ -59,14 +59,18 @@ def test_interval_over_seeds_and_for_one_seed():
     assert interval([0.25], [0.2], [0.31]) == (0.25, 0.2, 0.31)  # one seed: the run's own bootstrap interval
 
 
+def _verdict_args() -> Namespace:
+    return Namespace(target=0.7, max_perplexity_rise=0.10, max_distinct_drop=0.02, budget_minutes=8,
+                     independent_judge="minilm_davidson", reward_judge="offline")
+
+
 def _curve(levels: list[float], minutes: list[float], ppl_change: float = 0.0) -> list[dict]:
-    return [{"part": i, "minutes": m, "independent": (v, v, v), "perplexity_change": ppl_change}
-            for i, (v, m) in enumerate(zip(levels, minutes))]
+    return [{"part": i, "minutes": m, "independent": (v, v, v), "perplexity_change": ppl_change,
+             "distinct_2_change": 0.0} for i, (v, m) in enumerate(zip(levels, minutes))]
 
 
 def test_verdict_times_ours_to_the_other_trainers_best_level():
-    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
-                     reward_judge="offline")
+    args = _verdict_args()
     lines = {
         "ours_ppo": _curve([0.30, 0.26, 0.24, 0.22, 0.21], [0, 2, 4, 6, 8]),
         "trl_grpo": _curve([0.30, 0.29, 0.27, 0.24, 0.25], [0, 2, 4, 6, 8]),  # best 0.24 at 6 min
@@ -79,8 +83,7 @@ def test_verdict_times_ours_to_the_other_trainers_best_level():
 
 
 def test_verdict_refuses_a_level_bought_with_perplexity():
-    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
-                     reward_judge="offline")
+    args = _verdict_args()
     lines = {"ours_ppo": _curve([0.30, 0.20, 0.20, 0.20, 0.20], [0, 2, 4, 6, 8], ppl_change=0.25),
              "trl_grpo": _curve([0.30, 0.29, 0.28, 0.27, 0.26], [0, 2, 4, 6, 8])}
     (line,) = verdict(args, lines)
@@ -88,8 +91,7 @@ def test_verdict_refuses_a_level_bought_with_perplexity():
 
 
 def test_verdict_under_the_rewards_scorer_reads_that_judge():
-    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
-                     reward_judge="offline")
+    args = _verdict_args()
     ours = _curve([0.30, 0.30, 0.30, 0.30, 0.30], [0, 2, 4, 6, 8])
     other = _curve([0.30, 0.30, 0.30, 0.30, 0.30], [0, 2, 4, 6, 8])
     for p, level in zip(ours, [0.15, 0.12, 0.10, 0.09, 0.09]):
@@ -102,8 +104,7 @@ def test_verdict_under_the_rewards_scorer_reads_that_judge():
 
 
 def test_verdict_ignores_the_other_trainers_models_that_lost_fluency():
-    args = Namespace(target=0.7, max_perplexity_rise=0.10, budget_minutes=8, independent_judge="minilm_davidson",
-                     reward_judge="offline")
+    args = _verdict_args()
     other = _curve([0.30, 0.25, 0.20, 0.20, 0.20], [0, 2, 4, 6, 8])
     for p, change in zip(other, [0.0, 0.05, 0.30, 0.30, 0.30]):
         p["perplexity_change"] = change  # only its 2-minute model (0.25) is still fluent
@@ -111,10 +112,9 @@ def test_verdict_ignores_the_other_trainers_models_that_lost_fluency():
     (line,) = verdict(args, lines)
     assert "best 0.2500 under minilm_davidson at 2.0 min" in line and "ours reaches 0.2500 at 6.0 min" in line
     assert "3.00×" in line and line.endswith("NOT met")
-    for p in other[1:]:
-        p["perplexity_change"] = 0.5
+    other[1]["distinct_2_change"] = -0.3  # collapsed into repetition, at a perplexity that looks fine
     (line,) = verdict(args, lines)
-    assert "no model within +10% perplexity" in line
+    assert "no model within +10% perplexity and -0.02 distinct-2" in line
 
 
 def test_gd_trainer_refuses_a_config_whose_held_out_prompts_it_could_train_on():
