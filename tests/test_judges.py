@@ -52,7 +52,7 @@ def test_the_minilm_reward_and_judge_use_their_own_halves(monkeypatch, tmp_path)
     assert 0.0 <= clean < toxic <= 1.0
 
 
-def test_the_rtp_reward_learns_only_continuations_of_training_prompts(monkeypatch, tmp_path, smollm2_path):
+def test_the_rtp_reward_learns_only_continuations_of_training_prompts(smollm2_path):
     """The `rtp_continuations` classifier is fitted on the labelled continuations of the offline default's training
     prompts, none of a prompt that evaluations hold out; its provenance is recorded, and it tells the labels apart."""
     from detox.config import DataConfig
@@ -70,8 +70,7 @@ def test_the_rtp_reward_learns_only_continuations_of_training_prompts(monkeypatc
                if any(r["prompt"]["text"].startswith(p) for p in split.heldout)}
     assert len(heldout) >= 200 and not heldout & set(texts)
 
-    monkeypatch.setenv("DETOX_CACHE", str(tmp_path))
-    reward = MiniLMToxicity(data="rtp_continuations")
+    reward = MiniLMToxicity(data="rtp_continuations")  # built once into the detox cache (seconds), as users get it
     recorded = training_data(reward.model_path)
     assert recorded["source"] == "rtp_continuations" and recorded["C"] == 10.0
     assert recorded["sets"]["builtin:rtp_toxic_continuations"] == [0.5, None]
