@@ -44,15 +44,21 @@ def ours_ppo(args, extra: list[str]) -> None:
     trainer = r.trainer
     clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir,
                         lambda directory: write_model(directory, trainer, full_model_state(trainer), r.config))
-    with (args.run_dir / "steps.jsonl").open("w", encoding="utf-8") as log:
+    spend_budget(clock, args.run_dir, lambda: (trainer.step()[0], trainer.step_index), r.cfg.ppo.batch_size,
+                 ("reward/total", "objective/kl", "objective/kl_coef", "time/step"))
+
+
+def spend_budget(clock: BudgetClock, run_dir: Path, step, per_step: int, keep: tuple[str, ...]) -> None:
+    """Call `step() -> (stats, steps done)` until `clock`'s budget is spent, each step's `keep` stats in
+    run_dir/steps.jsonl; a step counts `per_step` examples (completions, or labelled records for gd)."""
+    with (run_dir / "steps.jsonl").open("w", encoding="utf-8") as log:
         clock.start()
         while True:
-            stats, _ = trainer.step()
-            keep = ("reward/total", "objective/kl", "objective/kl_coef", "time/step")
-            log.write(json.dumps({"step": trainer.step_index, "minutes": clock.seconds() / 60,
+            stats, steps = step()
+            log.write(json.dumps({"step": steps, "minutes": clock.seconds() / 60,
                                   **{k: stats[k] for k in keep if k in stats}}) + "\n")
             log.flush()
-            if clock.after_step(trainer.step_index, trainer.step_index * r.cfg.ppo.batch_size):
+            if clock.after_step(steps, steps * per_step):
                 break
 
 
@@ -101,17 +107,8 @@ def gradient_difference(args, extra: list[str]) -> None:
     trainer = r.trainer
     clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir, lambda directory: write_lm(
         directory / "model", r.accelerator.unwrap_model(trainer.model), trainer.tokenizer, r.config))
-    with (args.run_dir / "steps.jsonl").open("w", encoding="utf-8") as log:
-        clock.start()
-        while True:
-            stats = trainer.step()
-            keep = ("loss/total", "forget/nll", "retain/nll", "time/step")
-            log.write(json.dumps({"step": trainer.step_index, "minutes": clock.seconds() / 60,
-                                  **{k: stats[k] for k in keep if k in stats}}) + "\n")
-            log.flush()
-            # "completions" here are the labelled forget records the step unlearned
-            if clock.after_step(trainer.step_index, trainer.step_index * r.cfg.optim.batch_size):
-                break
+    spend_budget(clock, args.run_dir, lambda: (trainer.step(), trainer.step_index), r.cfg.optim.batch_size,
+                 ("loss/total", "forget/nll", "retain/nll", "time/step"))
 
 
 TRAINERS = {"ours_ppo": ours_ppo, "trl_grpo": trl_group, "trl_rloo": trl_group, "gd": gradient_difference}

@@ -82,7 +82,8 @@ def write_model_card(model_dir: Path, config: dict, merged: bool = False, final_
         _model_section(base, config, lora, merged),
         *body,
         f"{EVAL_START}\n## Evaluation\n\nNot evaluated yet. Run\n\n```bash\npython evaluate_toxicity.py --models "
-        f"base={config['model']['name_or_path']} detox={final_dir or model_dir} --num_prompts 200 --samples_per_prompt 4\n```\n\n"
+        f"base={config['model']['name_or_path']} detox={final_dir or model_dir} --num_prompts 200 "
+        f"--samples_per_prompt 4\n```\n\n"
         f"and this section is replaced by the table.\n{EVAL_END}\n",
         "## Training config\n\n```yaml\n" + yaml.safe_dump(config, sort_keys=False) + "```\n",
         _frameworks_section(),
@@ -240,11 +241,11 @@ def _citations_section(config: dict, lora: bool) -> str:
     if _uses_rtp(config):
         keys.append("rtp")
     types = {r["type"] for r in config.get("rewards", [])}
-    if any(r["type"] == "minilm_toxicity" and (r.get("options") or {}).get("data", "davidson") == "davidson"
-           for r in config.get("rewards", [])):
+    minilm_data = {(r.get("options") or {}).get("data", "davidson") for r in config.get("rewards", [])
+                   if r["type"] == "minilm_toxicity"}
+    if "davidson" in minilm_data:
         keys.append("davidson")
-    if "rtp" not in keys and any((r.get("options") or {}).get("data") == "rtp_continuations"
-                                 for r in config.get("rewards", [])):
+    if "rtp_continuations" in minilm_data and "rtp" not in keys:
         keys.append("rtp")
     if "forget_likelihood" in types and "eldan" not in keys:
         keys.append("eldan")
