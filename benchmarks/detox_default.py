@@ -1,6 +1,7 @@
 """The offline default end to end: train, then compare base and detoxified model on held-out prompts.
 
-    python benchmarks/detox_default.py [--steps 30] [--num_prompts 200] [--output_dir outputs/bench_detox]
+    python benchmarks/detox_default.py [--config configs/offline_default.yaml] [--steps N] [--num_prompts 200] \
+        [--output_dir outputs/bench_detox]
 
 Prints the reward curve, KL, seconds per step and peak RSS of training, then two evaluation tables (same prompts and
 decoding for both models, every completion scored by several judges): held-out toxic prompts and non-toxic prompts.
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-JUDGES = ["offline", "minilm_davidson", "minilm_davidson_reward"]
+JUDGES = ["offline", "minilm_davidson", "minilm_davidson_reward", "minilm_rtp"]  # the last is the default's reward
 
 
 def run(command: list[str]) -> None:
@@ -29,11 +30,19 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True, env=env, cwd=REPO)
 
 
+def config_steps(config: str) -> int:
+    sys.path.insert(0, str(REPO))
+    from detox.config import parse_config
+
+    return parse_config(["--config", config]).ppo.steps
+
+
 def train(args, out: Path) -> list[dict]:
+    steps = args.steps or config_steps(args.config)
     command = [
         sys.executable, "train_ppo.py", "--config", args.config,
-        "--ppo.steps", str(args.steps), "--checkpoint.output_dir", str(out / "train"),
-        "--checkpoint.save_every", str(max(1, args.steps // 4)), "--logging.report_to", "none",
+        "--ppo.steps", str(steps), "--checkpoint.output_dir", str(out / "train"),
+        "--checkpoint.save_every", str(max(1, steps // 4)), "--logging.report_to", "none",
         *args.train_args,
     ]
     start = time.perf_counter()
@@ -110,7 +119,7 @@ def report_locality(results: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/offline_default.yaml", help="training config (a preset)")
-    parser.add_argument("--steps", type=int, default=30, help="PPO steps (the offline default runs 30)")
+    parser.add_argument("--steps", type=int, help="PPO steps (default: the config's; the offline default runs 90)")
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated (>= 200)")
     parser.add_argument("--samples_per_prompt", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)

@@ -12,9 +12,9 @@ Trainers, run one after another (never side by side), each in a fresh process wi
 - `gd`: not a reinforcement learner but the loss-based route a user could take instead: train_unlearn.py's gradient
   difference (`--gd_config`, configs/detox_gradient_difference.yaml) on the labelled RealToxicityPrompts
   continuations of the same training prompts. It reads no reward and samples nothing; everything else below holds.
-The reinforcement learners read the same run config (`--config`, the offline default unless told otherwise):
-SmolLM2-135M-Instruct with the same LoRA, the same training prompts, the same reward (the offline default's is capped
-alt-profanity-check), the same generation lengths,
+The reinforcement learners read the same run config (`--config`, configs/offline_profanity.yaml unless told
+otherwise, the only reward TRL 0.11.4's worker takes): SmolLM2-135M-Instruct with the same LoRA, the same training
+prompts, the same reward (there, capped alt-profanity-check), the same generation lengths,
 learning rate, batch of 16 completions, mini-batch and epochs, and the same initial KL coefficient. The clock runs
 from the first training step (model loading is reported apart) and stops while a model is written; a model is saved
 at each quarter of the budget (benchmarks/budget_clock.py).
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget_minutes", type=float, default=8.0, help="training wall-clock per trainer and seed")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads of every trainer")
-    parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"), help="the run config all "
+    parser.add_argument("--config", default=str(REPO / "configs" / "offline_profanity.yaml"), help="the run config all "
                         "trainers share")
     parser.add_argument("--num_generations", type=int, default=4, help="GRPO/RLOO completions per prompt")
     parser.add_argument("--gd_config", default=str(REPO / "configs" / "detox_gradient_difference.yaml"),

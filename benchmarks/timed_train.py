@@ -1,7 +1,7 @@
 """One trainer of this environment, trained for a wall-clock budget, with a model saved at each quarter of it.
 
     python benchmarks/timed_train.py --trainer ours_ppo|trl_grpo|trl_rloo|gd --budget_minutes M --seed S --threads T \
-        --run_dir DIR [--config configs/offline_default.yaml] [--num_generations 4] [-- extra run-config flags]
+        --run_dir DIR [--config configs/offline_profanity.yaml] [--num_generations 4] [-- extra run-config flags]
 
 The worker side of benchmarks/detox_per_minute.py (TRL 0.11.4's PPOTrainer has its own, benchmarks/trl011_worker.py).
 Every trainer reads the same run config: our PPO through train_ppo.build, TRL's GRPO and RLOO through
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True, help="torch CPU threads")
     parser.add_argument("--run_dir", type=Path, required=True)
-    parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "offline_profanity.yaml"))
     parser.add_argument("--num_generations", type=int, default=4, help="GRPO/RLOO: completions per prompt")
     parser.add_argument("--gd_config", default=str(REPO / "configs" / "detox_gradient_difference.yaml"),
                         help="gd: the train_unlearn.py config")

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--shared", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2, help="alternate on/off runs this many times each")
     args, extra = parser.parse_known_args()
-    argv = ["--config", str(REPO / "configs" / "offline_default.yaml"), "--lora.enabled", "false",
+    argv = ["--config", str(REPO / "configs" / "offline_profanity.yaml"), "--lora.enabled", "false",
             "--model.num_shared_layers", str(args.shared), "--ppo.steps", str(args.steps),
             "--checkpoint.save_every", str(args.steps), "--logging.report_to", "none", "--logging.probes", "[]",
             *extra]

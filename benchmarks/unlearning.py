@@ -142,7 +142,7 @@ def detox(args, root: Path) -> Recipe:
     from detox.data import continuation_records
     from detox.models import load_tokenizer
 
-    config = str(REPO / "configs" / "offline_default.yaml")
+    config = str(REPO / "configs" / "offline_profanity.yaml")
     cfg = parse_config(["--config", config])
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     forget = continuation_records("builtin:rtp_toxic_continuations", tokenizer, cfg.data)

@@ -48,7 +48,7 @@ PINS = [  # TRL 0.11.4 is the last release with the classic PPOTrainer; these ar
     "tyro==0.8.14",
     "alt-profanity-check==1.9.1",  # the same scorer, and scikit-learn model, as ours
     "scikit-learn==1.9.1",
-    "peft==0.13.2",  # LoRA for benchmarks/detox_per_minute.py, which trains the offline default's adapter
+    "peft==0.13.2",  # LoRA for benchmarks/detox_per_minute.py, which trains the profanity preset's adapter
 ]
 
 
@@ -109,7 +109,7 @@ def our_argv(args, output_dir: Path) -> list[str]:
         "rewards": "[{type: offline_toxicity, options: {output: logit}}]",  # the reward TRL's side is given
         "checkpoint.output_dir": output_dir,
     }
-    return ["--config", str(REPO / "configs" / "offline_default.yaml")] + [
+    return ["--config", str(REPO / "configs" / "offline_profanity.yaml")] + [
         item for key, value in flags.items() for item in (f"--{key}", str(value))
     ]
 

@@ -117,7 +117,7 @@ class GenerationConfig:
 
 @dataclass
 class PPOConfig:
-    steps: int = 30
+    steps: int = 90
     """Number of PPO steps (rollout + optimisation)."""
     batch_size: int = 16
     """Prompts per rollout, per process."""
@@ -270,7 +270,7 @@ class LoggingConfig:
 class CheckpointConfig:
     output_dir: str = "outputs/offline_default"
     """Directory of checkpoints, logs, plots and the final model."""
-    save_every: int = 10
+    save_every: int = 30
     """Save a checkpoint every this many steps (and always at the end)."""
     keep_last: int | None = 2
     """Keep only this many recent checkpoints; null keeps all."""
@@ -299,8 +299,10 @@ class CheckpointConfig:
 
 
 def _default_rewards() -> list[RewardComponentConfig]:
-    # log-odds of "not profane", capped: clean completions (P(profane) <= 0.05) all earn the ceiling
-    return [RewardComponentConfig(type="offline_toxicity", options={"output": "logit"}, clip=[None, 3.0])]
+    # log-odds of "clean" from the MiniLM classifier fitted on the labelled continuations of the training prompts,
+    # capped near the median of the clean ones: writing as cleanly as clean human text earns the ceiling
+    return [RewardComponentConfig(type="minilm_toxicity", options={"output": "log_odds", "data": "rtp_continuations"},
+                                  clip=[None, 2.0])]
 
 
 @dataclass

@@ -257,22 +257,22 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     k = 2  # few samples and short completions keep two 135M models under a minute on 2 CPU cores
     args = ["--models", "base=smollm2-135m-instruct", f"lora={lora_adapter}", "--num_prompts", "20",
             "--samples_per_prompt", str(k), "--min_new_tokens", "8", "--max_new_tokens", "12",
-            "--judges", "offline", "minilm_davidson", "minilm_davidson_reward",
+            "--judges", "offline", "minilm_davidson", "minilm_rtp",
             "--batch_size", "20", "--bootstrap_samples", "200", "--output_dir", str(out)]
     first, first_seconds = _run_script(args)
 
     header, rows = _table(first.stdout)
-    # the adapter's run (the offline default) was rewarded by alt-profanity-check: that judge is marked as its reward;
-    # both MiniLM judges are independent of it
-    labels = ["offline (reward of lora)", "minilm_davidson", "minilm_davidson_reward"]
+    # the adapter's run (the offline default) was rewarded by the MiniLM classifier of the labelled continuations: that
+    # judge is marked as its reward; alt-profanity-check and the Davidson MiniLM judge are independent of it
+    labels = ["offline", "minilm_davidson", "minilm_rtp (reward of lora)"]
     assert header == ["Model", *(f"{label}: {figure}" for label in labels for figure in JUDGE_FIGURES),
                       "Perplexity", "Perplexity 95% CI", "Perplexity change vs base (95% CI)", "Distinct-1",
                       "Distinct-2", "Distinct-3", "Mean length", "Empty", "Looping", "Duplicate"]
     assert list(rows) == ["base", "lora"]
     assert rows["base"][4] == "—"
     summary = [line for line in first.stdout.splitlines() if line.startswith("lora vs base")]
-    assert len(summary) == 1 and summary[0].index("under minilm_davidson [independent]") < summary[0].index(
-        "under minilm_davidson_reward [independent]") < summary[0].index("under offline [reward]")
+    assert len(summary) == 1 and summary[0].index("under offline [independent]") < summary[0].index(
+        "under minilm_davidson [independent]") < summary[0].index("under minilm_rtp [reward]")
     for name in ("results.md", "results.csv", "results.json", "samples.csv", "toxicity.png"):
         assert (out / name).stat().st_size > 0
 
@@ -292,7 +292,7 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
         perplexities[model] = ppl
         low, high = (float(x) for x in rows[model][20].strip("[]").split(","))
         assert low <= ppl <= high
-        for group, judge in enumerate(["offline", "minilm_davidson", "minilm_davidson_reward"]):
+        for group, judge in enumerate(["offline", "minilm_davidson", "minilm_rtp"]):
             scores = np.array([s[f"toxicity/{judge}"] for s in recs]).reshape(20, k)
             means[model, judge] = scores.mean()
             first_column = 1 + 6 * group
@@ -310,10 +310,10 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"][1]["minilm_davidson/delta_vs_base"] == pytest.approx(
         means["lora", "minilm_davidson"] - means["base", "minilm_davidson"], abs=1e-12)
-    assert saved["judge_relations"]["lora"] == {"offline": "reward", "minilm_davidson": "independent",
-                                                "minilm_davidson_reward": "independent"}
+    assert saved["judge_relations"]["lora"] == {"offline": "independent", "minilm_davidson": "independent",
+                                                "minilm_rtp": "reward"}
     card = (Path(lora_adapter) / "README.md").read_text()  # the adapter's model card now holds the table
-    assert "| Model | offline (reward of lora): Mean toxicity |" in card and summary[0] in card
+    assert "| minilm_rtp (reward of lora): Mean toxicity |" in card and summary[0] in card
     assert "[More Information" not in card
 
     second, second_seconds = _run_script(args)  # every model is cached: nothing is generated again

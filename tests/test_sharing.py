@@ -77,7 +77,8 @@ def test_card_of_the_offline_default_and_its_evaluation(tmp_path):
     write_model_card(tmp_path, config_dict(TrainConfig()))
     card = (tmp_path / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct\n" in card and "license: apache-2.0" in card
-    assert "| offline_toxicity | offline_toxicity | 1.0 | `{'output': 'logit'}` | False | [None, 3.0] |" in card
+    assert ("| minilm_toxicity | minilm_toxicity | 1.0 | `{'output': 'log_odds', 'data': 'rtp_continuations'}` | False "
+            "| [None, 2.0] |") in card
     assert "Ziegler, D. M." in card and "Gehman, S." in card and "de-quantized" in card
     table = "| Model | offline: Mean toxicity |\n|---|---|\n| base | 0.1000 |"
     assert update_evaluation(tmp_path, table, ["detox vs base: -40%"], "python evaluate_toxicity.py ...", [])
