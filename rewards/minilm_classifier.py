@@ -192,8 +192,8 @@ def cached_rtp_classifier(split_model: str = OFFLINE_MODEL) -> Path:
 
 def _cached(name: str, build) -> Path:
     """`cache_dir()/name`, written once by `build(staging_dir)`. The directory appears atomically (rename), so
-    concurrent training processes never read half of it."""
-    from detox.hub import cache_dir
+    concurrent training processes never read half of it. The build leaves the caller's random state as it was."""
+    from detox.hub import cache_dir, random_state_kept
 
     target = cache_dir() / name
     if (target / "config.json").is_file():
@@ -201,7 +201,8 @@ def _cached(name: str, build) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build(staging)
+        with random_state_kept():
+            build(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

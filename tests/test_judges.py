@@ -52,6 +52,31 @@ def test_the_minilm_reward_and_judge_use_their_own_halves(monkeypatch, tmp_path)
     assert 0.0 <= clean < toxic <= 1.0
 
 
+def test_building_a_classifier_cache_leaves_the_runs_random_state(monkeypatch, tmp_path):
+    """A fresh build seeds torch and initialises a head it then fits; a run's LoRA initialisation and samples must
+    not depend on whether the cache existed, so the caller's torch, numpy and random states come back untouched."""
+    import random
+
+    import torch
+
+    from rewards.minilm_classifier import cached_classifier
+
+    def draws():
+        return torch.rand(4), np.random.rand(4), random.random()
+
+    def seed_all():
+        torch.manual_seed(1234), np.random.seed(1234), random.seed(1234)
+
+    seed_all()
+    expected = draws()
+    seed_all()
+    monkeypatch.setenv("DETOX_CACHE", str(tmp_path))
+    built = cached_classifier("judge", n_train=40)  # a fresh build, in seconds
+    assert (built / "config.json").is_file()
+    got = draws()
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
 def test_the_rtp_reward_learns_only_continuations_of_training_prompts(smollm2_path):
     """The `rtp_continuations` classifier is fitted on the labelled continuations of the offline default's training
     prompts, none of a prompt that evaluations hold out; its provenance is recorded, and it tells the labels apart."""
