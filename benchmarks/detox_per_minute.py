@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -76,16 +77,30 @@ def check_gd_split(cfg, gd_config: str) -> None:
                          f"{cfg.data}); use a config with the default data section, or leave out gd.")
 
 
+def parse_trainer_flags(parser, items: list[str]) -> dict[str, list[str]]:
+    """`TRAINER=FLAGS` items into {trainer: [flag, ...]}; TRL 0.11.4's worker takes no run-config flags."""
+    flags = {}
+    for item in items:
+        trainer, sep, text = item.partition("=")
+        if not sep or trainer not in TRAINERS or trainer == "trl011_ppo":
+            parser.error(f"--trainer_flags {item!r}: expected TRAINER='--section.field value ...' with TRAINER one of "
+                         f"{[t for t in TRAINERS if t != 'trl011_ppo']}")
+        flags[trainer] = shlex.split(text)
+    return flags
+
+
 def run_trainer(args, trainer: str, seed: int) -> dict:
     """Train one (trainer, seed) for the budget unless done.json says it already was; return done.json's record."""
     run_dir = args.output_dir / "runs" / f"{trainer}-s{seed}"
     done = run_dir / "done.json"
     if done.is_file():
         record = json.loads(done.read_text())
-        if record["budget_minutes"] == args.budget_minutes and record["threads"] == args.threads:
+        flags = args.trainer_flags.get(trainer, [])
+        if (record["budget_minutes"], record["threads"], record.get("flags", [])) == (
+                args.budget_minutes, args.threads, flags):
             print(f"{trainer} seed {seed}: trained before, reusing {run_dir}", flush=True)
             return record
-        print(f"{trainer} seed {seed}: {done} was made with another budget or thread count; training again")
+        print(f"{trainer} seed {seed}: {done} was made with another budget, thread count or flags; training again")
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OMP_NUM_THREADS=str(args.threads))
@@ -96,7 +111,7 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
         command = [sys.executable, str(REPO / "benchmarks" / "timed_train.py"), "--trainer", trainer,
                    "--budget_minutes", str(args.budget_minutes), "--seed", str(seed), "--threads", str(args.threads),
                    "--run_dir", str(run_dir), "--config", args.config, "--num_generations", str(args.num_generations),
-                   "--gd_config", args.gd_config]
+                   "--gd_config", args.gd_config, "--", *args.trainer_flags.get(trainer, [])]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     with (run_dir / "log.txt").open("w") as log:
@@ -109,7 +124,8 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
     wall = time.perf_counter() - started
     record = {"trainer": trainer, "seed": seed, "budget_minutes": args.budget_minutes, "threads": args.threads,
               "wall_seconds": wall, "setup_seconds": wall - checkpoints[-1]["minutes"] * 60
-              - sum(p["save_seconds"] for p in checkpoints), "checkpoints": checkpoints, "command": command}
+              - sum(p["save_seconds"] for p in checkpoints), "checkpoints": checkpoints, "command": command,
+              "flags": args.trainer_flags.get(trainer, [])}
     done.write_text(json.dumps(record, indent=1))
     return record
 
@@ -331,8 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", type=float, default=0.7, help="ours' time over the other's, to be at most")
     parser.add_argument("--max_perplexity_rise", type=float, default=0.10)
     parser.add_argument("--max_distinct_drop", type=float, default=0.02, help="of distinct-2 below the base's")
+    parser.add_argument("--trainer_flags", nargs="+", default=[], metavar="TRAINER='FLAGS'",
+                        help="a trainer's own hyper-parameters for the budget, as run-config flags (for gd, "
+                        "train_unlearn.py's), e.g. ours_ppo='--ppo.learning_rate 3e-4'; recorded in the table")
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "detox_per_minute")
     args = parser.parse_args(argv)
+    args.trainer_flags = parse_trainer_flags(parser, args.trainer_flags)
     if args.budget_minutes <= 0 or args.threads < 1:
         parser.error("--budget_minutes must be > 0 and --threads >= 1")
     args.output_dir = args.output_dir.resolve()
@@ -349,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     text = table(args, lines, records)
     checks = verdict(args, lines) + ["", "The same question under the reward's own scorer:"] + verdict(args, lines, "reward")
     note = (f"Budget {args.budget_minutes:g} training minutes per trainer and seed, {args.threads} torch threads each, "
-            f"seeds {args.seeds}; {args.num_prompts} held-out prompts × {args.samples_per_prompt} samples.")
+            f"seeds {args.seeds}; {args.num_prompts} held-out prompts × {args.samples_per_prompt} samples."
+            + "".join(f" {LABELS[t]}: {' '.join(f)}." for t, f in args.trainer_flags.items()))
     (args.output_dir / "table.md").write_text("\n".join([note, "", text, "", *checks]) + "\n")
     (args.output_dir / "summary.json").write_text(json.dumps({"curves": lines, "verdict": checks,
                                                               "runs": records}, indent=1))

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from budget_clock import BudgetClock  # noqa: E402
-from detox_per_minute import interval, verdict  # noqa: E402
+from detox_per_minute import interval, parse_trainer_flags, verdict  # noqa: E402
 
 
 def test_budget_clock_saves_each_quarter_once_and_excludes_save_time(tmp_path):
@@ -115,6 +115,18 @@ def test_verdict_ignores_the_other_trainers_models_that_lost_fluency():
     other[1]["distinct_2_change"] = -0.3  # collapsed into repetition, at a perplexity that looks fine
     (line,) = verdict(args, lines)
     assert "no model within +10% perplexity and -0.02 distinct-2" in line
+
+
+def test_trainer_flags_give_one_trainer_its_own_hyper_parameters():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    ours, gd = "ours_ppo=--ppo.learning_rate 3e-4 --ppo.ppo_epochs 4", "gd=--optim.learning_rate 2e-4"
+    assert parse_trainer_flags(parser, [ours, gd]) == {
+        "ours_ppo": ["--ppo.learning_rate", "3e-4", "--ppo.ppo_epochs", "4"], "gd": ["--optim.learning_rate", "2e-4"]}
+    for bad in ("ours_ppo", "trl011_ppo=--ppo.learning_rate 3e-4", "nobody=--x 1"):
+        with pytest.raises(SystemExit):  # TRL 0.11.4's worker takes no run-config flags; a trainer must be named
+            parse_trainer_flags(parser, [bad])
 
 
 def test_gd_trainer_refuses_a_config_whose_held_out_prompts_it_could_train_on():
