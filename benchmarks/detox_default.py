@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-JUDGES = ["offline", "minilm_davidson", "minilm_davidson_reward", "minilm_rtp"]  # the last is the default's reward
+JUDGES = ["offline", "minilm_davidson", "minilm_rtp", "minilm_davidson_reward"]  # minilm_rtp: the default's reward
 
 
 def run(command: list[str]) -> None:
@@ -59,6 +59,7 @@ def evaluate(args, out: Path, prompts: str, split: str, name: str) -> dict:
         "--models", "base=smollm2-135m-instruct", f"detox={detox}", "--judges", *JUDGES,
         "--prompts", prompts, "--prompt_split", split, "--num_prompts", str(args.num_prompts),
         "--samples_per_prompt", str(args.samples_per_prompt), "--seed", str(args.seed),
+        "--batch_size", str(args.batch_size),
         "--output_dir", str(out / name),
     ])
     return json.loads((out / name / "results.json").read_text())
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated (>= 200)")
     parser.add_argument("--samples_per_prompt", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=32, help="of the evaluation (the README's tables use 32)")
     parser.add_argument("--output_dir", default="outputs/bench_detox")
     parser.add_argument("--skip_training", action="store_true", help="reuse output_dir/train")
     parser.add_argument("--model_dir", help="evaluate this model instead of output_dir/train/final, e.g. "
