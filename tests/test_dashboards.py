@@ -10,7 +10,7 @@ from detox.tracking import read_wandb_offline_history
 from test_train import SMALL
 
 EXPECTED = [
-    "objective/kl", "objective/kl_coef", "objective/entropy", "reward/total", "reward/offline_toxicity/mean",
+    "objective/kl", "objective/kl_coef", "objective/entropy", "reward/total", "reward/minilm_toxicity/mean",
     "judge/offline/mean", "judge/minilm_davidson/mean",
     "ppo/loss/policy", "ppo/loss/value", "ppo/clipfrac", "ppo/approxkl", "ppo/returns/mean", "ppo/grad_norm",
     "ppo/grad_clipped",

@@ -128,7 +128,7 @@ def test_smollm2_adapter_names_its_hub_id_and_loads_offline(smollm2_path, tmp_pa
     adapter = json.loads((final / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     card = (final / "README.md").read_text()
-    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "| offline_toxicity |" in card
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "| minilm_toxicity |" in card
     done = subprocess.run([sys.executable, "-m", "detox.export", str(final), "--merged", str(tmp_path / "merged")],
                           env=subprocess_env(), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
