@@ -93,9 +93,9 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
     """Train one (trainer, seed) for the budget unless done.json says it already was; return done.json's record."""
     run_dir = args.output_dir / "runs" / f"{trainer}-s{seed}"
     done = run_dir / "done.json"
+    flags = args.trainer_flags.get(trainer, [])
     if done.is_file():
         record = json.loads(done.read_text())
-        flags = args.trainer_flags.get(trainer, [])
         if (record["budget_minutes"], record["threads"], record.get("flags", [])) == (
                 args.budget_minutes, args.threads, flags):
             print(f"{trainer} seed {seed}: trained before, reusing {run_dir}", flush=True)
@@ -111,7 +111,7 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
         command = [sys.executable, str(REPO / "benchmarks" / "timed_train.py"), "--trainer", trainer,
                    "--budget_minutes", str(args.budget_minutes), "--seed", str(seed), "--threads", str(args.threads),
                    "--run_dir", str(run_dir), "--config", args.config, "--num_generations", str(args.num_generations),
-                   "--gd_config", args.gd_config, "--", *args.trainer_flags.get(trainer, [])]
+                   "--gd_config", args.gd_config, "--", *flags]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     with (run_dir / "log.txt").open("w") as log:
@@ -125,7 +125,7 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
     record = {"trainer": trainer, "seed": seed, "budget_minutes": args.budget_minutes, "threads": args.threads,
               "wall_seconds": wall, "setup_seconds": wall - checkpoints[-1]["minutes"] * 60
               - sum(p["save_seconds"] for p in checkpoints), "checkpoints": checkpoints, "command": command,
-              "flags": args.trainer_flags.get(trainer, [])}
+              "flags": flags}
     done.write_text(json.dumps(record, indent=1))
     return record
 
