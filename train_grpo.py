@@ -24,7 +24,7 @@ def build(argv: list[str] | None = None):
     """Parse the config, load prompts and rewards, and set up TRL's trainer (which loads the model)."""
     from detox import tracking
     from detox.config import parse_config
-    from detox.data import load_prompts
+    from detox.data import check_held_out, load_prompts
     from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
     from detox.hub import resolve_model_path
     from detox.models import load_tokenizer
@@ -43,6 +43,7 @@ def build(argv: list[str] | None = None):
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     prompts = load_prompts(cfg.data, tokenizer)
     composer = RewardComposer(cfg.rewards)
+    check_held_out(prompts.heldout, composer.fitted_prompts())
 
     import datasets
     from trl import GRPOTrainer, RLOOTrainer

@@ -49,7 +49,7 @@ def build(argv: list[str] | None = None) -> Run:
 
     from detox import tracking
     from detox.checkpoint import resolve_checkpoint
-    from detox.data import load_prompts
+    from detox.data import check_held_out, load_prompts
     from detox.models import build_models, load_tokenizer
     from detox.probes import ProbeRecorder
     from detox.sharding import sharding_on_cpu
@@ -72,6 +72,7 @@ def build(argv: list[str] | None = None) -> Run:
     prompts = load_prompts(cfg.data, tokenizer)
     accelerator.print(f"prompts: {len(prompts.train)} train, {len(prompts.heldout)} held out; {prompts.stats}")
     composer = RewardComposer(cfg.rewards)
+    check_held_out(prompts.heldout, composer.fitted_prompts())
     models = build_models(cfg.model, cfg.lora)
     accelerator.print("memory: " + ", ".join(f"{k} {v:.3f}" for k, v in models.memory_report.items()))
     if checkpoint is not None:

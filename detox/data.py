@@ -103,6 +103,22 @@ def continuation_records(source: str, tokenizer, cfg: DataConfig | None = None) 
     return records
 
 
+def check_held_out(heldout: list[str], fitted: dict[str, list[str]]) -> None:
+    """Refuse a run that holds out a prompt one of its rewards was fitted on (`fitted`: {reward: prompts}): its
+    evaluation on held-out prompts would not be held out. A held-out prompt is the start of the record's prompt (the
+    token window may cut it); whitespace is not compared."""
+    starts = [" ".join(text.split()) for text in heldout]
+    for name, prompts in fitted.items():
+        leaked = [text for text in prompts if any(" ".join(text.split()).startswith(start) for start in starts)]
+        if leaked:
+            raise ValueError(
+                f"rewards '{name}' was fitted on the continuations of {len(leaked)} prompts this run holds out (e.g. "
+                f"{leaked[0][:60]!r}), so they would not be held out. Split the prompts as the reward's rows were "
+                "split (for minilm_toxicity with data: rtp_continuations: the offline default's data section, with "
+                "options.split_model set to model.name_or_path), or use a reward fitted on other data."
+            )
+
+
 def step_prompts(prompts: list[str], step: int, batch_size: int, seed: int, world: int = 1, rank: int = 0) -> list[str]:
     """Rank `rank`'s `batch_size` prompts at training step `step`: a seeded pass over the prompt set per epoch, sliced
     by rank. Derived from the step alone, so any loop (and any resumed run) can ask for any step's batch."""

@@ -202,6 +202,11 @@ class RewardComposer:
     def names(self) -> list[str]:
         return [c.__name__ for c in self.components]
 
+    def fitted_prompts(self) -> dict[str, list[str]]:
+        """{component: the prompts it was fitted on}, for the components whose reward says (`fitted_prompts()`), so
+        that a run can check it holds none of them out."""
+        return {c.__name__: c.reward.fitted_prompts() for c in self.components if hasattr(c.reward, "fitted_prompts")}
+
     @property
     def reward_funcs(self) -> list[ComponentReward]:
         """One callable per component for `GRPOTrainer(reward_funcs=...)`: checked, normalised, clipped."""

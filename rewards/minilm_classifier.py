@@ -114,15 +114,12 @@ def rtp_continuation_rows(split_model: str) -> tuple[list[str], np.ndarray, dict
     """The continuations `builtin:rtp_toxic_continuations` (label 1) and `builtin:rtp_clean_continuations` (label 0)
     hold, with their provenance. Which prompts are training prompts depends on the tokenizer that cuts the prompt
     window, so `split_model` names the policy whose split is meant (the offline default's model by default)."""
-    from detox.data import CONTINUATION_SETS, continuation_records
-    from detox.models import load_tokenizer
+    from detox.data import CONTINUATION_SETS
 
-    tokenizer = load_tokenizer(split_model, what="rewards[].options.split_model")
     texts, labels = [], []
-    for source, label in (("builtin:rtp_toxic_continuations", 1), ("builtin:rtp_clean_continuations", 0)):
-        completions = [r["completion"] for r in continuation_records(source, tokenizer)]
-        texts += completions
-        labels += [label] * len(completions)
+    for record, label in _rtp_records(split_model):
+        texts.append(record["completion"])
+        labels.append(label)
     provenance = {
         "source": "rtp_continuations",
         "sets": {name: [low, None if math.isinf(high) else high] for name, (low, high) in CONTINUATION_SETS.items()},
@@ -132,6 +129,21 @@ def rtp_continuation_rows(split_model: str) -> tuple[list[str], np.ndarray, dict
         "prompts": "training prompts of the offline default's data section, split with split_model's tokenizer",
     }
     return texts, np.asarray(labels, dtype=np.int64), provenance
+
+
+def rtp_fitted_prompts(split_model: str) -> list[str]:
+    """The prompts, as their records hold them, whose continuations `rtp_continuation_rows(split_model)` labels."""
+    return sorted({record["text"] for record, _ in _rtp_records(split_model)})
+
+
+def _rtp_records(split_model: str) -> list[tuple[dict[str, str], int]]:
+    from detox.data import continuation_records
+    from detox.models import load_tokenizer
+
+    tokenizer = load_tokenizer(split_model, what="rewards[].options.split_model")
+    return [(record, label)
+            for source, label in (("builtin:rtp_toxic_continuations", 1), ("builtin:rtp_clean_continuations", 0))
+            for record in continuation_records(source, tokenizer)]
 
 
 def fit_minilm_classifier(out_dir: str | Path, texts: list[str], labels: np.ndarray, provenance: dict,
@@ -238,8 +250,16 @@ class MiniLMToxicity(ToxicityClassifier):
             raise ValueError(f"rewards[].options.data '{data}' is not one of {list(TRAINING_SETS)}.")
         classifier = cached_classifier("reward", n_train, seed) if data == "davidson" else cached_rtp_classifier(
             split_model)
+        self.data, self.split_model = data, split_model
         super().__init__(model=str(classifier), output=output, score_prompt=score_prompt, device=device,
                          batch_size=batch_size)
+
+
+    def fitted_prompts(self) -> list[str]:
+        """The prompts whose continuations the classifier learned, which a run must not hold out: none for the
+        Davidson tweets; for `rtp_continuations`, the offline default's training prompts as `split_model` splits
+        them."""
+        return rtp_fitted_prompts(self.split_model) if self.data == "rtp_continuations" else []
 
 
 def _pooled_features(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -105,6 +105,30 @@ def test_the_rtp_reward_learns_only_continuations_of_training_prompts(smollm2_pa
         MiniLMToxicity(data="tweets")
 
 
+def test_a_run_may_not_hold_out_what_its_reward_was_fitted_on(smollm2_path, tmp_path):
+    """The rtp_continuations reward learned the continuations of the offline default's training prompts. A run that
+    splits its prompts otherwise would hold some of them out; it is refused before any model loads."""
+    from dataclasses import replace
+
+    import train_ppo
+    from detox.config import DataConfig
+    from detox.data import check_held_out, load_prompts
+    from detox.models import load_tokenizer
+    from rewards.minilm_classifier import MiniLMToxicity
+
+    fitted = {"minilm_toxicity": MiniLMToxicity(data="rtp_continuations").fitted_prompts()}
+    assert len(fitted["minilm_toxicity"]) >= 300
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    check_held_out(load_prompts(DataConfig(), tokenizer).heldout, fitted)  # the split its rows come from
+    reshuffled = load_prompts(replace(DataConfig(), seed=1), tokenizer).heldout
+    with pytest.raises(ValueError, match="rewards 'leaky' was fitted on the continuations of"):
+        check_held_out(reshuffled, {"leaky": fitted["minilm_toxicity"]})
+    assert MiniLMToxicity().fitted_prompts() == []  # tweets, not prompts
+    with pytest.raises(ValueError, match="options.split_model set to model.name_or_path"):
+        train_ppo.build(["--data.seed", "1", "--logging.report_to", "none",
+                         "--checkpoint.output_dir", str(tmp_path / "run")])
+
+
 def test_judge_names():
     judges = parse_judges(["offline", "rob=facebook/roberta-hate-speech-dynabench-r4-target", "runs/clf/"])
     assert [(j.name, j.source) for j in judges] == [
