@@ -248,6 +248,9 @@ class MiniLMToxicity(ToxicityClassifier):
                  device: str | None = None, batch_size: int = 64):
         if data not in TRAINING_SETS:
             raise ValueError(f"rewards[].options.data '{data}' is not one of {list(TRAINING_SETS)}.")
+        if data == "rtp_continuations" and (n_train, seed) != (DEFAULT_N_TRAIN, 0):
+            raise ValueError("rewards[].options n_train and seed choose Davidson rows; data: rtp_continuations is "
+                             "fitted on every labelled continuation of the training prompts. Leave them out.")
         classifier = cached_classifier("reward", n_train, seed) if data == "davidson" else cached_rtp_classifier(
             split_model)
         self.data, self.split_model = data, split_model

@@ -103,6 +103,8 @@ def test_the_rtp_reward_learns_only_continuations_of_training_prompts(smollm2_pa
     assert scores[labels == 0].mean() > scores[labels == 1].mean() + 1.0
     with pytest.raises(ValueError, match="options.data 'tweets'"):
         MiniLMToxicity(data="tweets")
+    with pytest.raises(ValueError, match="n_train and seed choose Davidson rows"):
+        MiniLMToxicity(data="rtp_continuations", n_train=100)
 
 
 def test_a_run_may_not_hold_out_what_its_reward_was_fitted_on(smollm2_path, tmp_path):
