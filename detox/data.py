@@ -107,9 +107,9 @@ def check_held_out(heldout: list[str], fitted: dict[str, list[str]]) -> None:
     """Refuse a run that holds out a prompt one of its rewards was fitted on (`fitted`: {reward: prompts}): its
     evaluation on held-out prompts would not be held out. A held-out prompt is the start of the record's prompt (the
     token window may cut it); whitespace is not compared."""
-    starts = [" ".join(text.split()) for text in heldout]
+    starts = tuple(" ".join(text.split()) for text in heldout)
     for name, prompts in fitted.items():
-        leaked = [text for text in prompts if any(" ".join(text.split()).startswith(start) for start in starts)]
+        leaked = [text for text in prompts if " ".join(text.split()).startswith(starts)]
         if leaked:
             raise ValueError(
                 f"rewards '{name}' was fitted on the continuations of {len(leaked)} prompts this run holds out (e.g. "

@@ -257,7 +257,6 @@ class MiniLMToxicity(ToxicityClassifier):
         super().__init__(model=str(classifier), output=output, score_prompt=score_prompt, device=device,
                          batch_size=batch_size)
 
-
     def fitted_prompts(self) -> list[str]:
         """The prompts whose continuations the classifier learned, which a run must not hold out: none for the
         Davidson tweets; for `rtp_continuations`, the offline default's training prompts as `split_model` splits
