@@ -158,8 +158,11 @@ class ForgetLikelihood:
     Options:
       reinforced: a LoRA adapter dir or a full model dir, fine-tuned further on the forget corpus
         (`python -m rewards.make_reinforced`).
-      reference: model id/path of the baseline; default the adapter's base model. When it is that base, ONE model
-        serves both: reference log-probs with the adapter disabled, reinforced with it enabled.
+      reference: the baseline: a model id/path, or a LoRA adapter dir; default the adapter's base model. When it is
+        that base, ONE model serves both: reference log-probs with the adapter disabled, reinforced with it enabled.
+        An adapter over the same base (e.g. `make_reinforced` on the retain text: the *contrast* model) is loaded as
+        a second adapter of that one model; the penalty then keeps what further training on the forget corpus
+        raises beyond what further training on the retain text raises (the style both share cancels).
       batch_size: sequences per forward pass; lower it if memory runs out.
       device: "cpu", "cuda", ...; default cuda when available.
       dtype: "float32", "bfloat16" or "float16" for the weights (log-probs are always computed in float32).
@@ -186,7 +189,7 @@ class ForgetLikelihood:
         self._load()
 
     def __getstate__(self) -> dict:
-        heavy = ("_model", "_reference", "_tokenizer", "_shared")
+        heavy = ("_model", "_reference", "_tokenizer", "_mode")
         return {k: v for k, v in self.__dict__.items() if k not in heavy}
 
     def __setstate__(self, state: dict) -> None:
@@ -197,6 +200,7 @@ class ForgetLikelihood:
         from transformers import AutoModelForCausalLM
 
         path = Path(self.reinforced).expanduser()
+        reference_adapter = self._reference_adapter()
         if not path.is_dir():
             raise FileNotFoundError(
                 f"forget_likelihood.options.reinforced '{self.reinforced}' is not a directory. Make one with "
@@ -211,20 +215,34 @@ class ForgetLikelihood:
             raise ValueError(f"forget_likelihood.options.reference is required when reinforced "
                              f"('{self.reinforced}') is a full model, not a LoRA adapter: name the baseline model.")
         base_path = resolve_model_path(base, what=f"base model of adapter {path}") if base else None
-        reference_path = (resolve_model_path(self.reference, what="forget_likelihood.options.reference")
-                          if self.reference else base_path)
-        self._shared = base_path is not None and _same_path(reference_path, base_path)
+        if reference_adapter is not None:
+            reference_base = json.loads((reference_adapter / "adapter_config.json").read_text())[
+                "base_model_name_or_path"]
+            reference_path = resolve_model_path(reference_base, what=f"base model of adapter {reference_adapter}")
+        else:
+            reference_path = (resolve_model_path(self.reference, what="forget_likelihood.options.reference")
+                              if self.reference else base_path)
+        # how reference log-probs are read: "off" (the adapter disabled), "adapter" (a second adapter of the same
+        # base), or "model" (a separate model)
+        same_base = base_path is not None and _same_path(reference_path, base_path)
+        self._mode = ("adapter" if reference_adapter is not None else "off") if same_base else "model"
         from detox.sharding import whole_model_loading
+        from peft import PeftModel
 
         with whole_model_loading():  # scoring models, never partitioned by ZeRO-3
             if base_path is not None:
-                from peft import PeftModel
-
                 base_model = AutoModelForCausalLM.from_pretrained(base_path, **load)
-                self._model = PeftModel.from_pretrained(base_model, str(path))
+                self._model = PeftModel.from_pretrained(base_model, str(path), adapter_name="reinforced")
+                if self._mode == "adapter":
+                    self._model.load_adapter(str(reference_adapter), adapter_name="reference")
+                    self._model.set_adapter("reinforced")
             else:
                 self._model = AutoModelForCausalLM.from_pretrained(str(path), **load)
-            self._reference = None if self._shared else AutoModelForCausalLM.from_pretrained(reference_path, **load)
+            self._reference = None
+            if self._mode == "model":
+                self._reference = AutoModelForCausalLM.from_pretrained(reference_path, **load)
+                if reference_adapter is not None:
+                    self._reference = PeftModel.from_pretrained(self._reference, str(reference_adapter))
         for model in (self._model, self._reference):
             if model is not None:
                 model.to(self.device).eval()
@@ -232,6 +250,13 @@ class ForgetLikelihood:
         has_tokenizer = (path / "tokenizer_config.json").exists()
         self._tokenizer = _load_tokenizer(str(path) if has_tokenizer else base_path or reference_path,
                                           "forget_likelihood tokenizer")
+
+    def _reference_adapter(self) -> Path | None:
+        """The reference as a LoRA adapter directory, or None when it is a model (or the reinforced adapter's base)."""
+        if self.reference is None:
+            return None
+        path = Path(self.reference).expanduser()
+        return path if (path / "adapter_config.json").is_file() else None
 
     def _check_vocab(self) -> None:
         if self._reference is None:
@@ -271,9 +296,15 @@ class ForgetLikelihood:
 
     def _batch_penalty(self, input_ids, attention_mask, position_ids, completion_mask) -> torch.Tensor:
         length = completion_mask.shape[1]
-        if self._shared:
+        if self._mode == "off":
             with self._model.disable_adapter():
                 reference = completion_logprobs(self._model, input_ids, attention_mask, position_ids, length)
+        elif self._mode == "adapter":
+            self._model.set_adapter("reference")
+            try:
+                reference = completion_logprobs(self._model, input_ids, attention_mask, position_ids, length)
+            finally:
+                self._model.set_adapter("reinforced")
         else:
             reference = completion_logprobs(self._reference, input_ids, attention_mask, position_ids, length)
         reinforced = completion_logprobs(self._model, input_ids, attention_mask, position_ids, length)

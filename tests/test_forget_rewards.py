@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from rewards.forget import (
     pack_context_completion,
 )
 from rewards.ngram_index import NgramIndex, ngram_hashes, read_corpus
+from training_runs import REPO
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +205,11 @@ def test_pack_context_completion_layout():
     assert completion_mask.tolist() == [[1, 0], [1, 1]]
 
 
-def _make_adapter(tiny_lm_path: str, path, randomise: bool) -> str:
+def _make_adapter(tiny_lm_path: str, path, randomise: bool, seed: int = 0) -> str:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_lm_path),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
     if randomise:  # LoRA initialises B to zero; a random B makes the adapted model differ from its base
@@ -245,6 +247,30 @@ def test_batching_padding_and_two_model_path_agree(tiny_lm_path, tmp_path):
 
     no_prompt = ForgetLikelihood(reinforced=adapter, score_prompt_context=False).penalty(PROMPTS, COMPLETIONS)
     assert not torch.allclose(no_prompt[0], batched[0])  # the prompt is context that changes the scores
+
+
+def test_a_contrast_adapter_is_the_reference(tiny_lm_path, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    forget = _make_adapter(tiny_lm_path, tmp_path / "forget", randomise=True)
+    retain = _make_adapter(tiny_lm_path, tmp_path / "retain", randomise=True, seed=1)
+    assert ForgetLikelihood(reinforced=forget, reference=forget).penalty(PROMPTS, COMPLETIONS).tolist() == [0, 0, 0]
+
+    contrast = ForgetLikelihood(reinforced=forget, reference=retain)
+    assert contrast._reference is None  # one base model carries both adapters
+    for name, adapter in (("forget", forget), ("retain", retain)):
+        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm_path), adapter)
+        merged.merge_and_unload().save_pretrained(tmp_path / f"{name}_merged")
+        AutoTokenizer.from_pretrained(tiny_lm_path).save_pretrained(tmp_path / f"{name}_merged")
+    two_models = ForgetLikelihood(reinforced=str(tmp_path / "forget_merged"), reference=str(tmp_path / "retain_merged"))
+    penalty = contrast.penalty(PROMPTS, COMPLETIONS)
+    torch.testing.assert_close(penalty, two_models.penalty(PROMPTS, COMPLETIONS), atol=1e-5, rtol=1e-4)
+    against_base = ForgetLikelihood(reinforced=forget).penalty(PROMPTS, COMPLETIONS)
+    assert penalty[0] > 0 and not torch.allclose(penalty, against_base)  # the contrast, not the base, is subtracted
+    # a full reinforced model against an adapter reference: the adapter is loaded over its own base
+    mixed = ForgetLikelihood(reinforced=str(tmp_path / "forget_merged"), reference=retain)
+    torch.testing.assert_close(mixed.penalty(PROMPTS, COMPLETIONS), penalty, atol=1e-5, rtol=1e-4)
 
 
 def test_likelihood_errors_and_pickle(tiny_lm_path, tmp_path):
@@ -301,3 +327,28 @@ def test_reinforced_model_penalises_forget_domain(plays, smollm2_path, shared_da
     assert mean["trained"] > 2 * mean["coriolanus"], mean
     assert mean["held_out"] > mean["modern"], mean
     assert mean["trained"] > mean["held_out"] > 0, mean
+
+
+def test_selectivity_benchmark_scores_both_sets(tiny_lm_path, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from forget_reward_selectivity import auc, main
+
+    assert auc(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == pytest.approx(0.875)  # one tie of four pairs
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    records = [{"text": "ROMEO:\nBut soft, what light\n", "completion": "through yonder window breaks?"},
+               {"text": "NURSE:\nRomeo, come hither\n", "completion": "to Verona, my lord.\nAnd make haste."}]
+    (recipe / "heldout_forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (recipe / "heldout_retain.txt").write_text(
+        "MENENIUS:\nWhat work's, my countrymen, in hand?\nWhere go you with bats and clubs?\n\n"
+        "CORIOLANUS:\nThanks. What's the matter?\nYou dissentious rogues.\n\nBRUTUS:\nOne line only.\n", encoding="utf-8")
+    forget = _make_adapter(tiny_lm_path, recipe / "forget", randomise=True)
+    _make_adapter(tiny_lm_path, recipe / "retain", randomise=True, seed=1)
+    result = main(["--recipe_dir", str(recipe), "--rewards", f"base={forget}", "contrast=forget:retain",
+                   "same=forget:forget", "--bootstrap_samples", "50"])
+    assert result["counts"] == {"play": 2, "other plays": 2}  # BRUTUS's one-line speech has no continuation
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert rows["base"]["play"]["mean"] > 0 and rows["contrast"]["play"]["mean"] != rows["base"]["play"]["mean"]
+    assert rows["same"]["play"]["mean"] == 0 and rows["same"]["auc"] == 0.5  # all ties: blind to the play
+    with pytest.raises(SystemExit, match="NAME=REINFORCED"):
+        main(["--recipe_dir", str(recipe), "--rewards", "forget"])
