@@ -341,7 +341,8 @@ def test_selectivity_benchmark_scores_both_sets(tiny_lm_path, tmp_path):
     (recipe / "heldout_forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     (recipe / "heldout_retain.txt").write_text(
         "MENENIUS:\nWhat work's, my countrymen, in hand?\nWhere go you with bats and clubs?\n\n"
-        "CORIOLANUS:\nThanks. What's the matter?\nYou dissentious rogues.\n\nBRUTUS:\nOne line only.\n", encoding="utf-8")
+        "CORIOLANUS:\nThanks. What's the matter?\nYou dissentious rogues.\n\nBRUTUS:\nOne line only.\n",
+        encoding="utf-8")
     forget = _make_adapter(tiny_lm_path, recipe / "forget", randomise=True)
     _make_adapter(tiny_lm_path, recipe / "retain", randomise=True, seed=1)
     result = main(["--recipe_dir", str(recipe), "--rewards", f"base={forget}", "contrast=forget:retain",
