@@ -12,8 +12,8 @@ import yaml
 import evaluate_toxicity
 import train_ppo
 from training_runs import REPO, one_thread  # noqa: F401 (one_thread: fixture)
-from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, prepare, read_lines,
-                                       speeches, split_play)
+from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, ppo_config, prepare,
+                                       read_lines, speeches, split_play)
 from rewards.forget import AnchorTerms
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -89,6 +89,16 @@ def test_sft_epochs_set_each_fine_tunings_steps_from_its_own_texts():
         ForgetTextArgs(sft_epochs=0.0)
 
 
+def test_the_contrast_adapter_is_the_likelihood_rewards_reference_unless_turned_off(tmp_path):
+    def likelihood_options(**kwargs) -> dict:
+        rewards = ppo_config(ForgetTextArgs(output_dir=str(tmp_path), **kwargs))["rewards"]
+        return [r for r in rewards if r["type"] == "forget_likelihood"][0]["options"]
+
+    assert likelihood_options()["reference"] == str(tmp_path / "reinforced_retain")
+    assert "reference" not in likelihood_options(contrast=False)  # the target (the adapter's base) is the reference
+    assert "reference" not in likelihood_options(sft_steps=0)  # no fine-tuning: no adapter to contrast with
+
+
 def test_speeches_keep_their_header_line_numbers():
     found = speeches(read_lines("builtin:tinyshakespeare"))
     assert (found[0].speaker, found[0].line, found[0].lines) == ("First Citizen", 1, [
@@ -104,8 +114,12 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     recipe = Path(args.output_dir)
     for model_dir in ("target", "retain_model"):
         assert (recipe / model_dir / "model.safetensors").is_file()
-    assert (recipe / "reinforced" / "adapter_model.safetensors").is_file()
-    assert yaml.safe_load(config.read_text())["model"]["name_or_path"] == str(recipe / "target")
+    for adapter in ("reinforced", "reinforced_retain"):  # the play's, and the contrast on the other plays
+        assert (recipe / adapter / "adapter_model.safetensors").is_file()
+    written = yaml.safe_load(config.read_text())
+    assert written["model"]["name_or_path"] == str(recipe / "target")
+    likelihood = [r for r in written["rewards"] if r["type"] == "forget_likelihood"][0]["options"]
+    assert likelihood == {"reinforced": str(recipe / "reinforced"), "reference": str(recipe / "reinforced_retain")}
     train_ppo.main(["--config", str(config), "--ppo.batch_size", "2", "--ppo.mini_batch_size", "2",
                     "--ppo.ppo_epochs", "1", "--generation.min_new_tokens", "4", "--generation.max_new_tokens", "6",
                     "--logging.report_to", "none"])

@@ -13,8 +13,9 @@ next lines. A name prompt (cloze) is a speech cut just before one of its anchor 
 The first command also fine-tunes two models with TRL's SFTTrainer, as TOFU does: `target/` on the whole play plus the
 retain text (the model that knows the play, where unlearning starts) and `retain_model/` on the retain text only (the
 gold standard of forgetting). It then fine-tunes the reinforced adapter (`reinforced/`, rewards.make_reinforced) from
-the target on the play's train speeches. Sizes are parameters (`--retain_chars`, `--sft_epochs`, `--sft_steps`): a
-CPU affords a few hundred thousand characters.
+the target on the play's train speeches, and as long a contrast adapter (`reinforced_retain/`) on the retain text,
+which forget_likelihood reads as its reference, so that the style all the plays share cancels. Sizes are parameters
+(`--retain_chars`, `--sft_epochs`, `--sft_steps`): a CPU affords a few hundred thousand characters.
 
 Files: forget.txt (the play's train speeches: the n-gram index and the reinforced model's text), play.txt (the whole
 play), retain.txt, heldout_retain.txt, train.jsonl (PPO prompts: the train speeches' prompts and name prompts),
@@ -80,6 +81,11 @@ class ForgetTextArgs:
     """Blocks of 128 tokens per fine-tuning step."""
     model: str = "smollm2-135m-instruct"
     """Model the target and retain models are fine-tuned from."""
+    contrast: bool = True
+    """Also fine-tune a contrast adapter (`reinforced_retain/`) from the target on the retain text, as long as the
+    reinforced adapter on the play, and make it forget_likelihood's reference: the penalty then keeps what further
+    training on the play raises beyond what further training on the other plays raises (their shared style cancels).
+    False: the target is the reference."""
     ppo_steps: int = 40
     """PPO steps written into ppo.yaml."""
     seed: int = 0
@@ -262,6 +268,8 @@ def ppo_config(args: ForgetTextArgs) -> dict:
         {"type": "forget_verbatim", "weight": 1.0, "options": {"corpus": str(out / "forget.txt"), "n": 8}},
         {"type": "forget_likelihood", "weight": 1.0, "options": {"reinforced": str(out / "reinforced")}},
     ]
+    if args.contrast and args.fine_tunes:
+        rewards[-1]["options"]["reference"] = str(out / "reinforced_retain")
     anchors: list[str] = []
     if (out / "anchors.json").is_file():  # four terms, none the start of another ("Montague", not "Montagues")
         for term in json.loads((out / "anchors.json").read_text(encoding="utf-8")):
@@ -278,20 +286,31 @@ def _write(path: Path, speeches_: list[Speech]) -> None:
     path.write_text("\n".join(s.text for s in speeches_), encoding="utf-8")
 
 
-def reinforced_blocks(model: Path, forget: list[Speech], max_length: int) -> int:
-    """How many blocks make_reinforced cuts the forget speeches into (for --sft_epochs)."""
+def reinforced_blocks(model: Path, texts: list[Speech], max_length: int) -> int:
+    """How many blocks make_reinforced cuts these speeches into (for --sft_epochs)."""
     from detox.models import load_tokenizer
     from rewards.make_reinforced import chunk_blocks
 
     tokenizer = load_tokenizer(str(model))
-    ids = tokenizer([s.text for s in forget], add_special_tokens=False)["input_ids"]
+    ids = tokenizer([s.text for s in texts], add_special_tokens=False)["input_ids"]
     return len(chunk_blocks(ids, tokenizer.eos_token_id, max_length))
+
+
+def reinforce(args: ForgetTextArgs, corpus: str, name: str, texts: list[Speech]) -> Path:
+    """Fine-tune a LoRA adapter from the target on one of the recipe's texts (`corpus` in the output directory),
+    --sft_epochs passes over its blocks (or --sft_steps), into `name/`."""
+    from rewards.make_reinforced import ReinforceArgs, make_reinforced
+
+    out = Path(args.output_dir)
+    settings = ReinforceArgs(corpus=str(out / corpus), output_dir=str(out / name), model=str(out / "target"),
+                             batch_size=args.sft_batch_size, seed=args.seed)
+    settings.max_steps = args.steps(reinforced_blocks(out / "target", texts, settings.max_length))
+    return make_reinforced(settings)
 
 
 def prepare(args: ForgetTextArgs) -> Path:
     """Write the texts, prompt files and run config, and fine-tune the target, retain and reinforced models."""
     from detox.recipes.sft import supervised_finetune
-    from rewards.make_reinforced import ReinforceArgs, make_reinforced
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,10 +327,9 @@ def prepare(args: ForgetTextArgs) -> Path:
             settings = SFTSettings(max_steps=args.steps(len(texts_)), batch_size=args.sft_batch_size,
                                    max_length=128, seed=args.seed)
             supervised_finetune(args.model, texts_, out / name, settings)
-        reinforce = ReinforceArgs(corpus=str(out / "forget.txt"), output_dir=str(out / "reinforced"),
-                                  model=str(out / "target"), batch_size=args.sft_batch_size, seed=args.seed)
-        reinforce.max_steps = args.steps(reinforced_blocks(out / "target", texts["forget"], reinforce.max_length))
-        make_reinforced(reinforce)
+        reinforce(args, "forget.txt", "reinforced", texts["forget"])
+        if args.contrast:
+            reinforce(args, "retain.txt", "reinforced_retain", texts["retain"])
     sizes = {k: len(v) for k, v in texts.items() if k != "anchors"}
     return write_recipe_files(out, "forget_text", args, sizes, ppo_config(args))
 
