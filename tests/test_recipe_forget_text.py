@@ -89,14 +89,14 @@ def test_sft_epochs_set_each_fine_tunings_steps_from_its_own_texts():
         ForgetTextArgs(sft_epochs=0.0)
 
 
-def test_the_contrast_adapter_is_the_likelihood_rewards_reference_unless_turned_off(tmp_path):
+def test_the_contrast_adapter_is_the_likelihood_rewards_reference_when_asked_for(tmp_path):
     def likelihood_options(**kwargs) -> dict:
         rewards = ppo_config(ForgetTextArgs(output_dir=str(tmp_path), **kwargs))["rewards"]
         return [r for r in rewards if r["type"] == "forget_likelihood"][0]["options"]
 
-    assert likelihood_options()["reference"] == str(tmp_path / "reinforced_retain")
-    assert "reference" not in likelihood_options(contrast=False)  # the target (the adapter's base) is the reference
-    assert "reference" not in likelihood_options(sft_steps=0)  # no fine-tuning: no adapter to contrast with
+    assert likelihood_options(contrast=True)["reference"] == str(tmp_path / "reinforced_retain")
+    assert "reference" not in likelihood_options()  # by default the target (the adapter's base) is the reference
+    assert "reference" not in likelihood_options(contrast=True, sft_steps=0)  # no fine-tuning: nothing to contrast
 
 
 def test_speeches_keep_their_header_line_numbers():
@@ -109,7 +109,8 @@ def test_speeches_keep_their_header_line_numbers():
 
 def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
     args = ForgetTextArgs(output_dir=str(tmp_path / "recipe"), model=smollm2_path, retain_chars=3000,
-                          forget_chars=3000, sft_steps=1, sft_batch_size=1, ppo_steps=2)  # the path, not the skill
+                          forget_chars=3000, sft_steps=1, sft_batch_size=1, ppo_steps=2,  # the path, not the skill
+                          contrast=True)
     config = prepare(args)
     recipe = Path(args.output_dir)
     for model_dir in ("target", "retain_model"):
