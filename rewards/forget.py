@@ -39,6 +39,12 @@ def _same_path(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b) if os.path.exists(a) and os.path.exists(b) else a == b
 
 
+def _adapter_base(directory: Path) -> str | None:
+    """The base model a LoRA adapter directory names, or None when the directory holds no adapter."""
+    config = directory / "adapter_config.json"
+    return json.loads(config.read_text())["base_model_name_or_path"] if config.is_file() else None
+
+
 def _load_tokenizer(name_or_path: str, what: str):
     from transformers import AutoTokenizer
 
@@ -200,26 +206,25 @@ class ForgetLikelihood:
         from transformers import AutoModelForCausalLM
 
         path = Path(self.reinforced).expanduser()
-        reference_adapter = self._reference_adapter()
         if not path.is_dir():
             raise FileNotFoundError(
                 f"forget_likelihood.options.reinforced '{self.reinforced}' is not a directory. Make one with "
                 f"`python -m rewards.make_reinforced --model {OFFLINE_MODEL} --corpus <forget.txt> --output_dir DIR`.")
         load = dict(dtype=_DTYPES[self.dtype])
-        adapter_config = path / "adapter_config.json"
-        if not adapter_config.exists() and not (path / "config.json").exists():
+        base = _adapter_base(path)
+        if base is None and not (path / "config.json").exists():
             raise FileNotFoundError(f"forget_likelihood.options.reinforced '{self.reinforced}' holds neither a LoRA "
                                     f"adapter (adapter_config.json) nor a model (config.json).")
-        base = json.loads(adapter_config.read_text())["base_model_name_or_path"] if adapter_config.exists() else None
         if base is None and self.reference is None:
             raise ValueError(f"forget_likelihood.options.reference is required when reinforced "
                              f"('{self.reinforced}') is a full model, not a LoRA adapter: name the baseline model.")
         base_path = resolve_model_path(base, what=f"base model of adapter {path}") if base else None
-        if reference_adapter is not None:
-            reference_base = json.loads((reference_adapter / "adapter_config.json").read_text())[
-                "base_model_name_or_path"]
+        reference_adapter = Path(self.reference).expanduser() if self.reference else None
+        reference_base = _adapter_base(reference_adapter) if reference_adapter else None
+        if reference_base is not None:
             reference_path = resolve_model_path(reference_base, what=f"base model of adapter {reference_adapter}")
         else:
+            reference_adapter = None  # a model id or directory, or the reinforced adapter's base
             reference_path = (resolve_model_path(self.reference, what="forget_likelihood.options.reference")
                               if self.reference else base_path)
         # how reference log-probs are read: "off" (the adapter disabled), "adapter" (a second adapter of the same
@@ -250,13 +255,6 @@ class ForgetLikelihood:
         has_tokenizer = (path / "tokenizer_config.json").exists()
         self._tokenizer = _load_tokenizer(str(path) if has_tokenizer else base_path or reference_path,
                                           "forget_likelihood tokenizer")
-
-    def _reference_adapter(self) -> Path | None:
-        """The reference as a LoRA adapter directory, or None when it is a model (or the reinforced adapter's base)."""
-        if self.reference is None:
-            return None
-        path = Path(self.reference).expanduser()
-        return path if (path / "adapter_config.json").is_file() else None
 
     def _check_vocab(self) -> None:
         if self._reference is None:

@@ -15,8 +15,8 @@ retain text (the model that knows the play, where unlearning starts) and `retain
 gold standard of forgetting). It then fine-tunes the reinforced adapter (`reinforced/`, rewards.make_reinforced) from
 the target on the play's train speeches, and with --contrast true as long a contrast adapter (`reinforced_retain/`)
 on the retain text, which forget_likelihood then reads as its reference, so that the style all the plays share
-cancels. Sizes are parameters
-(`--retain_chars`, `--sft_epochs`, `--sft_steps`): a CPU affords a few hundred thousand characters.
+cancels. Sizes are parameters (`--retain_chars`, `--sft_epochs`, `--sft_steps`): a CPU affords a few hundred
+thousand characters.
 
 Files: forget.txt (the play's train speeches: the n-gram index and the reinforced model's text), play.txt (the whole
 play), retain.txt, heldout_retain.txt, train.jsonl (PPO prompts: the train speeches' prompts and name prompts),
@@ -265,13 +265,14 @@ def make_texts(args: ForgetTextArgs) -> dict:
 def ppo_config(args: ForgetTextArgs) -> dict:
     """The run config: PPO from the target model on the play's train prompts, with the three forget rewards."""
     out = Path(args.output_dir)
+    likelihood = {"reinforced": str(out / "reinforced")}
+    if args.contrast and args.fine_tunes:
+        likelihood["reference"] = str(out / "reinforced_retain")
     rewards = [
         {"type": "anchor_terms", "weight": 1.0, "options": {"terms": str(out / "anchors.json")}},
         {"type": "forget_verbatim", "weight": 1.0, "options": {"corpus": str(out / "forget.txt"), "n": 8}},
-        {"type": "forget_likelihood", "weight": 1.0, "options": {"reinforced": str(out / "reinforced")}},
+        {"type": "forget_likelihood", "weight": 1.0, "options": likelihood},
     ]
-    if args.contrast and args.fine_tunes:
-        rewards[-1]["options"]["reference"] = str(out / "reinforced_retain")
     anchors: list[str] = []
     if (out / "anchors.json").is_file():  # four terms, none the start of another ("Montague", not "Montagues")
         for term in json.loads((out / "anchors.json").read_text(encoding="utf-8")):
