@@ -111,7 +111,7 @@ def test_two_steps_write_loadable_outputs(method, tiny_lm_path, corpora, tmp_pat
 
 
 def test_pad_blocks_learns_only_after_each_start():
-    from detox.baselines.trainer import pad_blocks
+    from detox.blocks import pad_blocks
 
     ids, mask, labels = pad_blocks([[5, 6, 7, 8], [9, 10]], pad_id=0, device="cpu", starts=[2, 1])
     assert ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]
@@ -122,7 +122,7 @@ def test_pad_blocks_learns_only_after_each_start():
 def test_prompt_completion_records_unlearn_only_the_completion(tiny_lm_path, shared_data, tmp_path, one_thread):
     """RealToxicityPrompts records as they come: the prompt is context, the toxic continuation is what is unlearned."""
     from detox.baselines.run import build
-    from detox.baselines.trainer import pad_blocks
+    from detox.blocks import pad_blocks
 
     run = build(["--model.name_or_path", tiny_lm_path, "--method.name", "gradient_ascent", "--lora.enabled", "false",
                  "--data.forget", str(shared_data / "real-toxicity-prompts" / "toxic.jsonl"),

@@ -31,6 +31,9 @@ class UnlearnDataConfig:
     texts are joined with EOS and cut into blocks, every token counting."""
     max_length: int = 64
     """Tokens per training block (records with a completion are cut to it)."""
+    pack: bool = True
+    """Join the texts (EOS between them) and cut them into max_length blocks; false: each text is one block, its
+    first max_length tokens, starting where the text starts (as read by a model fine-tuned one text per example)."""
     max_blocks: int | None = None
     """Use at most this many blocks of each corpus (the first ones); null uses all."""
 

@@ -10,70 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
 from detox.baselines.config import UnlearnConfig
+from detox.blocks import Blocks, load_blocks
 from train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
-
-
-@dataclass
-class Blocks:
-    """Token blocks of a corpus, and where each block's learned tokens start (0: every token counts)."""
-
-    ids: list[list[int]]
-    starts: list[int]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def _record_pairs(corpus: str, data, tokenizer, what: str) -> list[tuple[str, str]] | None:
-    """(text, completion) per record of a builtin continuation set or of a corpus with `data.completion_field`;
-    None for a corpus of plain texts."""
-    from rewards.ngram_index import read_corpus
-
-    from detox.data import CONTINUATION_SETS, continuation_records
-
-    if corpus in CONTINUATION_SETS:
-        return [(r["text"], r["completion"]) for r in continuation_records(corpus, tokenizer)]
-    if not data.completion_field:
-        return None
-    texts, completions = read_corpus(corpus, data.text_field), read_corpus(corpus, data.completion_field)
-    pairs = [(t, c) for t, c in zip(texts, completions) if c.strip()]
-    if not pairs:
-        raise ValueError(f"{what} '{corpus}' holds no record with a non-empty '{data.completion_field}'.")
-    return pairs
-
-
-def load_blocks(corpus: str, data, tokenizer, what: str) -> Blocks:
-    """A corpus as token blocks: text + completion per record (`data.completion_field`, or a builtin continuation
-    set), or the texts joined with EOS and cut into `data.max_length` blocks. An empty corpus is an error."""
-    from rewards.make_reinforced import chunk_blocks
-    from rewards.ngram_index import read_corpus
-
-    pairs = _record_pairs(corpus, data, tokenizer, what)
-    if pairs is not None:
-        prompts = tokenizer([t for t, _ in pairs], add_special_tokens=False)["input_ids"]
-        answers = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
-        blocks = Blocks([(p + a)[: data.max_length] for p, a in zip(prompts, answers)], [len(p) for p in prompts])
-    else:
-        texts = [t for t in read_corpus(corpus, data.text_field) if t.strip()]
-        if not texts:
-            raise ValueError(f"{what} '{corpus}' holds no text (field '{data.text_field}'); give a corpus with at "
-                             f"least one text.")
-        ids = chunk_blocks(tokenizer(texts, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id,
-                           data.max_length)
-        blocks = Blocks(ids, [0] * len(ids))
-    keep = [i for i, (b, s) in enumerate(zip(blocks.ids, blocks.starts)) if len(b) > max(s, 1)]
-    if not keep:
-        raise ValueError(f"{what} '{corpus}': no block has a token to learn within data.max_length "
-                         f"({data.max_length}) tokens.")
-    keep = keep[: data.max_blocks] if data.max_blocks else keep
-    return Blocks([blocks.ids[i] for i in keep], [blocks.starts[i] for i in keep])
 
 
 def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: Blocks):

@@ -7,40 +7,13 @@ corpus, derived from the step number alone, so a resumed run sees exactly the ba
 
 from __future__ import annotations
 
-import random
 import time
 
 import torch
 
 from detox.baselines import losses
 from detox.baselines.config import UnlearnConfig
-
-
-def pad_blocks(blocks: list[list[int]], pad_id: int, device, starts: list[int] | None = None):
-    """Right-padded (input_ids, attention_mask, labels) of token blocks. Padding, and each block's tokens before
-    its start (a record's prompt), are IGNORE in the labels."""
-    width = max(len(b) for b in blocks)
-    ids = torch.full((len(blocks), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(blocks), width), losses.IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(blocks), width), dtype=torch.long)
-    for row, block in enumerate(blocks):
-        start = starts[row] if starts else 0
-        ids[row, : len(block)] = torch.tensor(block)
-        labels[row, start : len(block)] = torch.tensor(block[start:])
-        mask[row, : len(block)] = 1
-    return ids.to(device), mask.to(device), labels.to(device)
-
-
-def seeded_batch(n: int, batch: int, step: int, rank: int, world: int, seed: int) -> list[int]:
-    """Indices of this rank's `batch` items at `step`: one seeded shuffle of range(n) per epoch."""
-    chosen, orders = [], {}
-    start = step * batch * world + rank * batch
-    for position in range(start, start + batch):
-        epoch, offset = divmod(position, n)
-        if epoch not in orders:
-            orders[epoch] = random.Random(seed * 100_003 + epoch).sample(range(n), n)
-        chosen.append(orders[epoch][offset])
-    return chosen
+from detox.blocks import pad_blocks, seeded_batch
 
 
 class UnlearnTrainer:
