@@ -190,6 +190,42 @@ class PPOConfig:
 
 
 @dataclass
+class PtxConfig:
+    """PPO-ptx (Ouyang et al. 2022, the InstructGPT paper): a language-modelling loss on text the model must keep,
+    added to every PPO mini-batch's loss, so that what the policy learns from its rewards costs less of what it
+    already writes well. Off while `corpus` is null."""
+
+    corpus: str | None = None
+    """Text to keep: a .txt/.txt.gz/.jsonl file, a directory or a datasets id (as `train_unlearn.py`'s
+    data.retain), e.g. a forget_text recipe's `retain.txt`. Null disables the term."""
+    coef: float = 1.0
+    """Weight of the corpus's mean per-token negative log-likelihood beside the PPO loss."""
+    batch_size: int = 8
+    """Blocks of the corpus per PPO mini-batch (drawn by step, so a resumed run sees the same blocks)."""
+    text_field: str = "text"
+    """Field holding the text in jsonl/dataset records (dotted for nested records)."""
+    completion_field: str | None = None
+    """Field holding a continuation: each record is then one block and only the continuation is learned."""
+    max_length: int = 64
+    """Tokens per block."""
+    pack: bool = True
+    """Join the texts (EOS between them) and cut them into max_length blocks; false: each text is one block, its
+    first max_length tokens, starting where the text starts (as read by a model fine-tuned one text per example)."""
+    max_blocks: int | None = None
+    """Use at most this many blocks of the corpus (the first ones); null uses all."""
+
+    def __post_init__(self):
+        if self.coef < 0:
+            raise ValueError(f"ptx.coef ({self.coef}) must be >= 0: the term keeps text, it does not unlearn it.")
+        if self.batch_size <= 0:
+            raise ValueError(f"ptx.batch_size ({self.batch_size}) must be a positive integer.")
+        if self.max_length < 2:
+            raise ValueError(f"ptx.max_length ({self.max_length}) must be >= 2: a block needs a token to predict.")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise ValueError(f"ptx.max_blocks ({self.max_blocks}) must be >= 1 or null.")
+
+
+@dataclass
 class RewardComponentConfig:
     type: str
     """Registered reward type (see rewards.REWARD_REGISTRY), e.g. `offline_toxicity`, `toxicity`, `phrase`."""
@@ -313,6 +349,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    ptx: PtxConfig = field(default_factory=PtxConfig)
     rewards: list[RewardComponentConfig] = field(default_factory=_default_rewards)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -32,6 +32,9 @@ class GroupRunConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.ptx.corpus:
+            raise ValueError(f"ptx.corpus ('{self.ptx.corpus}'): TRL's GRPO and RLOO trainers have no language-"
+                             f"modelling term beside their loss; train with train_ppo.py, or drop the ptx section.")
         if self.num_generations < 2 or self.ppo.batch_size % self.num_generations:
             raise ValueError(
                 f"num_generations ({self.num_generations}) must be >= 2 and divide ppo.batch_size "

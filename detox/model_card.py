@@ -54,6 +54,8 @@ CITATIONS = {
                            "2022; as used in TOFU: Maini, P. et al. (2024), arXiv:2401.06121.",
     "npo": "Zhang, R. et al. (2024). Negative Preference Optimization: From Catastrophic Collapse to Effective "
            "Unlearning. arXiv:2404.05868.",
+    "ptx": "Ouyang, L. et al. (2022). Training language models to follow instructions with human feedback "
+           "(PPO-ptx). arXiv:2203.02155.",
 }
 METHODS = {"gradient_ascent": "gradient ascent", "gradient_difference": "gradient difference",
            "npo": "negative preference optimization (NPO)", "whp": "WHP's alternative labels"}
@@ -165,7 +167,16 @@ def _method_section(config: dict) -> str:
         f"value loss weight {p['vf_coef']}.",
         f"- Responses of {config['generation']['min_new_tokens']}-{config['generation']['max_new_tokens']} tokens, "
         f"top_k={config['generation']['top_k']}, top_p={config['generation']['top_p']}.",
+        *_ptx_lines(config.get("ptx") or {}),
     ]) + "\n"
+
+
+def _ptx_lines(ptx: dict) -> list[str]:
+    if not ptx.get("corpus"):
+        return []
+    return [f"- PPO-ptx (Ouyang et al., 2022): each mini-batch's loss adds {ptx['coef']} × the language-modelling "
+            f"loss of {ptx['batch_size']} blocks of at most {ptx['max_length']} tokens of `{ptx['corpus']}`, the "
+            f"text to keep."]
 
 
 def _unlearning_section(config: dict) -> str:
@@ -249,6 +260,8 @@ def _citations_section(config: dict, lora: bool) -> str:
         keys.append("rtp")
     if "forget_likelihood" in types and "eldan" not in keys:
         keys.append("eldan")
+    if (config.get("ptx") or {}).get("corpus"):
+        keys.append("ptx")
     if lora:
         keys.append("lora")
     return "## Citations\n\n" + "\n".join(f"- {CITATIONS[k]}" for k in keys) + "\n"

@@ -14,6 +14,7 @@ from detox.data import step_prompts
 from detox.experience import Experience, make_experience, response_forward
 from detox.generation import decode_responses, draw_lengths, sample, tokenize_prompts
 from detox.models import LMView
+from detox.ptx import RetainLM
 from detox.sharding import configure_deepspeed, is_sharded, torch_optimizer
 
 
@@ -51,6 +52,7 @@ class PPOTrainer:
         self.step_index = 0
         self.timings: dict[str, float] = {}
         self.judges = build_training_judges(cfg.logging.judges)
+        self.retain_lm = RetainLM(cfg.ptx, tokenizer, cfg.ppo.seed) if cfg.ptx.corpus else None
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg.ppo
@@ -127,13 +129,16 @@ class PPOTrainer:
         collected: dict[str, list[float]] = {}
         skipped = epochs_done = 0
         grad_norms: list[float] = []
-        for _ in range(cfg.ppo_epochs):
+        per_epoch = cfg.batch_size // cfg.mini_batch_size
+        for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(cfg.batch_size)
             approxkls = []
             for start in range(0, cfg.batch_size, cfg.mini_batch_size):
                 batch = experience.select(order[start : start + cfg.mini_batch_size])
+                # the mini-batch's place in the whole run: it alone decides which ptx blocks it draws
+                position = (self.step_index * cfg.ppo_epochs + epoch) * per_epoch + start // cfg.mini_batch_size
                 with self.accelerator.accumulate(self.model):
-                    loss, stats = self._loss(batch)
+                    loss, stats = self._loss(batch, position)
                     self.accelerator.backward(loss)
                     if self.accelerator.sync_gradients:
                         applied, grad_norm = self._apply_gradients(loss)
@@ -162,7 +167,7 @@ class PPOTrainer:
         )
         return logprobs, values, entropy
 
-    def _loss(self, batch: Experience) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: Experience, position: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg.ppo
         mask = batch.response_mask.float()
         # with ent_coef 0 the entropy adds nothing to the loss or its gradient, so it is not computed
@@ -172,7 +177,13 @@ class PPOTrainer:
         loss = pg_loss + cfg.vf_coef * vf_loss
         if entropy is not None:
             loss = loss - cfg.ent_coef * ppo.masked_mean(entropy, mask)
-        stats = {
+        stats = {}
+        if self.retain_lm is not None:
+            acc = self.accelerator
+            ptx_loss = self.retain_lm.loss(self.model, position, acc.process_index, acc.num_processes, acc.device)
+            loss = loss + self.cfg.ptx.coef * ptx_loss
+            stats["ppo/loss/ptx"] = ptx_loss.item()
+        stats |= {
             "ppo/loss/policy": pg_loss.item(),
             "ppo/loss/value": vf_loss.item(),
             "ppo/loss/total": loss.item(),
