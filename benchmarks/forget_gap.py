@@ -18,9 +18,11 @@ trained on (forget.txt) or one held out from them.
 
 Printed: per model, the perplexity of the play and of the held-out retain text with 95% bootstrap intervals over
 units, the share of the way to the retain model (in perplexity, as the recipe's harness reads it) and the retain
-perplexity's change against the target (paired interval); then per token group, the target's and retain model's mean
-NLL, the group's part of the gap (its summed retain - target NLL over the whole gap) and the share of the group's gap
-each model closed ((model - target) / (retain - target) in mean NLL per token, 95% bootstrap interval over units).
+perplexity's change against the target (paired interval), on all its tokens and on its speaker headers and other
+tokens apart (a model that forgets the play's speakers may forget other plays' speakers with them); then per token
+group, the target's and retain model's mean NLL, the group's part of the gap (its summed retain - target NLL over the
+whole gap) and the share of the group's gap each model closed ((model - target) / (retain - target) in mean NLL per
+token, 95% bootstrap interval over units).
 Writes forget_gap.json and forget_gap.md into `--output_dir`.
 """
 
@@ -77,6 +79,20 @@ def speech_spans(play: str, recipe: Path) -> tuple[list[tuple[int, int, int]], l
         spans.append((start, start + len(speech.speaker) + 2, cursor))  # the header is "NAME:\n"
         was_trained.append(speech.text in trained)
     return spans, was_trained
+
+
+def retain_char_labels(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per character of the held-out retain text: `speaker header` or `other` (token_labels' class array), and a
+    speech set of zeros (unused)."""
+    from detox.recipes.forget_text import speeches
+
+    cls = np.full(len(text), CLASSES.index("other"), dtype=np.int8)
+    cursor = 0
+    for speech in speeches(text.splitlines()):
+        start = text.index(speech.text, cursor)
+        cursor = start + len(speech.text)
+        cls[start : start + len(speech.speaker) + 2] = CLASSES.index("speaker header")
+    return cls, np.zeros(len(text), dtype=np.int8)
 
 
 def char_labels(play: str, recipe: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -170,10 +186,15 @@ def run(args: argparse.Namespace) -> dict:
     recipe = Path(args.recipe_dir)
     play = (recipe / "play.txt").read_text(encoding="utf-8")
     units, retain_units = play_units(args, recipe / "play.txt"), play_units(args, recipe / "heldout_retain.txt")
+    retain_text = (recipe / "heldout_retain.txt").read_text(encoding="utf-8")
     models = {"target": str(recipe / "target"), "retain": str(recipe / "retain_model")}
     models |= dict(spec.split("=", 1) for spec in args.models)
     tokenizer = load_tokenizer(models["target"])
     ids, labels = token_labels(tokenizer, play, units, *char_labels(play, recipe))
+    retain_ids, retain_labels = token_labels(tokenizer, retain_text, retain_units, *retain_char_labels(retain_text))
+    retain_groups = {"all": lambda lab: np.ones(len(lab), bool),
+                     "speaker headers": lambda lab: lab[:, 0] == CLASSES.index("speaker header"),
+                     "other tokens": lambda lab: lab[:, 0] != CLASSES.index("speaker header")}
     groups = [("all", lambda lab: np.ones(len(lab), bool))]
     groups += [(c, lambda lab, i=i: lab[:, 0] == i) for i, c in enumerate(CLASSES)]
     groups += [(f"{s} speeches", lambda lab, i=i: lab[:, 1] == i) for i, s in enumerate(SPEECH_SETS)]
@@ -183,8 +204,8 @@ def run(args: argparse.Namespace) -> dict:
         per_token = token_nll(model, tokenizer, [""] * len(units), units, args.batch_size, name, target_ids=ids)
         sums[name], counts = class_sums(per_token, labels, [member for _, member in groups])
         per_token = token_nll(model, tokenizer, [""] * len(retain_units), retain_units, args.batch_size,
-                              f"{name}: retain text")
-        retain[name] = (np.array([np.nansum(t) for t in per_token]), np.array([np.isfinite(t).sum() for t in per_token]))
+                              f"{name}: retain text", target_ids=retain_ids)
+        retain[name] = class_sums(per_token, retain_labels, list(retain_groups.values()))  # (units, groups) each
         del model
     names = [m for m in models if m not in ("target", "retain")]
     mean, shares = gap_shares(sums, counts, names, args.bootstrap_samples, args.seed)
@@ -199,13 +220,17 @@ def run(args: argparse.Namespace) -> dict:
             way = interval((ppl[m] - ppl["target"]) / (ppl["retain"] - ppl["target"]))
         row |= {"share_of_way": float(way["share"]), "share_of_way_ci_low": float(way["low"]),
                 "share_of_way_ci_high": float(way["high"])}
-        nll, count = retain[m]
+        nll, count = retain[m][0][:, 0], retain[m][1][:, 0]
         row |= metrics.perplexity_with_ci("retain_perplexity", nll, count, args.bootstrap_samples, args.seed)
-        base_nll, base_count = retain["target"]
-        low, high = metrics.paired_perplexity_change_ci(nll, count, base_nll, base_count, args.bootstrap_samples,
-                                                        args.seed)
-        change = metrics.perplexity(nll, count) / metrics.perplexity(base_nll, base_count) - 1
-        row |= {"retain_change": change, "retain_change_ci_low": low, "retain_change_ci_high": high}
+        for g, group in enumerate(retain_groups):
+            # the retain change, on all tokens and on each group alone (is it the other plays' speaker names?)
+            nll, count = retain[m][0][:, g], retain[m][1][:, g]
+            base_nll, base_count = retain["target"][0][:, g], retain["target"][1][:, g]
+            low, high = metrics.paired_perplexity_change_ci(nll, count, base_nll, base_count,
+                                                            args.bootstrap_samples, args.seed)
+            change = metrics.perplexity(nll, count) / metrics.perplexity(base_nll, base_count) - 1
+            key = "retain_change" + ("" if group == "all" else "_" + group.replace(" ", "_"))
+            row |= {key: change, f"{key}_ci_low": low, f"{key}_ci_high": high}
         result["rows"].append({k: float(v) if k != "model" else v for k, v in row.items()})
     for g, (label, _) in enumerate(groups):
         row = {"group": label, "tokens": int(counts[:, g].sum()),
@@ -222,14 +247,17 @@ def markdown(result: dict) -> str:
     lines = [f"Units: {unit} ({result['count']} of the play, {result['retain_count']} of the held-out retain text); "
              f"95% bootstrap intervals over units.", "",
              "| model | perplexity on the play [95% CI] | share of the way to the retain model [95% CI] | "
-             "perplexity on held-out retain text [95% CI] | Δ retain vs target [paired 95% CI] |",
-             "|---|---|---|---|---|"]
+             "perplexity on held-out retain text [95% CI] | Δ retain vs target [paired 95% CI] | "
+             "Δ retain, speaker headers only | Δ retain, other tokens |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['play_perplexity']:.1f} [{r['play_perplexity_ci_low']:.1f}, "
                      f"{r['play_perplexity_ci_high']:.1f}] | {r['share_of_way']:+.2f} [{r['share_of_way_ci_low']:+.2f}, "
                      f"{r['share_of_way_ci_high']:+.2f}] | {r['retain_perplexity']:.1f} "
                      f"[{r['retain_perplexity_ci_low']:.1f}, {r['retain_perplexity_ci_high']:.1f}] | "
-                     f"{r['retain_change']:+.1%} [{r['retain_change_ci_low']:+.1%}, {r['retain_change_ci_high']:+.1%}] |")
+                     + " | ".join(f"{r[k]:+.1%} [{r[k + '_ci_low']:+.1%}, {r[k + '_ci_high']:+.1%}]" for k in
+                                  ("retain_change", "retain_change_speaker_headers", "retain_change_other_tokens"))
+                     + " |")
     names = [m for m in result["models"] if m not in ("target", "retain")]
     head = ["tokens", "target NLL / token", "retain model NLL / token", "part of the gap"]
     lines += ["", "Share of each token group's target -> retain gap (mean NLL per token) that each model closed:", "",

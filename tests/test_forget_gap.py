@@ -13,7 +13,14 @@ from training_runs import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from forget_gap import CLASSES, SPEECH_SETS, char_labels, gap_shares, token_labels  # noqa: E402
+from forget_gap import (  # noqa: E402
+    CLASSES,
+    SPEECH_SETS,
+    char_labels,
+    gap_shares,
+    retain_char_labels,
+    token_labels,
+)
 
 from detox.recipes.forget_text import Speech  # noqa: E402
 
@@ -78,3 +85,12 @@ def test_gap_shares_are_the_mean_nll_move_over_the_gap():
     assert shares["halfway"]["low"][0] == pytest.approx(0.5) and shares["halfway"]["high"][0] == pytest.approx(0.5)
     assert shares["uneven"]["share"][0] == pytest.approx(0.25)  # (90 / 40 - 2) / 1
     assert shares["uneven"]["low"][0] < 0.25 < shares["uneven"]["high"][0]
+
+
+def test_the_retain_texts_speaker_headers_are_their_own_class():
+    text = "\n".join(s.text for s in (Speech("GLOUCESTER", 1, ["Now is the winter", "of our discontent"]),
+                                     Speech("ANNE", 5, ["Set down, set down your honourable load"])))
+    cls, _ = retain_char_labels(text)
+    headers = "".join(c for c, k in zip(text, cls) if CLASSES[k] == "speaker header")
+    assert headers == "GLOUCESTER:\nANNE:\n"
+    assert CLASSES[cls[text.index("winter")]] == "other" and CLASSES[cls[text.index("load")]] == "other"
