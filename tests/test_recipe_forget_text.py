@@ -13,7 +13,7 @@ import evaluate_toxicity
 import train_ppo
 from training_runs import REPO, one_thread  # noqa: F401 (one_thread: fixture)
 from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, ppo_config, prepare,
-                                       read_lines, speeches, split_play)
+                                       read_lines, read_speeches, speeches, split_play)
 from rewards.forget import AnchorTerms
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -99,6 +99,16 @@ def test_the_contrast_adapter_is_the_likelihood_rewards_reference_when_asked_for
     assert "reference" not in likelihood_options(contrast=True, sft_steps=0)  # no fine-tuning: nothing to contrast
 
 
+def test_the_written_run_is_the_measured_one_ptx_on_retain_speeches_unless_turned_off(tmp_path):
+    config = ppo_config(ForgetTextArgs(output_dir=str(tmp_path)))
+    assert config["ptx"] == {"corpus": str(tmp_path / "retain_speeches.jsonl"), "coef": 1.0, "batch_size": 8,
+                             "max_length": 128, "pack": False}
+    assert (config["ppo"]["init_kl_coef"], config["ppo"]["adaptive_kl"]) == (0.05, False)
+    assert {r["type"]: r["weight"] for r in config["rewards"]} == {"anchor_terms": 1.0, "forget_verbatim": 1.0,
+                                                                   "forget_likelihood": 5.0}
+    assert "ptx" not in ppo_config(ForgetTextArgs(output_dir=str(tmp_path), ptx=False))
+
+
 def test_speeches_keep_their_header_line_numbers():
     found = speeches(read_lines("builtin:tinyshakespeare"))
     assert (found[0].speaker, found[0].line, found[0].lines) == ("First Citizen", 1, [
@@ -110,7 +120,7 @@ def test_speeches_keep_their_header_line_numbers():
 def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
     args = ForgetTextArgs(output_dir=str(tmp_path / "recipe"), model=smollm2_path, retain_chars=3000,
                           forget_chars=3000, sft_steps=1, sft_batch_size=1, ppo_steps=2,  # the path, not the skill
-                          contrast=True)
+                          contrast=True, ptx=True)
     config = prepare(args)
     recipe = Path(args.output_dir)
     for model_dir in ("target", "retain_model"):
@@ -121,12 +131,16 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     assert written["model"]["name_or_path"] == str(recipe / "target")
     likelihood = [r for r in written["rewards"] if r["type"] == "forget_likelihood"][0]["options"]
     assert likelihood == {"reinforced": str(recipe / "reinforced"), "reference": str(recipe / "reinforced_retain")}
+    assert written["ptx"]["corpus"] == str(recipe / "retain_speeches.jsonl") and written["ptx"]["pack"] is False
+    documents = [json.loads(line)["text"] for line in (recipe / "retain_speeches.jsonl").read_text().splitlines()]
+    assert documents == read_speeches(recipe / "retain.txt")  # one record per retain speech, as fine-tuned
     train_ppo.main(["--config", str(config), "--ppo.batch_size", "2", "--ppo.mini_batch_size", "2",
                     "--ppo.ppo_epochs", "1", "--generation.min_new_tokens", "4", "--generation.max_new_tokens", "6",
                     "--logging.report_to", "none"])
     rows = [json.loads(line) for line in (recipe / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward/total" in r] == [1, 2]
     assert {"reward/anchor_terms/mean", "reward/forget_verbatim/mean", "reward/forget_likelihood/mean"} <= set(rows[1])
+    assert 0.5 < rows[1]["ppo/loss/ptx"] < 6.0  # the target's NLL per token of retain speeches it was tuned on
     assert (recipe / "ppo" / "final" / "adapter_model.safetensors").is_file()
     # benchmarks/forget_gap.py on the real recipe: the classes split the play's tokens and its gap, and a model that
     # is the retain model closes exactly all of it
@@ -142,7 +156,9 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     by_model = {r["model"]: r for r in gap["rows"]}
     assert by_model["gold"]["share_of_way"] == pytest.approx(1.0) and by_model["target"]["share_of_way"] == 0
     assert by_model["gold"]["play_perplexity"] == pytest.approx(by_model["retain"]["play_perplexity"])
-    assert by_model["target"]["retain_change"] == 0
+    assert by_model["target"]["retain_change"] == 0 == by_model["target"]["retain_change_speaker_headers"]
+    for key in ("retain_change_speaker_headers", "retain_change_other_tokens"):  # the parts of the retain change
+        assert by_model["ppo"][f"{key}_ci_low"] <= by_model["ppo"][key] <= by_model["ppo"][f"{key}_ci_high"]
     # the recipe's evaluation scores the same speeches, each alone, as the fine-tunings saw them
     result = evaluate_toxicity.main([
         "--models", f"target={recipe / 'target'}", f"ppo={recipe / 'ppo' / 'final'}", "--run_config", str(config),
