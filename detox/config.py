@@ -190,39 +190,52 @@ class PPOConfig:
 
 
 @dataclass
-class PtxConfig:
+class BlockSettings:
+    """How a corpus is cut into token blocks for language-modelling losses (detox.blocks): shared by PPO-ptx and the
+    loss-based baselines' data section."""
+
+    text_field: str = "text"
+    """Field holding the text in jsonl/dataset records (dotted for nested records)."""
+    completion_field: str | None = None
+    """Field holding a continuation of the text (e.g. `completion`). Each record is then one block, text followed by
+    completion, and only the completion's tokens are learned or unlearned (as TOFU trains on answers). Null: the
+    texts are cut into blocks (see `pack`), every token counting."""
+    max_length: int = 64
+    """Tokens per block (records with a completion are cut to it)."""
+    pack: bool = True
+    """Join the texts (EOS between them) and cut them into max_length blocks; false: each text is one block, its
+    first max_length tokens, starting where the text starts (as read by a model fine-tuned one text per example)."""
+    max_blocks: int | None = None
+    """Use at most this many blocks of each corpus (the first ones); null uses all."""
+
+    def check_blocks(self, section: str) -> None:
+        if self.max_length < 2:
+            raise ValueError(f"{section}.max_length ({self.max_length}) must be >= 2: a block needs a token to "
+                             f"predict.")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise ValueError(f"{section}.max_blocks ({self.max_blocks}) must be >= 1 or null.")
+
+
+@dataclass
+class PtxConfig(BlockSettings):
     """PPO-ptx (Ouyang et al. 2022, the InstructGPT paper): a language-modelling loss on text the model must keep,
     added to every PPO mini-batch's loss, so that what the policy learns from its rewards costs less of what it
     already writes well. Off while `corpus` is null."""
 
     corpus: str | None = None
     """Text to keep: a .txt/.txt.gz/.jsonl file, a directory or a datasets id (as `train_unlearn.py`'s
-    data.retain), e.g. a forget_text recipe's `retain.txt`. Null disables the term."""
+    data.retain), e.g. a forget_text recipe's `retain_speeches.jsonl`. Null disables the term."""
     coef: float = 1.0
     """Weight of the corpus's mean per-token negative log-likelihood beside the PPO loss."""
     batch_size: int = 8
     """Blocks of the corpus per PPO mini-batch (drawn by step, so a resumed run sees the same blocks)."""
-    text_field: str = "text"
-    """Field holding the text in jsonl/dataset records (dotted for nested records)."""
-    completion_field: str | None = None
-    """Field holding a continuation: each record is then one block and only the continuation is learned."""
-    max_length: int = 64
-    """Tokens per block."""
-    pack: bool = True
-    """Join the texts (EOS between them) and cut them into max_length blocks; false: each text is one block, its
-    first max_length tokens, starting where the text starts (as read by a model fine-tuned one text per example)."""
-    max_blocks: int | None = None
-    """Use at most this many blocks of the corpus (the first ones); null uses all."""
 
     def __post_init__(self):
+        self.check_blocks("ptx")
         if self.coef < 0:
             raise ValueError(f"ptx.coef ({self.coef}) must be >= 0: the term keeps text, it does not unlearn it.")
         if self.batch_size <= 0:
             raise ValueError(f"ptx.batch_size ({self.batch_size}) must be a positive integer.")
-        if self.max_length < 2:
-            raise ValueError(f"ptx.max_length ({self.max_length}) must be >= 2: a block needs a token to predict.")
-        if self.max_blocks is not None and self.max_blocks < 1:
-            raise ValueError(f"ptx.max_blocks ({self.max_blocks}) must be >= 1 or null.")
 
 
 @dataclass

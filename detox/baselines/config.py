@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from detox.config import CheckpointConfig, LoggingConfig, LoraConfig, ModelConfig
+from detox.config import BlockSettings, CheckpointConfig, LoggingConfig, LoraConfig, ModelConfig
 
 METHODS = ("gradient_ascent", "gradient_difference", "npo", "whp")
 
 
 @dataclass
-class UnlearnDataConfig:
+class UnlearnDataConfig(BlockSettings):
     forget: str = ""
     """Forget corpus: .txt/.txt.gz/.jsonl file, directory or datasets id (as `forget_verbatim`'s corpus), or a builtin
     continuation set: `builtin:rtp_toxic_continuations` (RealToxicityPrompts continuations of the offline default's
@@ -23,25 +23,9 @@ class UnlearnDataConfig:
     retain: str | None = None
     """Retain corpus, same formats (`builtin:rtp_clean_continuations`: the continuations scored < 0.1); needed by
     gradient_difference, optional for npo (NPO+RT), unused otherwise."""
-    text_field: str = "text"
-    """Field holding the text in jsonl/dataset records (dotted for nested records)."""
-    completion_field: str | None = None
-    """Field holding a continuation of the text (e.g. `completion`). Each record is then one block, text followed by
-    completion, and only the completion's tokens are learned or unlearned (as TOFU trains on answers). Null: the
-    texts are joined with EOS and cut into blocks, every token counting."""
-    max_length: int = 64
-    """Tokens per training block (records with a completion are cut to it)."""
-    pack: bool = True
-    """Join the texts (EOS between them) and cut them into max_length blocks; false: each text is one block, its
-    first max_length tokens, starting where the text starts (as read by a model fine-tuned one text per example)."""
-    max_blocks: int | None = None
-    """Use at most this many blocks of each corpus (the first ones); null uses all."""
 
     def __post_init__(self):
-        if self.max_length < 2:
-            raise ValueError(f"data.max_length ({self.max_length}) must be >= 2: a block needs a token to predict.")
-        if self.max_blocks is not None and self.max_blocks < 1:
-            raise ValueError(f"data.max_blocks ({self.max_blocks}) must be >= 1 or null.")
+        self.check_blocks("data")
 
 
 @dataclass
