@@ -67,31 +67,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def speech_spans(play: str, recipe: Path) -> tuple[list[tuple[int, int, int]], list[bool]]:
-    """(start, header end, end) of every speech in the play's text, and whether the unlearning trained on it."""
+def text_spans(text: str) -> list[tuple[str, int, int, int]]:
+    """(speech text, start, header end, end) of every speech in a text the recipe wrote."""
     from detox.recipes.forget_text import speeches
 
-    trained = {s.text for s in speeches((recipe / "forget.txt").read_text(encoding="utf-8").splitlines())}
-    spans, was_trained, cursor = [], [], 0
-    for speech in speeches(play.splitlines()):
-        start = play.index(speech.text, cursor)
+    spans, cursor = [], 0
+    for speech in speeches(text.splitlines()):
+        start = text.index(speech.text, cursor)
         cursor = start + len(speech.text)
-        spans.append((start, start + len(speech.speaker) + 2, cursor))  # the header is "NAME:\n"
-        was_trained.append(speech.text in trained)
-    return spans, was_trained
+        spans.append((speech.text, start, start + len(speech.speaker) + 2, cursor))  # the header is "NAME:\n"
+    return spans
+
+
+def speech_spans(play: str, recipe: Path) -> tuple[list[tuple[int, int, int]], list[bool]]:
+    """(start, header end, end) of every speech in the play's text, and whether the unlearning trained on it."""
+    trained = {s for s, *_ in text_spans((recipe / "forget.txt").read_text(encoding="utf-8"))}
+    spans = text_spans(play)
+    return [span for _, *span in spans], [s in trained for s, *_ in spans]
 
 
 def retain_char_labels(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Per character of the held-out retain text: `speaker header` or `other` (token_labels' class array), and a
     speech set of zeros (unused)."""
-    from detox.recipes.forget_text import speeches
-
     cls = np.full(len(text), CLASSES.index("other"), dtype=np.int8)
-    cursor = 0
-    for speech in speeches(text.splitlines()):
-        start = text.index(speech.text, cursor)
-        cursor = start + len(speech.text)
-        cls[start : start + len(speech.speaker) + 2] = CLASSES.index("speaker header")
+    for _, start, header_end, _ in text_spans(text):
+        cls[start:header_end] = CLASSES.index("speaker header")
     return cls, np.zeros(len(text), dtype=np.int8)
 
 

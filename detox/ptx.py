@@ -20,7 +20,7 @@ class RetainLM:
 
     def __init__(self, cfg: PtxConfig, tokenizer, seed: int):
         self.cfg, self.seed = cfg, seed
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id  # detox.models.load_tokenizer always sets one
         self.blocks: Blocks = load_blocks(cfg.corpus, cfg, tokenizer, "ptx.corpus")
 
     def batch(self, position: int, rank: int, world: int, device) -> tuple[torch.Tensor, ...]:

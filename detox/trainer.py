@@ -167,7 +167,7 @@ class PPOTrainer:
         )
         return logprobs, values, entropy
 
-    def _loss(self, batch: Experience, position: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: Experience, position: int) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg.ppo
         mask = batch.response_mask.float()
         # with ent_coef 0 the entropy adds nothing to the loss or its gradient, so it is not computed
