@@ -13,7 +13,8 @@ Trainers, run one after another (never side by side), each in a fresh process wi
   difference (`--gd_config`, configs/detox_gradient_difference.yaml) on the labelled RealToxicityPrompts
   continuations of the same training prompts. It reads no reward and samples nothing; everything else below holds.
 The reinforcement learners read the same run config (`--config`, configs/offline_profanity.yaml unless told
-otherwise, the only reward TRL 0.11.4's worker takes): SmolLM2-135M-Instruct with the same LoRA, the same training
+otherwise; TRL 0.11.4's worker takes its alt-profanity-check reward or the offline default's MiniLM classifier
+reward, configs/offline_default.yaml): SmolLM2-135M-Instruct with the same LoRA, the same training
 prompts, the same reward (there, capped alt-profanity-check), the same generation lengths,
 learning rate, batch of 16 completions, mini-batch and epochs, and the same initial KL coefficient. The clock runs
 from the first training step (model loading is reported apart) and stops while a model is written; a model is saved
@@ -138,10 +139,7 @@ def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
     from vs_trl_ppo import WORKER, ensure_venv, trl_model_dir
 
     cfg = args.cfg
-    rewards = [(r.type, r.options.get("output"), r.weight) for r in cfg.rewards]
-    if rewards != [("offline_toxicity", "logit", 1.0)] or not cfg.lora.enabled or cfg.lora.target_modules != "all-linear":
-        raise ValueError(f"{args.config}: trl011_ppo reproduces one offline_toxicity reward (output: logit, weight 1) "
-                         f"with an all-linear LoRA adapter; this config has rewards {rewards} and lora {cfg.lora}.")
+    reward_flags = trl011_reward_flags(args)
     cap = cfg.rewards[0].clip
     cap = cap[1] if isinstance(cap, list) else cap
     python = ensure_venv()
@@ -152,7 +150,7 @@ def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
     (run_dir / "prompts.json").write_text(json.dumps(batches))
     ppo, gen = cfg.ppo, cfg.generation
     flags = {"model_dir": model_dir, "prompts": run_dir / "prompts.json", "out": run_dir / "steps.jsonl",
-             "reward_file": REPO / "rewards" / "toxicity.py", "batch_size": ppo.batch_size,
+             **reward_flags, "batch_size": ppo.batch_size,
              "mini_batch_size": ppo.mini_batch_size, "ppo_epochs": ppo.ppo_epochs, "seed": seed,
              "threads": args.threads, "min_new_tokens": gen.min_new_tokens, "max_new_tokens": gen.max_new_tokens,
              "learning_rate": ppo.learning_rate, "max_grad_norm": ppo.max_grad_norm, "init_kl_coef": ppo.init_kl_coef,
@@ -161,6 +159,26 @@ def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
     if cap is not None:
         flags["reward_cap"] = cap
     return [str(python), str(WORKER)] + [item for k, v in flags.items() if v is not None for item in (f"--{k}", str(v))]
+
+
+def trl011_reward_flags(args) -> dict:
+    """The worker's flags for the run config's reward: one alt-profanity-check logit, or one MiniLM classifier's
+    log-odds (the offline default's), weight 1, on the completion alone, with an all-linear LoRA adapter."""
+    from rewards import build_reward
+
+    cfg = args.cfg
+    rewards = [(r.type, r.options.get("output"), r.weight, r.options.get("score_prompt", False)) for r in cfg.rewards]
+    known = [("offline_toxicity", "logit", 1.0, False)], [("minilm_toxicity", "log_odds", 1.0, False)]
+    if rewards not in known or not cfg.lora.enabled or cfg.lora.target_modules != "all-linear":
+        raise ValueError(f"{args.config}: trl011_ppo reproduces one offline_toxicity reward (output: logit) or one "
+                         "minilm_toxicity reward (output: log_odds), weight 1, completion alone, with an all-linear "
+                         f"LoRA adapter; this config has rewards {rewards} and lora {cfg.lora}.")
+    flags = {"reward_file": REPO / "rewards" / "toxicity.py"}
+    if rewards == known[1]:
+        scorer = build_reward(cfg.rewards[0])
+        flags.update(classifier_dir=scorer.model_path, nontoxic_index=scorer.nontoxic_index,
+                     toxic_index=scorer.toxic_index)
+    return flags
 
 
 def adapt_trl011_checkpoints(adapter_dirs: list[Path], name: str) -> None:

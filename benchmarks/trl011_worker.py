@@ -18,12 +18,46 @@ import json
 import time
 
 
-def load_reward(path: str):
-    """The repo's OfflineToxicity, loaded from its file so the `rewards` package (and detox) is not imported."""
+def load_toxicity_module(path: str):
+    """The repo's rewards/toxicity.py, loaded from its file so the `rewards` package (and detox) is not imported."""
     spec = importlib.util.spec_from_file_location("detox_reward_toxicity", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.OfflineToxicity(output="logit")
+    return module
+
+
+class ClassifierReward:
+    """A two-label sequence classifier scored as our `ToxicityClassifier(output="log_odds")` scores it: the completion
+    alone, truncated to the tokenizer's length (the module's own rule), reward z_nontoxic - z_toxic."""
+
+    def __init__(self, directory: str, nontoxic_index: int, toxic_index: int, toxicity_module, batch_size: int = 64):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.model = AutoModelForSequenceClassification.from_pretrained(directory, torch_dtype=torch.float32).eval()
+        self.max_length = toxicity_module._classifier_max_length(self.tokenizer, self.model.config)
+        self.nontoxic_index, self.toxic_index, self.batch_size = nontoxic_index, toxic_index, batch_size
+
+    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
+        import torch
+
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(completions), self.batch_size):
+                batch = self.tokenizer(completions[start : start + self.batch_size], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt")
+                logits = self.model(**batch).logits.float()
+                scores += (logits[:, self.nontoxic_index] - logits[:, self.toxic_index]).tolist()
+        return scores
+
+
+def load_reward(args):
+    """alt-profanity-check's logit (TRL's example's convention), or `--classifier_dir`'s log-odds."""
+    module = load_toxicity_module(args.reward_file)
+    if args.classifier_dir is None:
+        return module.OfflineToxicity(output="logit")
+    return ClassifierReward(args.classifier_dir, args.nontoxic_index, args.toxic_index, module)
 
 
 def main() -> None:
@@ -42,6 +76,10 @@ def main() -> None:
     parser.add_argument("--save_dir", default=None, help="with --budget_minutes: where part-<k>/model go")
     parser.add_argument("--lora_r", type=int, default=16)
     parser.add_argument("--lora_alpha", type=int, default=32)
+    parser.add_argument("--classifier_dir", default=None,
+                        help="reward = this sequence classifier's log-odds of non-toxic (default: alt-profanity-check)")
+    parser.add_argument("--nontoxic_index", type=int, default=0, help="with --classifier_dir: the non-toxic label")
+    parser.add_argument("--toxic_index", type=int, default=1, help="with --classifier_dir: the toxic label")
     args = parser.parse_args()
     if (args.budget_minutes is None) != (args.save_dir is None):
         parser.error("--budget_minutes and --save_dir go together")
@@ -55,7 +93,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with open(args.prompts, encoding="utf-8") as handle:
         batches: list[list[str]] = json.load(handle)
-    scorer = load_reward(args.reward_file)
+    scorer = load_reward(args)
 
     config = PPOConfig(
         learning_rate=args.learning_rate,

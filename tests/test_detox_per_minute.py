@@ -157,3 +157,32 @@ def test_gd_trainer_saves_each_quarter_of_its_budget_on_smollm2(tmp_path):
     assert len(steps) == rows[-1]["steps"] and all(s["retain/nll"] > 0 for s in steps)
     model = load_causal_lm(rows[-1]["path"])  # an adapter naming its base by Hub id, loadable offline
     assert model.config.model_type == "llama"
+
+
+@pytest.mark.usefixtures("smollm2_path")
+def test_trl011_worker_scores_the_offline_defaults_reward_as_ours_does():
+    """TRL 0.11.4's side of a race on configs/offline_default.yaml gets the same MiniLM classifier, label indices and
+    scoring rule as our reward: its scorer, run here, gives our reward's values on real completions."""
+    from detox_per_minute import train_config, trl011_reward_flags
+    from trl011_worker import ClassifierReward, load_toxicity_module
+
+    from detox.data import continuation_records
+    from detox.models import load_tokenizer
+    from rewards import build_reward
+
+    args = Namespace(config="configs/offline_default.yaml", cfg=train_config(str(REPO / "configs" /
+                                                                               "offline_default.yaml")))
+    flags = trl011_reward_flags(args)
+    ours = build_reward(args.cfg.rewards[0])
+    assert flags["classifier_dir"] == ours.model_path and (flags["nontoxic_index"], flags["toxic_index"]) == (0, 1)
+    theirs = ClassifierReward(flags["classifier_dir"], flags["nontoxic_index"], flags["toxic_index"],
+                              load_toxicity_module(flags["reward_file"]), batch_size=5)
+    tokenizer = load_tokenizer(args.cfg.model.name_or_path)
+    records = [r for source in ("builtin:rtp_toxic_continuations", "builtin:rtp_clean_continuations")
+               for r in continuation_records(source, tokenizer)[:6]]
+    prompts, texts = [r["text"] for r in records], [r["completion"] for r in records]
+    assert theirs(prompts, texts) == pytest.approx(ours(prompts, texts), abs=1e-4)
+
+    args.cfg.rewards[0].options["score_prompt"] = True  # the worker scores completions alone
+    with pytest.raises(ValueError, match="completion alone"):
+        trl011_reward_flags(args)
