@@ -57,6 +57,8 @@ CITATIONS = {
     "ptx": "Ouyang, L. et al. (2022). Training language models to follow instructions with human feedback "
            "(PPO-ptx). arXiv:2203.02155.",
 }
+TOXICITY_REWARDS = ("toxicity", "offline_toxicity", "minilm_toxicity")
+"""Reward types that score toxicity: a PPO run with one of them is titled "detoxified", otherwise "unlearned"."""
 METHODS = {"gradient_ascent": "gradient ascent", "gradient_difference": "gradient difference",
            "npo": "negative preference optimization (NPO)", "whp": "WHP's alternative labels"}
 """train_unlearn.py's method names, as a card titles them."""
@@ -76,7 +78,7 @@ def write_model_card(model_dir: Path, config: dict, merged: bool = False, final_
         title = f"# {name}: {base} unlearned with {METHODS[config['method']['name']]}\n"
         body = [_unlearning_section(config), _corpora_section(config["data"])]
     else:
-        title = f"# {name}: {base} detoxified with PPO\n"
+        title = f"# {name}: {base} {'detoxified' if _rewards_toxicity(config) else 'unlearned'} with PPO\n"
         body = [_method_section(config), _rewards_section(config["rewards"]), _data_section(config["data"])]
     sections = [
         _front_matter(base, config, lora),
@@ -112,9 +114,15 @@ def update_evaluation(model_dir: Path, table_md: str, summary: list[str], comman
     return True
 
 
+def _rewards_toxicity(config: dict) -> bool:
+    """Whether a PPO run is rewarded by a toxicity scorer, or only by other unlearning targets (a phrase, a text)."""
+    return any(r["type"] in TOXICITY_REWARDS for r in config.get("rewards") or [])
+
+
 def _front_matter(base: str, config: dict, lora: bool) -> str:
     meta = {"base_model": base, "library_name": "peft" if lora else "transformers", "pipeline_tag": "text-generation",
-            "tags": ["detox", config["method"]["name"] if _is_unlearning(config) else "ppo", "detoxification", "trl"]
+            "tags": ["detox", config["method"]["name"] if _is_unlearning(config) else "ppo",
+                     "detoxification" if _rewards_toxicity(config) else "unlearning", "trl"]
             + (["lora"] if lora else [])}
     if base in BASE_LICENCES:
         meta["license"] = BASE_LICENCES[base]

@@ -77,6 +77,7 @@ def test_card_of_the_offline_default_and_its_evaluation(tmp_path):
     write_model_card(tmp_path, config_dict(TrainConfig()))
     card = (tmp_path / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct\n" in card and "license: apache-2.0" in card
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct detoxified with PPO\n" in card and "- detoxification\n" in card
     assert ("| minilm_toxicity | minilm_toxicity | 1.0 | `{'output': 'log_odds', 'data': 'rtp_continuations'}` | False "
             "| [None, 2.0] |") in card
     assert "Ziegler, D. M." in card and "Gehman, S." in card and "de-quantized" in card
@@ -87,6 +88,20 @@ def test_card_of_the_offline_default_and_its_evaluation(tmp_path):
     assert updated.count("## Evaluation") == 1 and "-41%" in updated and "-40%" not in updated
     assert "Not evaluated yet" not in updated and updated.endswith(card[card.index("## Training config") - 1 :])
     assert not update_evaluation(tmp_path / "elsewhere", table, [], "", [])  # no card there: nothing written
+
+
+def test_card_of_a_ppo_run_without_a_toxicity_reward_says_unlearned(tmp_path):
+    """A forget_text or obscene_numbers run is rewarded for not writing a text or a number, not for low toxicity."""
+    from detox.config import RewardComponentConfig, TrainConfig
+    from detox.model_card import write_model_card
+    from detox.state import config_dict
+
+    cfg = TrainConfig()
+    cfg.rewards = [RewardComponentConfig(type="phrase", options={"phrases": ["sixty nine"]})]
+    write_model_card(tmp_path, config_dict(cfg))
+    card = (tmp_path / "README.md").read_text()
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct unlearned with PPO\n" in card
+    assert "- unlearning\n" in card and "detoxif" not in card.split("## Training config")[0]
 
 
 def test_push_to_hub_offline_fails_at_once_and_keeps_the_run(tiny_lm_path, tmp_path):
