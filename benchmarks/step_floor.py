@@ -1,6 +1,6 @@
 """How far one PPO step is from the irreducible work of its batch, phase by phase.
 
-    python benchmarks/step_floor.py [--config configs/offline_profanity.yaml] [--steps 4] [--threads 2] [--profile DIR]
+    python benchmarks/step_floor.py [--config configs/offline_default.yaml] [--steps 4] [--threads 2] [--profile DIR]
 
 For each measured step it runs `PPOTrainer.step()` (our step as users run it) and then, on the very same prompts
 and sampled responses, the floor of each phase:
@@ -132,7 +132,7 @@ def measure_step(run, seen: dict, optimizer, profile_dir: Path | None, index: in
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "offline_profanity.yaml"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "offline_default.yaml"))
     parser.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--profile", type=Path, default=None, help="write torch profiler traces of the floors here")
