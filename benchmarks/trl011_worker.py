@@ -28,7 +28,9 @@ def load_toxicity_module(path: str):
 
 class ClassifierReward:
     """A two-label sequence classifier scored as our `ToxicityClassifier(output="log_odds")` scores it: the completion
-    alone, truncated to the tokenizer's length (the module's own rule), reward z_nontoxic - z_toxic."""
+    alone, truncated to the tokenizer's length (the module's own rule), reward z_nontoxic - z_toxic. It cannot be
+    `ToxicityClassifier` itself: that class resolves and loads through detox (not installed in this environment) and
+    passes transformers 5's `dtype=`, which 4.46 does not take."""
 
     def __init__(self, directory: str, nontoxic_index: int, toxic_index: int, toxicity_module, batch_size: int = 64):
         import torch
