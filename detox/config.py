@@ -238,6 +238,42 @@ class PtxConfig(BlockSettings):
             raise ValueError(f"ptx.batch_size ({self.batch_size}) must be a positive integer.")
 
 
+FORGET_LOSSES = ("npo", "gradient_ascent")
+
+
+@dataclass
+class ForgetLossConfig(BlockSettings):
+    """A loss-based unlearning term on the text to forget itself, added to every PPO mini-batch's loss. PPO's rewards
+    see that text only through the policy's own samples; this term reads it, as the loss-based baselines do
+    (train_unlearn.py): NPO (Zhang et al. 2024) against the reference, or gradient ascent. Off while `corpus` is
+    null. Pair it with `ptx` on the text to keep, as gradient difference pairs ascent with descent."""
+
+    corpus: str | None = None
+    """Text to forget: a .txt/.txt.gz/.jsonl file, a directory or a datasets id (as train_unlearn.py's data.forget),
+    e.g. a forget_text recipe's `forget_speeches.jsonl`. Null disables the term."""
+    method: str = "npo"
+    """`npo`: (2/β) · mean softplus(β · (log π(y) − log π_ref(y))) over the drawn blocks, π_ref being PPO's
+    reference (the starting model; with LoRA, the policy with its adapters off); bounded below, its push fades as a
+    block's likelihood falls. `gradient_ascent`: −NLL, unbounded (it tends to collapse the model)."""
+    coef: float = 1.0
+    """Weight of the term beside the PPO loss."""
+    beta: float = 0.1
+    """NPO's β (the method's inverse temperature); unused by gradient_ascent."""
+    batch_size: int = 8
+    """Blocks of the corpus per PPO mini-batch (drawn by step, so a resumed run sees the same blocks)."""
+
+    def __post_init__(self):
+        self.check_blocks("forget_loss")
+        if self.method not in FORGET_LOSSES:
+            raise ValueError(f"forget_loss.method ({self.method!r}) must be one of {list(FORGET_LOSSES)}.")
+        if self.coef < 0:
+            raise ValueError(f"forget_loss.coef ({self.coef}) must be >= 0: the method's own loss already unlearns.")
+        if self.beta <= 0:
+            raise ValueError(f"forget_loss.beta ({self.beta}) must be positive.")
+        if self.batch_size <= 0:
+            raise ValueError(f"forget_loss.batch_size ({self.batch_size}) must be a positive integer.")
+
+
 @dataclass
 class RewardComponentConfig:
     type: str
@@ -363,6 +399,7 @@ class TrainConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     ptx: PtxConfig = field(default_factory=PtxConfig)
+    forget_loss: ForgetLossConfig = field(default_factory=ForgetLossConfig)
     rewards: list[RewardComponentConfig] = field(default_factory=_default_rewards)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -35,6 +35,10 @@ class GroupRunConfig(TrainConfig):
         if self.ptx.corpus:
             raise ValueError(f"ptx.corpus ('{self.ptx.corpus}'): TRL's GRPO and RLOO trainers have no language-"
                              f"modelling term beside their loss; train with train_ppo.py, or drop the ptx section.")
+        if self.forget_loss.corpus:
+            raise ValueError(f"forget_loss.corpus ('{self.forget_loss.corpus}'): TRL's GRPO and RLOO trainers have no "
+                             f"unlearning term beside their loss; train with train_ppo.py, or drop the forget_loss "
+                             f"section.")
         if self.num_generations < 2 or self.ppo.batch_size % self.num_generations:
             raise ValueError(
                 f"num_generations ({self.num_generations}) must be >= 2 and divide ppo.batch_size "

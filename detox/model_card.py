@@ -176,6 +176,7 @@ def _method_section(config: dict) -> str:
         f"- Responses of {config['generation']['min_new_tokens']}-{config['generation']['max_new_tokens']} tokens, "
         f"top_k={config['generation']['top_k']}, top_p={config['generation']['top_p']}.",
         *_ptx_lines(config.get("ptx") or {}),
+        *_forget_loss_lines(config.get("forget_loss") or {}),
     ]) + "\n"
 
 
@@ -185,6 +186,15 @@ def _ptx_lines(ptx: dict) -> list[str]:
     return [f"- PPO-ptx (Ouyang et al., 2022): each mini-batch's loss adds {ptx['coef']} × the language-modelling "
             f"loss of {ptx['batch_size']} blocks of at most {ptx['max_length']} tokens of `{ptx['corpus']}`, the "
             f"text to keep."]
+
+
+def _forget_loss_lines(term: dict) -> list[str]:
+    if not term.get("corpus"):
+        return []
+    loss = (f"NPO's loss (Zhang et al., 2024; β = {term['beta']}, against the reference)" if term["method"] == "npo"
+            else "the negated language-modelling loss (gradient ascent)")
+    return [f"- Forget term: each mini-batch's loss adds {term['coef']} × {loss} on {term['batch_size']} blocks of at "
+            f"most {term['max_length']} tokens of `{term['corpus']}`, the text to forget."]
 
 
 def _unlearning_section(config: dict) -> str:
@@ -270,6 +280,9 @@ def _citations_section(config: dict, lora: bool) -> str:
         keys.append("eldan")
     if (config.get("ptx") or {}).get("corpus"):
         keys.append("ptx")
+    forget_term = config.get("forget_loss") or {}
+    if forget_term.get("corpus") and forget_term["method"] not in keys:
+        keys.append(forget_term["method"])
     if lora:
         keys.append("lora")
     return "## Citations\n\n" + "\n".join(f"- {CITATIONS[k]}" for k in keys) + "\n"

@@ -12,6 +12,7 @@ from detox import ppo
 from detox.config import TrainConfig
 from detox.data import step_prompts
 from detox.experience import Experience, make_experience, response_forward
+from detox.forget_loss import ForgetLM
 from detox.generation import decode_responses, draw_lengths, sample, tokenize_prompts
 from detox.models import LMView
 from detox.ptx import RetainLM
@@ -53,6 +54,7 @@ class PPOTrainer:
         self.timings: dict[str, float] = {}
         self.judges = build_training_judges(cfg.logging.judges)
         self.retain_lm = RetainLM(cfg.ptx, tokenizer, cfg.ppo.seed) if cfg.ptx.corpus else None
+        self.forget_lm = ForgetLM(cfg.forget_loss, tokenizer, cfg.ppo.seed) if cfg.forget_loss.corpus else None
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg.ppo
@@ -135,7 +137,7 @@ class PPOTrainer:
             approxkls = []
             for start in range(0, cfg.batch_size, cfg.mini_batch_size):
                 batch = experience.select(order[start : start + cfg.mini_batch_size])
-                # the mini-batch's place in the whole run: it alone decides which ptx blocks it draws
+                # the mini-batch's place in the whole run: it alone decides which ptx and forget blocks it draws
                 position = (self.step_index * cfg.ppo_epochs + epoch) * per_epoch + start // cfg.mini_batch_size
                 with self.accelerator.accumulate(self.model):
                     loss, stats = self._loss(batch, position)
@@ -183,6 +185,12 @@ class PPOTrainer:
             ptx_loss = self.retain_lm.loss(self.model, position, acc.process_index, acc.num_processes, acc.device)
             loss = loss + self.cfg.ptx.coef * ptx_loss
             stats["ppo/loss/ptx"] = ptx_loss.item()
+        if self.forget_lm is not None:
+            acc = self.accelerator
+            forget_loss, forget_stats = self.forget_lm.loss(self.model, self.models.reference_lm(), position,
+                                                            acc.process_index, acc.num_processes, acc.device)
+            loss = loss + self.cfg.forget_loss.coef * forget_loss
+            stats |= {"ppo/loss/forget": forget_loss.item()} | forget_stats
         stats |= {
             "ppo/loss/policy": pg_loss.item(),
             "ppo/loss/value": vf_loss.item(),

@@ -107,6 +107,12 @@ def test_the_written_run_is_the_measured_one_ptx_on_retain_speeches_unless_turne
     assert {r["type"]: r["weight"] for r in config["rewards"]} == {"anchor_terms": 1.0, "forget_verbatim": 1.0,
                                                                    "forget_likelihood": 5.0}
     assert "ptx" not in ppo_config(ForgetTextArgs(output_dir=str(tmp_path), ptx=False))
+    assert "forget_loss" not in config  # until a measured run says otherwise, PPO learns from its rewards alone
+    term = ppo_config(ForgetTextArgs(output_dir=str(tmp_path), forget_loss="npo", forget_loss_coef=0.3))["forget_loss"]
+    assert term == {"corpus": str(tmp_path / "forget_speeches.jsonl"), "method": "npo", "coef": 0.3, "batch_size": 8,
+                    "max_length": 128, "pack": False}
+    with pytest.raises(ValueError, match="--forget_loss"):
+        ForgetTextArgs(output_dir=str(tmp_path), forget_loss="whp")
 
 
 def test_speeches_keep_their_header_line_numbers():
@@ -120,7 +126,7 @@ def test_speeches_keep_their_header_line_numbers():
 def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
     args = ForgetTextArgs(output_dir=str(tmp_path / "recipe"), model=smollm2_path, retain_chars=3000,
                           forget_chars=3000, sft_steps=1, sft_batch_size=1, ppo_steps=2,  # the path, not the skill
-                          contrast=True, ptx=True)
+                          contrast=True, ptx=True, forget_loss="npo")
     config = prepare(args)
     recipe = Path(args.output_dir)
     for model_dir in ("target", "retain_model"):
@@ -134,6 +140,8 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     assert written["ptx"]["corpus"] == str(recipe / "retain_speeches.jsonl") and written["ptx"]["pack"] is False
     documents = [json.loads(line)["text"] for line in (recipe / "retain_speeches.jsonl").read_text().splitlines()]
     assert documents == read_speeches(recipe / "retain.txt")  # one record per retain speech, as fine-tuned
+    forget_lines = (recipe / "forget_speeches.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in forget_lines] == read_speeches(recipe / "forget.txt")  # forget_loss's: the play's train speeches
     train_ppo.main(["--config", str(config), "--ppo.batch_size", "2", "--ppo.mini_batch_size", "2",
                     "--ppo.ppo_epochs", "1", "--generation.min_new_tokens", "4", "--generation.max_new_tokens", "6",
                     "--logging.report_to", "none"])
@@ -141,6 +149,8 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     assert [r["step"] for r in rows if "reward/total" in r] == [1, 2]
     assert {"reward/anchor_terms/mean", "reward/forget_verbatim/mean", "reward/forget_likelihood/mean"} <= set(rows[1])
     assert 0.5 < rows[1]["ppo/loss/ptx"] < 6.0  # the target's NLL per token of retain speeches it was tuned on
+    assert 0.5 < rows[1]["forget/nll"] < 6.0  # and of the play's train speeches
+    assert "ppo/loss/forget" in rows[1] and "forget/log_ratio" in rows[2]
     assert (recipe / "ppo" / "final" / "adapter_model.safetensors").is_file()
     # benchmarks/forget_gap.py on the real recipe: the classes split the play's tokens and its gap, and a model that
     # is the retain model closes exactly all of it

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detox.config import FORGET_LOSSES
 from detox.data import ASSETS
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.sft import SFTSettings
@@ -93,6 +94,12 @@ class ForgetTextArgs:
     document as the fine-tunings saw them (`retain_speeches.jsonl`), with weight 1 (PPO-ptx, detox/ptx.py). With it,
     the written run (fixed β 0.05, forget_likelihood × 5) moved the play furthest of every PPO run measured within
     the +5% retain allowance (README); without it, that run breaks the other plays (+29% retain perplexity)."""
+    forget_loss: str | None = None
+    """`npo` or `gradient_ascent`: also write a `forget_loss` section into ppo.yaml, a loss on the play's train
+    speeches themselves beside PPO's (detox/forget_loss.py; each speech its own document, `forget_speeches.jsonl`,
+    8 per mini-batch, weight --forget_loss_coef). Null: PPO learns from its rewards alone."""
+    forget_loss_coef: float = 1.0
+    """Weight of the forget_loss term."""
     ppo_steps: int = 40
     """PPO steps written into ppo.yaml."""
     seed: int = 0
@@ -110,6 +117,8 @@ class ForgetTextArgs:
                              "--sft_epochs.")
         if self.sft_epochs <= 0:
             raise ValueError(f"--sft_epochs ({self.sft_epochs}) must be positive.")
+        if self.forget_loss is not None and self.forget_loss not in FORGET_LOSSES:
+            raise ValueError(f"--forget_loss ({self.forget_loss!r}) must be one of {list(FORGET_LOSSES)}, or null.")
 
     @property
     def fine_tunes(self) -> bool:
@@ -294,6 +303,9 @@ def ppo_config(args: ForgetTextArgs) -> dict:
     if args.ptx:
         config["ptx"] = {"corpus": str(out / "retain_speeches.jsonl"), "coef": 1.0, "batch_size": 8,
                          "max_length": 128, "pack": False}
+    if args.forget_loss:
+        config["forget_loss"] = {"corpus": str(out / "forget_speeches.jsonl"), "method": args.forget_loss,
+                                 "coef": args.forget_loss_coef, "batch_size": 8, "max_length": 128, "pack": False}
     return config
 
 
@@ -336,6 +348,7 @@ def prepare(args: ForgetTextArgs) -> Path:
         write_jsonl(out / f"{name}.jsonl", texts[name])
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
     write_jsonl(out / "retain_speeches.jsonl", [{"text": s.text} for s in texts["retain"]])  # ptx's documents
+    write_jsonl(out / "forget_speeches.jsonl", [{"text": s.text} for s in texts["forget"]])  # forget_loss's
     if args.fine_tunes:
         target_texts = [s.text for s in texts["play"] + texts["retain"]]
         retain_texts = [s.text for s in texts["retain"]]
