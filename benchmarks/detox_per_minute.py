@@ -27,7 +27,9 @@ the base model's perplexity of the completions.
 
 Resumable: a finished (trainer, seed) run leaves done.json and is not trained again; an unfinished one starts again
 from scratch (its clock would be meaningless otherwise); every evaluated model is cached under output_dir/eval/cache.
-Outputs in output_dir: table.md, summary.json, detox_per_minute.png.
+Outputs in output_dir: table.md, summary.json, detox_per_minute.png. summary.json keeps every model's scores and the
+settings they were measured with, so seeds run at different times (their models long gone) combine into one table,
+mean and t-interval over seeds: `--summaries seed0/summary.json seed1/summary.json` trains and evaluates nothing.
 """
 
 from __future__ import annotations
@@ -210,6 +212,46 @@ def evaluate(args, records: list[dict]) -> dict[str, dict]:
     return {row["model"]: row for row in rows}
 
 
+SETTINGS = ("budget_minutes", "threads", "config", "num_generations", "num_prompts", "samples_per_prompt",
+            "reward_judge", "independent_judge", "trainer_flags")
+"""What a summary's scores depend on: summaries combine only when they agree on all of it."""
+
+
+def settings(args) -> dict:
+    return {key: str(args.config) if key == "config" else getattr(args, key) for key in SETTINGS}
+
+
+def load_summaries(args, paths: list[Path]) -> tuple[list[dict], dict[str, dict]]:
+    """The runs and the scored rows of earlier summary.json files, checked to be one experiment: the same settings
+    (this run's flags), and each (trainer, seed) once. The base model's row is the first file's (every file scores
+    the same base on the same prompts with the same sampling seed)."""
+    records: list[dict] = []
+    rows: dict[str, dict] = {}
+    wanted = json.loads(json.dumps(settings(args)))  # as a summary stores it (tuples become lists)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--summaries: no such file '{path}'.")
+        saved = json.loads(path.read_text())
+        if "settings" not in saved or "rows" not in saved:
+            raise ValueError(f"--summaries: {path} keeps no scores (written before summaries did); run its seed "
+                             f"again.")
+        differ = {k: (saved["settings"].get(k), v) for k, v in wanted.items() if saved["settings"].get(k) != v}
+        if differ:
+            raise ValueError(f"--summaries: {path} was measured with other settings than these flags "
+                             f"(setting: (its, these)): {differ}")
+        for record in saved["runs"]:
+            if any((r["trainer"], r["seed"]) == (record["trainer"], record["seed"]) for r in records):
+                raise ValueError(f"--summaries: {record['trainer']} seed {record['seed']} is in more than one file.")
+            records.append(record)
+        rows = saved["rows"] | rows
+    seeds = sorted({r["seed"] for r in records})
+    missing = [(t, s) for t in args.trainers for s in seeds
+               if not any((r["trainer"], r["seed"]) == (t, s) for r in records)]
+    if missing:
+        raise ValueError(f"--summaries: no run of {missing}; every trainer needs every seed.")
+    return records, rows
+
+
 def interval(values: list[float], lows: list[float], highs: list[float]) -> tuple[float, float, float]:
     """Mean over seeds with a 95% t-interval; with one seed, that run's bootstrap interval over prompts."""
     from scipy import stats
@@ -368,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trainer_flags", nargs="+", default=[], metavar="TRAINER='FLAGS'",
                         help="a trainer's own hyper-parameters for the budget, as run-config flags (for gd, "
                         "train_unlearn.py's), e.g. ours_ppo='--ppo.learning_rate 3e-4'; recorded in the table")
+    parser.add_argument("--summaries", nargs="+", type=Path, default=[], help="summary.json files of earlier runs "
+                        "(other seeds) to combine, with the same flags; nothing is trained or evaluated")
     parser.add_argument("--output_dir", type=Path, default=REPO / "outputs" / "detox_per_minute")
     args = parser.parse_args(argv)
     args.trainer_flags = parse_trainer_flags(parser, args.trainer_flags)
@@ -381,8 +425,13 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    records = [run_trainer(args, trainer, seed) for seed in args.seeds for trainer in args.trainers]
-    rows = evaluate(args, records)
+    if args.summaries:
+        records, rows = load_summaries(args, args.summaries)
+        args.seeds = sorted({r["seed"] for r in records})
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        records = [run_trainer(args, trainer, seed) for seed in args.seeds for trainer in args.trainers]
+        rows = evaluate(args, records)
     lines = curves(args, records, rows)
     text = table(args, lines, records)
     checks = verdict(args, lines) + ["", "The same question under the reward's own scorer:"] + verdict(args, lines, "reward")
@@ -390,8 +439,10 @@ def main(argv: list[str] | None = None) -> None:
             f"seeds {args.seeds}; {args.num_prompts} held-out prompts × {args.samples_per_prompt} samples."
             + "".join(f" {LABELS[t]}: {' '.join(f)}." for t, f in args.trainer_flags.items()))
     (args.output_dir / "table.md").write_text("\n".join([note, "", text, "", *checks]) + "\n")
-    (args.output_dir / "summary.json").write_text(json.dumps({"curves": lines, "verdict": checks,
-                                                              "runs": records}, indent=1))
+    used = {"base"} | {f"{r['trainer']}-s{r['seed']}-p{p['part']}" for r in records for p in r["checkpoints"]}
+    (args.output_dir / "summary.json").write_text(json.dumps({
+        "curves": lines, "verdict": checks, "runs": records, "settings": settings(args),
+        "rows": {name: row for name, row in rows.items() if name in used}}, indent=1))
     plot(args, lines, args.output_dir / "detox_per_minute.png")
     print("\n".join(["", note, "", text, "", *checks]))
     print(f"\nwritten: {args.output_dir}/table.md, summary.json, detox_per_minute.png")

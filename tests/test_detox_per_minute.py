@@ -186,3 +186,59 @@ def test_trl011_worker_scores_the_offline_defaults_reward_as_ours_does():
     args.cfg.rewards[0].options["score_prompt"] = True  # the worker scores completions alone
     with pytest.raises(ValueError, match="completion alone"):
         trl011_reward_flags(args)
+
+
+def _saved_seed(path: Path, seed: int, levels: dict[str, list[float]], **settings_change) -> Path:
+    """A summary.json as the benchmark writes it for one seed: its runs, their scored rows and its settings."""
+    from detox_per_minute import settings
+
+    args = Namespace(budget_minutes=12.0, threads=2, config=str(REPO / "configs" / "offline_default.yaml"),
+                     num_generations=4, num_prompts=200, samples_per_prompt=2, reward_judge="minilm_rtp",
+                     independent_judge="offline", trainer_flags={})
+    runs, rows = [], {"base": _row(0.15)}
+    for trainer, values in levels.items():
+        points = [{"part": k, "minutes": 3.0 * k + 0.1 * seed, "completions": 16 * k, "steps": k} for k in range(1, 5)]
+        runs.append({"trainer": trainer, "seed": seed, "checkpoints": points, "setup_seconds": 9.0,
+                     "wall_seconds": 800.0})
+        rows |= {f"{trainer}-s{seed}-p{k}": _row(v) for k, v in zip(range(1, 5), values)}
+    path.write_text(json.dumps({"runs": runs, "rows": rows, "settings": settings(args) | settings_change}))
+    return path
+
+
+def _row(level: float) -> dict:
+    return {"offline/mean_toxicity": level, "offline/mean_toxicity_ci_low": level - 0.02,
+            "offline/mean_toxicity_ci_high": level + 0.02, "minilm_rtp/mean_toxicity": 2 * level,
+            "minilm_rtp/mean_toxicity_ci_low": 2 * level - 0.02, "minilm_rtp/mean_toxicity_ci_high": 2 * level + 0.02,
+            "perplexity": 40.0, "distinct_2": 0.9}
+
+
+def test_seeds_measured_apart_combine_from_their_summaries(tmp_path):
+    """Seeds run in different sessions (their models gone) make one table: mean and t-interval over seeds."""
+    import detox_per_minute
+
+    flags = ["--config", str(REPO / "configs" / "offline_default.yaml"), "--trainers", "ours_ppo", "trl_grpo",
+             "--budget_minutes", "12",
+             "--threads", "2", "--reward_judge", "minilm_rtp", "--independent_judge", "offline"]
+    first = _saved_seed(tmp_path / "s0.json", 0, {"ours_ppo": [0.14, 0.12, 0.11, 0.12],
+                                                  "trl_grpo": [0.15, 0.14, 0.13, 0.14]})
+    second = _saved_seed(tmp_path / "s1.json", 1, {"ours_ppo": [0.12, 0.10, 0.11, 0.12],
+                                                   "trl_grpo": [0.15, 0.12, 0.13, 0.12]})
+    out = tmp_path / "combined"
+    detox_per_minute.main([*flags, "--summaries", str(first), str(second), "--output_dir", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    part2 = summary["curves"]["ours_ppo"][2]
+    assert part2["independent"] == pytest.approx(list(interval([0.12, 0.10], [0, 0], [0, 0])))
+    assert part2["minutes"] == pytest.approx(6.05) and part2["reward"][0] == pytest.approx(0.22)
+    assert "seeds [0, 1]" in (out / "table.md").read_text() and (out / "detox_per_minute.png").is_file()
+    # the combined summary combines again, and keeps only the rows its runs use
+    assert set(summary["rows"]) == {"base"} | {f"{t}-s{s}-p{k}" for t in ("ours_ppo", "trl_grpo") for s in (0, 1)
+                                               for k in range(1, 5)}
+
+    with pytest.raises(ValueError, match="more than one file"):
+        detox_per_minute.main([*flags, "--summaries", str(first), str(first), "--output_dir", str(out)])
+    other = _saved_seed(tmp_path / "s2.json", 2, {"ours_ppo": [0.1] * 4, "trl_grpo": [0.1] * 4}, threads=1)
+    with pytest.raises(ValueError, match=r"other settings .*'threads': \(1, 2\)"):
+        detox_per_minute.main([*flags, "--summaries", str(first), str(other), "--output_dir", str(out)])
+    lone = _saved_seed(tmp_path / "s3.json", 3, {"ours_ppo": [0.1] * 4})
+    with pytest.raises(ValueError, match="every trainer needs every seed"):
+        detox_per_minute.main([*flags, "--summaries", str(first), str(lone), "--output_dir", str(out)])
