@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -19,6 +20,16 @@ def shared_data() -> Path:
     path = Path(os.environ.get("DETOX_SHARED_DATA", REPO.parent / "shared" / "data"))
     if not path.is_dir():
         pytest.fail(f"shared data not found at {path}: clone the project next to shared/ or set DETOX_SHARED_DATA")
+    return path
+
+
+@pytest.fixture
+def verse(tmp_path, shared_data) -> Path:
+    """The first 40,000 characters of Tiny Shakespeare as a text file: real verse to keep or to forget."""
+    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt") as handle:
+        text = handle.read(40_000)
+    path = tmp_path / "shakespeare.txt"
+    path.write_text(text)
     return path
 
 

@@ -14,16 +14,6 @@ from training_runs import metrics_by_step, one_thread, tiny_argv, write_config  
 from detox.baselines import losses
 
 
-@pytest.fixture
-def forget_text(tmp_path, shared_data):
-    """40,000 characters of Tiny Shakespeare: real verse to forget."""
-    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt") as handle:
-        text = handle.read(40_000)
-    path = tmp_path / "forget.txt"
-    path.write_text(text)
-    return path
-
-
 def _flags(corpus, method="npo", coef="0.5"):
     return ["--forget_loss.corpus", str(corpus), "--forget_loss.method", method, "--forget_loss.coef", coef,
             "--forget_loss.batch_size", "2", "--forget_loss.max_length", "32"]
@@ -41,12 +31,12 @@ def _direct(lm, ids, mask, labels, adapters_off=False):
     return token_lp.sum(-1), -token_lp.sum() / counted.sum()
 
 
-def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, tiny_lm_path, forget_text,
+def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, tiny_lm_path, verse,
                                                                        one_thread):
     import train_ppo
 
     config = write_config(tmp_path)
-    run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1", *_flags(forget_text)))
+    run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1", *_flags(verse)))
     trainer = run.trainer
     forget_lm = trainer.forget_lm
     assert len(forget_lm.blocks) > 100 and all(len(b) <= 32 for b in forget_lm.blocks.ids)
@@ -74,12 +64,12 @@ def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, 
     assert set(index) <= set(forget_lm._reference_logprob)
 
 
-def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, forget_text, one_thread):
+def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse, one_thread):
     import train_ppo
 
     config = write_config(tmp_path)
     run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
-                                    *_flags(forget_text, method="gradient_ascent")))
+                                    *_flags(verse, method="gradient_ascent")))
     forget_lm = run.trainer.forget_lm
     ids, mask, labels = forget_lm.batch(forget_lm.draw(2, 0, 1), "cpu")
     _, nll = _direct(run.trainer.models.policy.lm, ids, mask, labels)
@@ -88,13 +78,13 @@ def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, forget
     assert got.item() == pytest.approx(-nll.item(), rel=1e-5) and "forget/log_ratio" not in stats
 
 
-def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_path, tiny_lm_path, forget_text,
+def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_path, tiny_lm_path, verse,
                                                                             one_thread):
     import train_ppo
 
     config = write_config(tmp_path)
     flags = ["--ppo.steps", "2", "--checkpoint.save_every", "1", "--checkpoint.keep_last", "null"]
-    train_ppo.main(tiny_argv(tiny_lm_path, tmp_path / "straight", config, *flags, *_flags(forget_text)))
+    train_ppo.main(tiny_argv(tiny_lm_path, tmp_path / "straight", config, *flags, *_flags(verse)))
     straight = metrics_by_step(tmp_path / "straight")
     for step in (1, 2):
         row = straight[step]
@@ -105,8 +95,8 @@ def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_
     assert "Negative Preference Optimization" in card
 
     broken = tmp_path / "broken"
-    train_ppo.main(tiny_argv(tiny_lm_path, broken, config, "--ppo.steps", "1", *_flags(forget_text)))
-    train_ppo.main(tiny_argv(tiny_lm_path, broken, config, *flags, *_flags(forget_text),
+    train_ppo.main(tiny_argv(tiny_lm_path, broken, config, "--ppo.steps", "1", *_flags(verse)))
+    train_ppo.main(tiny_argv(tiny_lm_path, broken, config, *flags, *_flags(verse),
                              "--checkpoint.resume_from_checkpoint", str(broken / "checkpoint-1")))
     for key in ("ppo/loss/forget", "forget/log_ratio", "ppo/loss/total"):
         assert metrics_by_step(broken)[2][key] == straight[2][key]

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import gzip
-
 import pytest
 import torch
 from training_runs import metrics_by_step, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
-
-
-@pytest.fixture
-def retain_text(tmp_path, shared_data):
-    """The first 40,000 characters of Tiny Shakespeare: real verse to keep."""
-    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt") as handle:
-        text = handle.read(40_000)
-    path = tmp_path / "retain.txt"
-    path.write_text(text)
-    return path
 
 
 def _ptx_flags(corpus, coef="0.5"):
     return ["--ptx.corpus", str(corpus), "--ptx.coef", coef, "--ptx.batch_size", "2", "--ptx.max_length", "32"]
 
 
-def test_the_ptx_term_is_the_mean_token_nll_of_the_drawn_blocks(tmp_path, tiny_lm_path, retain_text, one_thread):
+def test_the_ptx_term_is_the_mean_token_nll_of_the_drawn_blocks(tmp_path, tiny_lm_path, verse, one_thread):
     import train_ppo
 
     config = write_config(tmp_path)
     run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
-                                    *_ptx_flags(retain_text)))
+                                    *_ptx_flags(verse)))
     retain_lm = run.trainer.retain_lm
     assert len(retain_lm.blocks) > 100 and all(len(b) <= 32 for b in retain_lm.blocks.ids)
 
@@ -49,13 +37,13 @@ def test_the_ptx_term_is_the_mean_token_nll_of_the_drawn_blocks(tmp_path, tiny_l
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_a_step_with_ptx_adds_coef_times_its_loss_and_resumes_exactly(tmp_path, tiny_lm_path, retain_text,
+def test_a_step_with_ptx_adds_coef_times_its_loss_and_resumes_exactly(tmp_path, tiny_lm_path, verse,
                                                                       one_thread):
     import train_ppo
 
     config = write_config(tmp_path)
     flags = ["--ppo.steps", "2", "--checkpoint.save_every", "1", "--checkpoint.keep_last", "null",
-             *_ptx_flags(retain_text, coef="0.5")]
+             *_ptx_flags(verse, coef="0.5")]
     train_ppo.main(tiny_argv(tiny_lm_path, tmp_path / "straight", config, *flags))
     straight = metrics_by_step(tmp_path / "straight")
     for step in (1, 2):
@@ -65,13 +53,13 @@ def test_a_step_with_ptx_adds_coef_times_its_loss_and_resumes_exactly(tmp_path, 
             row["ppo/loss/policy"] + 0.1 * row["ppo/loss/value"] + 0.5 * row["ppo/loss/ptx"], rel=1e-5, abs=1e-6)
         assert 5.0 < row["ppo/loss/ptx"] < 15.0  # a random 2-layer model: about log(vocabulary), 10.8
     card = (tmp_path / "straight" / "final" / "README.md").read_text()
-    assert f"0.5 × the language-modelling loss of 2 blocks of at most 32 tokens of `{retain_text}`" in card
+    assert f"0.5 × the language-modelling loss of 2 blocks of at most 32 tokens of `{verse}`" in card
     assert "Ouyang, L. et al. (2022)" in card
 
     # a second run stopped after step 1 and resumed from its checkpoint draws the same blocks and computes the same
     broken = tmp_path / "broken"
     train_ppo.main(tiny_argv(tiny_lm_path, broken, config, *flags[:-8], "--ppo.steps", "1",
-                             *_ptx_flags(retain_text, coef="0.5")))
+                             *_ptx_flags(verse, coef="0.5")))
     train_ppo.main(tiny_argv(tiny_lm_path, broken, config, *flags, "--checkpoint.resume_from_checkpoint",
                              str(broken / "checkpoint-1")))
     assert metrics_by_step(broken)[2]["ppo/loss/ptx"] == straight[2]["ppo/loss/ptx"]
