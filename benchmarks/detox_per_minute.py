@@ -282,10 +282,12 @@ def curves(args, records: list[dict], rows: dict[str, dict]) -> dict[str, list[d
 def point(args, base: dict, chosen: list[dict], minutes: list[float], completions: list[int], part: int) -> dict:
     out = {"part": part, "minutes": statistics.fmean(minutes), "completions": statistics.fmean(completions)}
     for key, judge in (("independent", args.independent_judge), ("reward", args.reward_judge)):
-        out[key] = interval([r[f"{judge}/mean_toxicity"] for r in chosen],
-                            [r[f"{judge}/mean_toxicity_ci_low"] for r in chosen],
+        values = [r[f"{judge}/mean_toxicity"] for r in chosen]
+        out[key] = interval(values, [r[f"{judge}/mean_toxicity_ci_low"] for r in chosen],
                             [r[f"{judge}/mean_toxicity_ci_high"] for r in chosen])
+        out[f"{key}_range"] = (min(values), max(values))
     ppl = [r["perplexity"] for r in chosen]
+    out["perplexity_range"] = (min(ppl), max(ppl))
     out["perplexity"] = statistics.fmean(ppl)
     out["perplexity_change"] = out["perplexity"] / base["perplexity"] - 1
     out["distinct_2"] = statistics.fmean(r["distinct_2"] for r in chosen)
@@ -365,22 +367,29 @@ def plot(args, lines: dict[str, list[dict]], path: Path) -> None:
     panels = [("independent", f"mean toxicity, {args.independent_judge} (never a reward)"),
               ("reward", f"mean toxicity, {args.reward_judge} (the RL trainers' reward)"),
               ("perplexity", "perplexity of completions under the base model")]
+    # With several seeds the band spans them, lowest to highest: a t-interval over two or three seeds (t = 12.7 or
+    # 4.3) is too wide to read; the table keeps it.
+    seeded = len(args.seeds) > 1
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (key, title) in zip(axes, panels):
         for trainer, points in lines.items():
             x = [p["minutes"] for p in points]
-            if key == "perplexity":
-                ax.plot(x, [p[key] for p in points], marker="o", label=LABELS[trainer])
+            mean = [p[key] if key == "perplexity" else p[key][0] for p in points]
+            ax.plot(x, mean, marker="o", label=LABELS[trainer])
+            if seeded:
+                band = [p[f"{key}_range"] for p in points]
+            elif key != "perplexity":
+                band = [p[key][1:] for p in points]
+            else:
                 continue
-            ax.plot(x, [p[key][0] for p in points], marker="o", label=LABELS[trainer])
-            ax.fill_between(x, [p[key][1] for p in points], [p[key][2] for p in points], alpha=0.15)
+            ax.fill_between(x, [low for low, _ in band], [high for _, high in band], alpha=0.15)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training minutes (wall-clock)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
     fig.suptitle(f"Held-out toxicity against wall-clock, {args.threads} CPU threads per trainer, {seeds}; bands: "
-                 + ("95% t-interval over seeds" if len(args.seeds) > 1 else "95% bootstrap over prompts"), fontsize=10)
+                 + ("lowest to highest seed" if seeded else "95% bootstrap over prompts"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

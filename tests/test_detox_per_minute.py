@@ -229,6 +229,7 @@ def test_seeds_measured_apart_combine_from_their_summaries(tmp_path):
     part2 = summary["curves"]["ours_ppo"][2]
     assert part2["independent"] == pytest.approx(list(interval([0.12, 0.10], [0, 0], [0, 0])))
     assert part2["minutes"] == pytest.approx(6.05) and part2["reward"][0] == pytest.approx(0.22)
+    assert part2["independent_range"] == pytest.approx((0.10, 0.12))  # the picture's band: lowest to highest seed
     assert "seeds [0, 1]" in (out / "table.md").read_text() and (out / "detox_per_minute.png").is_file()
     # the combined summary combines again, and keeps only the rows its runs use
     assert set(summary["rows"]) == {"base"} | {f"{t}-s{s}-p{k}" for t in ("ours_ppo", "trl_grpo") for s in (0, 1)
