@@ -97,7 +97,9 @@ class ForgetTextArgs:
     forget_loss: str | None = None
     """`npo` or `gradient_ascent`: also write a `forget_loss` section into ppo.yaml, a loss on the play's train
     speeches themselves beside PPO's (detox/forget_loss.py; each speech its own document, `forget_speeches.jsonl`,
-    8 per mini-batch, weight --forget_loss_coef). Null: PPO learns from its rewards alone."""
+    8 per mini-batch, weight --forget_loss_coef). Null: PPO learns from its rewards alone. Measured on Romeo and
+    Juliet (README): NPO at weight 0.1 or 0.3 moves the play half-way or further within 10 steps, at +28% to +68%
+    retain perplexity, most of it in the other plays' speaker names; hence off by default."""
     forget_loss_coef: float = 1.0
     """Weight of the forget_loss term."""
     ppo_steps: int = 40
