@@ -142,6 +142,10 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     assert documents == read_speeches(recipe / "retain.txt")  # one record per retain speech, as fine-tuned
     forget_lines = (recipe / "forget_speeches.jsonl").read_text().splitlines()
     assert [json.loads(line)["text"] for line in forget_lines] == read_speeches(recipe / "forget.txt")  # forget_loss's: the play's train speeches
+    for name in ("forget", "retain"):  # each train speech's speaker, the name alone to learn or unlearn
+        records = [json.loads(line) for line in (recipe / f"{name}_names.jsonl").read_text().splitlines()]
+        assert [r["text"] + r["completion"] + ":" for r in records] == [
+            speech.split("\n", 1)[0] for speech in read_speeches(recipe / f"{name}.txt")]
     train_ppo.main(["--config", str(config), "--ppo.batch_size", "2", "--ppo.mini_batch_size", "2",
                     "--ppo.ppo_epochs", "1", "--generation.min_new_tokens", "4", "--generation.max_new_tokens", "6",
                     "--logging.report_to", "none"])
