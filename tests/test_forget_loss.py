@@ -4,14 +4,12 @@ corpus, against PPO's reference."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import math
 
 import pytest
 import torch
 from training_runs import metrics_by_step, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
 
-from detox.baselines import losses
 
 
 def _flags(corpus, method="npo", coef="0.5"):
@@ -91,7 +89,7 @@ def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_
         assert row["ppo/loss/total"] == pytest.approx(
             row["ppo/loss/policy"] + 0.1 * row["ppo/loss/value"] + 0.5 * row["ppo/loss/forget"], rel=1e-5, abs=1e-6)
     card = (tmp_path / "straight" / "final" / "README.md").read_text()
-    assert f"0.5 × NPO's loss (Zhang et al., 2024; β = 0.1, against the reference) on 2 blocks" in card
+    assert "0.5 × NPO's loss (Zhang et al., 2024; β = 0.1, against the reference) on 2 blocks" in card
     assert "Negative Preference Optimization" in card
 
     broken = tmp_path / "broken"
@@ -122,18 +120,14 @@ def test_forget_loss_input_errors_name_the_field(tmp_path, tiny_lm_path, one_thr
         parse_config(["--forget_loss.corpus", "forget.txt"], GroupRunConfig)
 
 
-def test_npo_beside_ppo_raises_the_forget_texts_nll_on_smollm2(tmp_path, smollm2_path, shared_data, one_thread):
+def test_npo_beside_ppo_raises_the_forget_texts_nll_on_smollm2(tmp_path, smollm2_path, verse, one_thread):
     """The real path: SmolLM2, RealToxicityPrompts prompts and Tiny Shakespeare as the text to forget, three PPO steps
     with the term: by the third step the blocks it draws read less likely than under the starting model."""
     import train_ppo
 
-    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt") as handle:
-        text = handle.read(30_000)
-    corpus = tmp_path / "play.txt"
-    corpus.write_text(text)
     config = write_config(tmp_path)
     argv = tiny_argv(smollm2_path, tmp_path / "run", config, "--ppo.steps", "3", "--ppo.learning_rate", "1e-3",
-                     "--forget_loss.corpus", str(corpus), "--forget_loss.coef", "1.0",
+                     "--forget_loss.corpus", str(verse), "--forget_loss.coef", "1.0",
                      "--forget_loss.batch_size", "2", "--forget_loss.max_length", "48")
     train_ppo.main(argv)
     rows = metrics_by_step(tmp_path / "run")

@@ -349,12 +349,11 @@ def prepare(args: ForgetTextArgs) -> Path:
     for name in ("train", "heldout_forget", "heldout_names"):
         write_jsonl(out / f"{name}.jsonl", texts[name])
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
-    write_jsonl(out / "retain_speeches.jsonl", [{"text": s.text} for s in texts["retain"]])  # ptx's documents
-    write_jsonl(out / "forget_speeches.jsonl", [{"text": s.text} for s in texts["forget"]])  # forget_loss's
-    # each train speech's speaker name as a record whose name alone is learned or unlearned (the first token of a
-    # speech, as the fine-tunings read it): `forget_loss.corpus` / train_unlearn.py's data with completion_field
-    # `completion`, for unlearning the play's speakers without its text (README, "forget_text")
+    # each train speech as its own document (ptx's retain_speeches, forget_loss's forget_speeches), and its speaker's
+    # name as a record whose name alone is learned or unlearned (read with completion_field `completion`), for
+    # unlearning the play's speakers without its text (README, "forget_text")
     for name in ("forget", "retain"):
+        write_jsonl(out / f"{name}_speeches.jsonl", [{"text": s.text} for s in texts[name]])
         write_jsonl(out / f"{name}_names.jsonl", [{"text": "", "completion": s.speaker} for s in texts[name]])
     if args.fine_tunes:
         target_texts = [s.text for s in texts["play"] + texts["retain"]]
