@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import yaml
 
-from train_ppo import prepare_output_dir, use_gloo_without_gpus, write_heldout
+from train_ppo import cli, prepare_output_dir, use_gloo_without_gpus, write_heldout
 
 
 def build(argv: list[str] | None = None):
@@ -93,8 +92,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    cli(main)

@@ -215,12 +215,28 @@ def write_heldout(output_dir: Path, heldout: list[str], accelerator) -> None:
 
 
 def cli(entry) -> None:
-    """Run `entry(argv)`; a user error (bad config, missing file, unreachable Hub...) prints one line and exits 1."""
+    """Run `entry(argv)`; a user error (bad config, missing file, unreachable Hub...) prints one line and exits 1.
+    Either way the process leaves its process group before it exits."""
     try:
         entry(sys.argv[1:])
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy torch.distributed's process groups in this process, if it joined any (a no-op in a single process).
+
+    Left to interpreter exit, gloo's worker threads outlive Python and now and then abort the process ("terminate
+    called without an active exception", SIGABRT) after the run has finished and saved: under `accelerate launch`
+    that fails the whole launch. The call is local: no other rank waits on it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

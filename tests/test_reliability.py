@@ -126,6 +126,28 @@ def test_cli_reports_a_config_error_without_a_traceback_or_output(tmp_path):
     assert not output_dir.exists()  # rejected before anything was created
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "user_error"])
+def test_cli_leaves_the_process_group_before_exit(tmp_path, monkeypatch, fails):
+    # A process group left to interpreter exit can abort a finished run (gloo's threads outlive Python): the command
+    # line entry destroys it whether the run finished or stopped on a user error.
+    import torch.distributed as dist
+
+    def entry(argv):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        dist.barrier()
+        if fails:
+            raise ValueError("data.path 'x.jsonl' does not exist")
+
+    monkeypatch.setattr(sys, "argv", ["train_ppo.py"])
+    if fails:
+        with pytest.raises(SystemExit) as exit_info:
+            train_ppo.cli(entry)
+        assert exit_info.value.code == 1
+    else:
+        train_ppo.cli(entry)
+    assert not dist.is_initialized()
+
+
 def test_output_dir_that_cannot_be_created_is_rejected_up_front(tmp_path, tiny_lm_path):
     # Tests run as root, which ignores permission bits, so the unwritable place is a path below a regular file.
     blocker = tmp_path / "a_file"
