@@ -126,26 +126,37 @@ def test_cli_reports_a_config_error_without_a_traceback_or_output(tmp_path):
     assert not output_dir.exists()  # rejected before anything was created
 
 
-@pytest.mark.parametrize("fails", [False, True], ids=["finished", "user_error"])
-def test_cli_leaves_the_process_group_before_exit(tmp_path, monkeypatch, fails):
-    # A process group left to interpreter exit can abort a finished run (gloo's threads outlive Python): the command
-    # line entry destroys it whether the run finished or stopped on a user error.
-    import torch.distributed as dist
+CLI_RUN = """
+import atexit, sys
+import torch, torch.distributed as dist
+import train_ppo
 
-    def entry(argv):
-        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+def entry(argv):
+    if argv[0] == "group":  # a process of a launched run: it joined a process group and ran collectives
+        dist.init_process_group("gloo", init_method="file://" + argv[1], rank=0, world_size=1)
+        dist.all_gather([torch.empty(3)], torch.ones(3), async_op=True)
         dist.barrier()
-        if fails:
-            raise ValueError("data.path 'x.jsonl' does not exist")
+    print("trained and saved")  # stdout is a pipe here, so this waits in Python's buffer until someone flushes it
+    if argv[-1] == "fail":
+        raise ValueError("data.path 'missing.jsonl' does not exist")
 
-    monkeypatch.setattr(sys, "argv", ["train_ppo.py"])
-    if fails:
-        with pytest.raises(SystemExit) as exit_info:
-            train_ppo.cli(entry)
-        assert exit_info.value.code == 1
-    else:
-        train_ppo.cli(entry)
-    assert not dist.is_initialized()
+atexit.register(lambda: print("interpreter finalized", flush=True))
+train_ppo.cli(entry)
+"""
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["one_process", "process_group"])
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "user_error"])
+def test_cli_exit_code_output_and_finalization(tmp_path, group, fails):
+    # A process of a launched run must not reach interpreter finalization with its process groups alive: a gloo
+    # thread freeing tensors there aborts it (SIGABRT) after the run finished. So it exits at once, its output flushed.
+    argv = (["group", str(tmp_path / "store")] if group else ["alone"]) + (["fail"] if fails else [])
+    done = subprocess.run([sys.executable, "-c", CLI_RUN, *argv], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == (1 if fails else 0), done.stderr
+    assert done.stdout.startswith("trained and saved\n")
+    assert ("interpreter finalized" in done.stdout) is not group
+    assert done.stderr.strip().endswith("error: data.path 'missing.jsonl' does not exist") is fails
 
 
 def test_output_dir_that_cannot_be_created_is_rejected_up_front(tmp_path, tiny_lm_path):
