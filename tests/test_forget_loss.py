@@ -11,7 +11,6 @@ import torch
 from training_runs import metrics_by_step, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
 
 
-
 def _flags(corpus, method="npo", coef="0.5"):
     return ["--forget_loss.corpus", str(corpus), "--forget_loss.method", method, "--forget_loss.coef", coef,
             "--forget_loss.batch_size", "2", "--forget_loss.max_length", "32"]
