@@ -7,24 +7,12 @@
 
 It writes what train_ppo.py writes (metrics, samples, W&B, checkpoints that resume, and `final/`), so a baseline and
 a PPO run of the same recipe are evaluated the same way.
+
+The job itself is detox.jobs.train_unlearn.
 """
 
-from __future__ import annotations
-
-import os
-from pathlib import Path
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
-def main(argv: list[str] | None = None) -> Path:
-    from detox.baselines.run import build, run
-
-    return run(build(argv))
-
+from detox.jobs.train_unlearn import main
+from detox.launch import cli
 
 if __name__ == "__main__":
-    from train_ppo import cli
-
     cli(main)

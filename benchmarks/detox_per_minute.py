@@ -196,7 +196,7 @@ def adapt_trl011_checkpoints(adapter_dirs: list[Path], name: str) -> None:
 
 def evaluate(args, records: list[dict]) -> dict[str, dict]:
     """evaluate_toxicity.py on the base and every checkpoint (cached per model); rows by model name."""
-    import evaluate_toxicity
+    from detox.jobs import evaluate_toxicity
 
     base = args.cfg.model.name_or_path
     models = [f"base={base}"] + [f"{r['trainer']}-s{r['seed']}-p{p['part']}={p['path']}"

@@ -179,14 +179,15 @@ def build_trainer(args, extra: list[str], output_dir: str):
     import torch
     from accelerate import Accelerator
 
-    import train_ppo
+    from detox import launch
+    from detox.jobs import train_ppo
     from detox.models import DTYPES, assemble_models
     from detox.trainer import PPOTrainer
     from rewards import RewardComposer
 
     full_layers = model_config(args.preset).num_hidden_layers
     cfg = run_config(args.preset, args.steps, output_dir, args.layers, full_layers, extra)
-    train_ppo.use_every_core_when_alone()
+    launch.use_every_core_when_alone()
     accelerator = Accelerator()
     torch.manual_seed(cfg.ppo.seed)
     composer = RewardComposer(cfg.rewards)

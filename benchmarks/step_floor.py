@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     import detox.trainer as trainer_module
-    import train_ppo
+    from detox.jobs import train_ppo
 
     torch.set_num_threads(args.threads)
     if args.profile:

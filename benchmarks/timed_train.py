@@ -36,7 +36,7 @@ def common_flags(args, run_dir: Path) -> list[str]:
 
 
 def ours_ppo(args, extra: list[str]) -> None:
-    import train_ppo
+    from detox.jobs import train_ppo
     from detox.sharding import full_model_state
     from detox.state import write_model
 
@@ -65,7 +65,7 @@ def spend_budget(clock: BudgetClock, run_dir: Path, step, per_step: int, keep: t
 def trl_group(args, extra: list[str]) -> None:
     from transformers import TrainerCallback
 
-    import train_grpo
+    from detox.jobs import train_grpo
 
     algo = args.trainer.removeprefix("trl_")
     cfg, trainer, output_dir = train_grpo.build(
@@ -98,7 +98,7 @@ def trl_group(args, extra: list[str]) -> None:
 
 
 def gradient_difference(args, extra: list[str]) -> None:
-    from detox.baselines.run import build, write_lm
+    from detox.jobs.train_unlearn import build, write_lm
 
     r = build(["--config", args.gd_config, "--optim.seed", str(args.seed), "--optim.steps", str(NO_STEP_LIMIT),
                "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",

@@ -27,7 +27,7 @@ def timed_run(argv: list[str], trunk: bool) -> dict[str, float]:
     """Median seconds per phase over the steps after the first, with the trunk cache on or off."""
     import json
 
-    import train_ppo
+    from detox.jobs import train_ppo
 
     with tempfile.TemporaryDirectory(prefix="trunk-") as out:
         run = train_ppo.build([*argv, "--checkpoint.output_dir", out])

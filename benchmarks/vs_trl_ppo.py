@@ -121,7 +121,7 @@ def run_ours(args, output_dir: Path) -> tuple[list[dict], list[list[str]], str]:
     import torch
 
     sys.path.insert(0, str(REPO))
-    import train_ppo
+    from detox.jobs import train_ppo
 
     torch.set_num_threads(args.threads)
     r = train_ppo.build(our_argv(args, output_dir))

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import train_ppo  # noqa: E402
+from detox.jobs import train_ppo
 
 if __name__ == "__main__":
     r = train_ppo.build(sys.argv[1:])

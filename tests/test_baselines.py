@@ -81,7 +81,7 @@ def test_alternative_labels_take_the_generic_argmax_at_mapped_positions(smollm2_
 
 
 def _run(argv):
-    from detox.baselines.run import build, run
+    from detox.jobs.train_unlearn import build, run
 
     return run(build(argv))
 
@@ -121,7 +121,7 @@ def test_pad_blocks_learns_only_after_each_start():
 
 def test_prompt_completion_records_unlearn_only_the_completion(tiny_lm_path, shared_data, tmp_path, one_thread):
     """RealToxicityPrompts records as they come: the prompt is context, the toxic continuation is what is unlearned."""
-    from detox.baselines.run import build
+    from detox.jobs.train_unlearn import build
     from detox.blocks import pad_blocks
 
     run = build(["--model.name_or_path", tiny_lm_path, "--method.name", "gradient_ascent", "--lora.enabled", "false",
@@ -175,7 +175,7 @@ def test_whp_on_smollm2_learns_the_alternative_labels(smollm2_path, corpora, tmp
 
 
 def test_bad_input_names_the_field(tiny_lm_path, corpora, tmp_path):
-    from detox.baselines.run import build
+    from detox.jobs.train_unlearn import build
 
     base = ["--model.name_or_path", tiny_lm_path, "--checkpoint.output_dir", str(tmp_path / "x"), *RUN]
     with pytest.raises(ValueError, match="data.forget"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-import train_ppo
+from detox.jobs import train_ppo
 from detox.tracking import read_wandb_offline_history
 from test_train import SMALL
 

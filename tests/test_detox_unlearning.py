@@ -55,7 +55,7 @@ def test_continuation_sets_hold_only_training_prompts(smollm2_tokenizer):
 @pytest.mark.slow
 def test_gradient_difference_preset_on_smollm2(tmp_path, one_thread):
     """Real path: the shipped preset, two steps, on SmolLM2 and the shipped continuations; final/ carries a card."""
-    from detox.baselines.run import build, run
+    from detox.jobs.train_unlearn import build, run
 
     out = tmp_path / "gd"
     r = build(["--config", str(REPO / "configs" / "detox_gradient_difference.yaml"), "--optim.steps", "2",

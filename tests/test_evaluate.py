@@ -213,7 +213,7 @@ def test_forget_metrics_on_shakespeare(tmp_path, tiny_lm_path, shared_data):
 @pytest.fixture(scope="module")
 def lora_adapter(tmp_path_factory, smollm2_path) -> str:
     """The LoRA adapter a 2-step train_ppo.py run on SmolLM2 and the shipped prompts writes to output_dir/final."""
-    import train_ppo
+    from detox.jobs import train_ppo
     from test_train import SMALL
 
     out = tmp_path_factory.mktemp("two_step_run")
@@ -323,7 +323,7 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
 
 
 def test_toxicity_plot_takes_an_interval_a_rounding_error_inside_the_mean(tmp_path):
-    from evaluate_toxicity import plot_toxicity
+    from detox.jobs.evaluate_toxicity import plot_toxicity
 
     flat = {"model": "flat", "offline/mean_toxicity": 0.0123, "offline/mean_toxicity_ci_low": 0.0123 + 1e-17,
             "offline/mean_toxicity_ci_high": 0.0123 - 1e-17}  # every score equal: the ends land beside the mean

@@ -19,7 +19,7 @@ from training_runs import (
     write_config,
 )
 
-import train_ppo
+from detox.jobs import train_ppo
 from detox import checkpoint as checkpoint_module
 from detox.checkpoint import CheckpointError
 from detox.state import NonFiniteWeightsError, save_final, save_training_checkpoint

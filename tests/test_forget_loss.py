@@ -30,7 +30,7 @@ def _direct(lm, ids, mask, labels, adapters_off=False):
 
 def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, tiny_lm_path, verse,
                                                                        one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1", *_flags(verse)))
@@ -62,7 +62,7 @@ def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, 
 
 
 def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse, one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
@@ -77,7 +77,7 @@ def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse,
 
 def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_path, tiny_lm_path, verse,
                                                                             one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     flags = ["--ppo.steps", "2", "--checkpoint.save_every", "1", "--checkpoint.keep_last", "null"]
@@ -100,7 +100,7 @@ def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_
 
 
 def test_forget_loss_input_errors_name_the_field(tmp_path, tiny_lm_path, one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
     from detox.config import parse_config
     from detox.group import GroupRunConfig
 
@@ -122,7 +122,7 @@ def test_forget_loss_input_errors_name_the_field(tmp_path, tiny_lm_path, one_thr
 def test_npo_beside_ppo_raises_the_forget_texts_nll_on_smollm2(tmp_path, smollm2_path, verse, one_thread):
     """The real path: SmolLM2, RealToxicityPrompts prompts and Tiny Shakespeare as the text to forget, three PPO steps
     with the term: by the third step the blocks it draws read less likely than under the starting model."""
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     argv = tiny_argv(smollm2_path, tmp_path / "run", config, "--ppo.steps", "3", "--ppo.learning_rate", "1e-3",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_grpo
+from detox.jobs import train_grpo
 
 TESTS = Path(__file__).resolve().parent
 

@@ -112,7 +112,7 @@ def test_a_run_may_not_hold_out_what_its_reward_was_fitted_on(smollm2_path, tmp_
     splits its prompts otherwise would hold some of them out; it is refused before any model loads."""
     from dataclasses import replace
 
-    import train_ppo
+    from detox.jobs import train_ppo
     from detox.config import DataConfig
     from detox.data import check_held_out, load_prompts
     from detox.models import load_tokenizer
@@ -187,7 +187,7 @@ def test_training_logs_each_judge_beside_the_reward(tiny_lm_path, tmp_path, one_
     """Two tiny steps with the judges every step: judge/<name>/mean in metrics.jsonl, each sample row and a curve."""
     import json
 
-    import train_ppo
+    from detox.jobs import train_ppo
     from training_runs import tiny_argv, write_config
 
     out = tmp_path / "run"

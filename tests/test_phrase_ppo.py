@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_ppo
+from detox.jobs import train_ppo
 from detox.config import DataConfig, GenerationConfig
 from detox.data import load_prompts
 from detox.generation import generate_completions

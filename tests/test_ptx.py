@@ -12,7 +12,7 @@ def _ptx_flags(corpus, coef="0.5"):
 
 
 def test_the_ptx_term_is_the_mean_token_nll_of_the_drawn_blocks(tmp_path, tiny_lm_path, verse, one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
@@ -39,7 +39,7 @@ def test_the_ptx_term_is_the_mean_token_nll_of_the_drawn_blocks(tmp_path, tiny_l
 
 def test_a_step_with_ptx_adds_coef_times_its_loss_and_resumes_exactly(tmp_path, tiny_lm_path, verse,
                                                                       one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     flags = ["--ppo.steps", "2", "--checkpoint.save_every", "1", "--checkpoint.keep_last", "null",
@@ -67,7 +67,7 @@ def test_a_step_with_ptx_adds_coef_times_its_loss_and_resumes_exactly(tmp_path, 
 
 
 def test_ptx_input_errors_name_the_field(tmp_path, tiny_lm_path, one_thread):
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     with pytest.raises(FileNotFoundError, match="ptx.corpus"):

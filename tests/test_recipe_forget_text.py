@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import evaluate_toxicity
-import train_ppo
+from detox.jobs import evaluate_toxicity
+from detox.jobs import train_ppo
 from training_runs import REPO, one_thread  # noqa: F401 (one_thread: fixture)
 from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, ppo_config, prepare,
                                        read_lines, read_speeches, speeches, split_play)

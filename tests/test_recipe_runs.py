@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import evaluate_toxicity
-import train_ppo
+from detox.jobs import evaluate_toxicity
+from detox.jobs import train_ppo
 from training_runs import one_thread  # noqa: F401 (fixture)
 from detox.config import parse_config
 from detox.evaluation import EvalConfig, load_eval_prompts

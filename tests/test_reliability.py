@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 from training_runs import REPO, one_thread, subprocess_env, tiny_argv, write_config  # noqa: F401 (fixture)
 
-import train_ppo
+from detox import launch
+from detox.jobs import train_ppo
 from detox.config import DataConfig, parse_config
 from detox.data import load_prompts
 from detox.models import load_tokenizer
@@ -129,7 +130,7 @@ def test_cli_reports_a_config_error_without_a_traceback_or_output(tmp_path):
 CLI_RUN = """
 import atexit, sys
 import torch, torch.distributed as dist
-import train_ppo
+from detox import launch
 
 def entry(argv):
     if argv[0] == "group":  # a process of a launched run: it joined a process group and ran collectives
@@ -141,7 +142,7 @@ def entry(argv):
         raise ValueError("data.path 'missing.jsonl' does not exist")
 
 atexit.register(lambda: print("interpreter finalized", flush=True))
-train_ppo.cli(entry)
+launch.cli(entry)
 """
 
 

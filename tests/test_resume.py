@@ -112,7 +112,7 @@ def test_kill_while_writing_a_checkpoint_keeps_latest_loadable(tmp_path, tiny_lm
 def test_same_seed_gives_the_same_first_steps(tmp_path, tiny_lm_path, one_thread):
     # Two fresh builds of the same config and seed sample the same completions and compute the same rewards and
     # losses; a different seed samples something else (so the equality is not an artefact of, say, greedy decoding).
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     flags = ["--ppo.steps", "2", "--logging.sample_every", "1", "--checkpoint.save_every", "10"]
@@ -131,7 +131,7 @@ def test_same_seed_gives_the_same_first_steps(tmp_path, tiny_lm_path, one_thread
 def test_resume_trains_with_the_configured_learning_rate(tmp_path, tiny_lm_path, one_thread):
     # A checkpoint's optimiser and schedule states hold the learning rate they ran with. Resuming with a lower
     # ppo.learning_rate (what the divergence error advises) must use it, at the schedule's point, not the saved one.
-    import train_ppo
+    from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     output_dir = tmp_path / "run"

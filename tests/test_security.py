@@ -21,7 +21,7 @@ from training_runs import (
     write_config,
 )
 
-import train_ppo
+from detox.jobs import train_ppo
 from detox.checkpoint import CheckpointError
 from detox.config import LoraConfig, ModelConfig
 from detox.models import build_models, load_causal_lm, load_tokenizer

@@ -26,7 +26,7 @@ def tiny_run(tiny_lm_path, tmp_path_factory) -> Path:
     off zero, so merged and unmerged weights really differ from the base."""
     import torch
 
-    import train_ppo
+    from detox.jobs import train_ppo
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def test_card_of_a_ppo_run_without_a_toxicity_reward_says_unlearned(tmp_path):
 
 
 def test_push_to_hub_offline_fails_at_once_and_keeps_the_run(tiny_lm_path, tmp_path):
-    import train_ppo
+    from detox.jobs import train_ppo
     from detox.export import push_to_hub
     from detox.hub import HubUnreachableError
 
@@ -133,7 +133,7 @@ def test_smollm2_adapter_names_its_hub_id_and_loads_offline(smollm2_path, tmp_pa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    import train_ppo
+    from detox.jobs import train_ppo
     from detox.models import load_causal_lm
     from test_train import SMALL
 

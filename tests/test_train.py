@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train_ppo
+from detox import launch
+from detox.jobs import train_ppo
 from detox.hub import HubUnreachableError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,14 +206,14 @@ def test_a_lone_cpu_process_takes_every_core_from_accelerates_one_thread(monkeyp
     torch.set_num_threads(1)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    train_ppo.use_every_core_when_alone()  # plain `python train_ppo.py` with OMP_NUM_THREADS=1: the user's choice
+    launch.use_every_core_when_alone()  # plain `python train_ppo.py` with OMP_NUM_THREADS=1: the user's choice
     assert torch.get_num_threads() == 1
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what accelerate's launcher exports to its process
-    train_ppo.use_every_core_when_alone()
+    launch.use_every_core_when_alone()
     assert torch.get_num_threads() == cores
     monkeypatch.setenv("DETOX_CPU_THREADS", "1")
-    train_ppo.use_every_core_when_alone()
+    launch.use_every_core_when_alone()
     assert torch.get_num_threads() == 1
     monkeypatch.setenv("DETOX_CPU_THREADS", "two")
     with pytest.raises(ValueError, match="DETOX_CPU_THREADS"):
-        train_ppo.use_every_core_when_alone()
+        launch.use_every_core_when_alone()

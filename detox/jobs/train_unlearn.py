@@ -17,7 +17,7 @@ import yaml
 
 from detox.baselines.config import UnlearnConfig
 from detox.blocks import Blocks, load_blocks
-from train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
+from detox.jobs.train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
 
 
 def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: Blocks):
@@ -130,7 +130,7 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.models import build_models, load_tokenizer
     from detox.probes import ProbeRecorder
     from detox.state import config_dict
-    from train_ppo import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
+    from detox.launch import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
 
     cfg: UnlearnConfig = parse_config(argv, UnlearnConfig)
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
@@ -156,7 +156,7 @@ def build(argv: list[str] | None = None) -> Run:
     if checkpoint is not None:
         load_baseline_checkpoint(trainer, checkpoint)
         if accelerator.is_main_process:
-            from train_ppo import trim_logs
+            from detox.launch import trim_logs
 
             trim_logs(output_dir, trainer.step_index)
         accelerator.print(f"resumed from {checkpoint} at step {trainer.step_index}")
@@ -224,3 +224,7 @@ def run(r: Run) -> Path:
     r.tracker.finish()
     r.accelerator.print(f"saved {final}")
     return final
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run(build(argv))
