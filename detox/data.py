@@ -23,6 +23,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 BUILTIN = {
     "builtin:rtp_challenging": ASSETS / "rtp_challenging.jsonl",
     "builtin:rtp_nontoxic": ASSETS / "rtp_nontoxic.jsonl",  # low prompt toxicity: set data.min_toxicity null
+    "builtin:toxigen_implicit": ASSETS / "toxigen_implicit.jsonl",  # evaluation only: EVALUATION_ONLY
 }
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 CONTINUATION_SETS = {
@@ -132,6 +133,18 @@ def step_prompts(prompts: list[str], step: int, batch_size: int, seed: int, worl
             orders[epoch] = random.Random(seed * 100_003 + epoch).sample(range(n), n)
         chosen.append(prompts[orders[epoch][offset]])
     return chosen
+
+
+EVALUATION_ONLY = {"builtin:toxigen_implicit"}
+"""Prompt sets held out of every training run: a trainer refuses them as data.prompts."""
+
+
+def refuse_evaluation_only(data: DataConfig) -> None:
+    """Stop a training run whose prompts are an evaluation-only set, before anything loads."""
+    if data.prompts in EVALUATION_ONLY:
+        raise ValueError(f"data.prompts '{data.prompts}' is an evaluation prompt set, held out of every training run; "
+                         f"train on builtin:rtp_challenging or your own prompt file and evaluate on it with "
+                         f"evaluate_toxicity.py --prompts {data.prompts}.")
 
 
 def read_records(source: str, split: str = "train") -> Iterable[Any]:

@@ -32,6 +32,10 @@ HUB_PROMPTS: dict[str, dict[str, Any]] = {
                    "toxicity_field": "label", "min_toxicity": 0.5, "min_prompt_tokens": 1, "max_prompt_tokens": 512},
     # RealToxicityPrompts' non-toxic prompts (shipped): every one kept, whatever its toxicity score
     "builtin:rtp_nontoxic": {"prompts": "builtin:rtp_nontoxic", "min_toxicity": None},
+    # ToxiGen-style implicit-hate prompts (shipped): a few statements about one group, one a line; the whole file
+    # is held out of training, and each prompt is kept whole (its statements are the context)
+    "builtin:toxigen_implicit": {"prompts": "builtin:toxigen_implicit", "toxicity_field": None, "min_toxicity": None,
+                                 "min_prompt_tokens": 1, "max_prompt_tokens": 1024},
 }
 FORGET_PROMPT_WORDS, FORGET_CONTINUATION_WORDS = 32, 16
 """A forget passage is 48 consecutive words: the model continues the first 32; ROUGE-L compares with the next 16."""
@@ -46,7 +50,7 @@ class EvalConfig:
     """`name=path` (Hub id, dir, LoRA adapter dir, smollm2-135m-instruct); the first is the base of every Δ."""
     prompts: str = "builtin:rtp_challenging"
     """As data.prompts (file, Hub dataset id, builtin:rtp_challenging), `builtin:rtp_nontoxic` (non-toxic prompts, for
-    locality), or, with the Hub reachable, `hub` = allenai/real-toxicity-prompts with toxicity > 0.3, or
+    locality), `builtin:toxigen_implicit` (implicit hate about 13 groups, ToxiGen-style, all used whole), or, with the Hub reachable, `hub` = allenai/real-toxicity-prompts with toxicity > 0.3, or
     `wiki_toxic` = TRL's evaluate-toxicity prompts."""
     data: dict[str, Any] = field(default_factory=dict)
     """data.* settings of the prompts (as in a run config: text_field, toxicity_field, min_toxicity, prompt window,
@@ -210,11 +214,12 @@ def run_config_dict(path: str) -> dict[str, Any]:
 
 def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
     """The evaluation prompts: the chosen split of the source, then a seeded random subset of num_prompts."""
-    from detox.data import load_prompts
+    from detox.data import EVALUATION_ONLY, load_prompts
 
     data = data_config(cfg)
     split = load_prompts(data, tokenizer)
-    whole_file = cfg.recipe_dir_path() is not None and "prompts" not in cfg.data  # a recipe's file is held out
+    held_out_file = cfg.recipe_dir_path() is not None and "prompts" not in cfg.data  # a recipe's file is held out
+    whole_file = held_out_file or data.prompts in EVALUATION_ONLY
     pool = split.heldout if cfg.prompt_split == "heldout" and not whole_file else split.train + split.heldout
     if cfg.num_prompts is None:
         return pool

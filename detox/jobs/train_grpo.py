@@ -24,13 +24,14 @@ def build(argv: list[str] | None = None):
     """Parse the config, load prompts and rewards, and set up TRL's trainer (which loads the model)."""
     from detox import tracking
     from detox.config import parse_config
-    from detox.data import check_held_out, load_prompts
+    from detox.data import check_held_out, load_prompts, refuse_evaluation_only
     from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
     from detox.hub import resolve_model_path
     from detox.models import load_tokenizer
     from rewards import RewardComposer
 
     cfg: GroupRunConfig = parse_config(argv, GroupRunConfig)  # an unknown field or algo fails here, before loading
+    refuse_evaluation_only(cfg.data)
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     unused = unused_ppo_settings(cfg)
     if unused and os.environ.get("RANK", "0") == "0":

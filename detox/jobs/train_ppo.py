@@ -38,8 +38,10 @@ class Run:
 def build(argv: list[str] | None = None) -> Run:
     """Parse the config, then load prompts, rewards, models and, when asked, the checkpoint to resume from."""
     from detox.config import TrainConfig, parse_config
+    from detox.data import refuse_evaluation_only
 
     cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
+    refuse_evaluation_only(cfg.data)
     if cfg.checkpoint.push_to_hub:
         from detox.export import hub_token
 
