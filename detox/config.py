@@ -61,7 +61,9 @@ class DataConfig:
     split: str = "train"
     """Dataset split, for Hub datasets."""
     text_field: str = "prompt.text"
-    """Field holding the prompt text; dots reach into nested records (RealToxicityPrompts: `prompt.text`)."""
+    """Field holding the prompt: a string, or a list of chat messages (`{"role", "content"}` dicts); dots reach into
+    nested records (RealToxicityPrompts: `prompt.text`). A record without it whose `prompt` or `messages` holds a list
+    of chat messages (TRL's conversational form) is read from there."""
     toxicity_field: str | None = "prompt.toxicity"
     """Field holding the prompt's toxicity score, or null when the data has none."""
     min_toxicity: float | None = 0.3
@@ -69,7 +71,8 @@ class DataConfig:
     min_prompt_tokens: int = 10
     """Shortest prompt kept, in tokens."""
     max_prompt_tokens: int = 15
-    """Longest prompt, in tokens; longer ones are cut to it or dropped (`long_prompts`)."""
+    """Longest prompt, in tokens; longer ones are cut to it or dropped (`long_prompts`). A chat prompt counts its
+    messages' contents, not the template's tokens, and is cut at the end of its last message."""
     long_prompts: Literal["truncate", "drop"] = "truncate"
     """Prompts over max_prompt_tokens: keep their first max_prompt_tokens tokens (the TRL example), or drop them."""
     heldout_fraction: float = 0.3
@@ -77,7 +80,14 @@ class DataConfig:
     max_prompts: int | None = None
     """Use at most this many prompts (after filtering) before the split; null uses all."""
     max_bad_fraction: float = 0.1
-    """Malformed rows (empty, non-string, missing field) are skipped; above this share, loading fails."""
+    """Rows without a usable prompt (empty, non-string, missing field, bad toxicity or chat messages) are skipped;
+    above this share, loading fails. A line of a .jsonl file that is not JSON always fails, naming the line."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """How prompts meet the tokenizer's chat template. `auto`: chat-message prompts are rendered with it and
+    plain-text prompts are continued as written (RealToxicityPrompts' setting, for base and instruct models alike);
+    `always`: plain-text prompts are rendered too, each as one user turn (an instruct model answering them);
+    `never`: no template, and a file of chat messages is an error (a base model without one). A rendered prompt ends
+    where the assistant's reply starts, or inside a final assistant message, which the model continues."""
     seed: int = 0
     """Seed of the train/held-out split."""
 

@@ -54,7 +54,8 @@ class EvalConfig:
     `wiki_toxic` = TRL's evaluate-toxicity prompts."""
     data: dict[str, Any] = field(default_factory=dict)
     """data.* settings of the prompts (as in a run config: text_field, toxicity_field, min_toxicity, prompt window,
-    heldout_fraction, seed...), e.g. `--data.text_field text --data.min_toxicity null`; they override run_config's."""
+    heldout_fraction, seed, chat_template...), e.g. `--data.text_field text --data.min_toxicity null`; they override
+    run_config's, whose chat_template renders the prompts as the run was trained on them."""
     run_config: str | None = None
     """A run's config.yaml (or its output directory): its data section gives the prompts, field names, filters,
     window and held-out split of the training; a `--prompts` other than the default replaces only the prompts."""
@@ -213,8 +214,9 @@ def run_config_dict(path: str) -> dict[str, Any]:
 
 
 def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
-    """The evaluation prompts: the chosen split of the source, then a seeded random subset of num_prompts."""
-    from detox.data import EVALUATION_ONLY, load_prompts
+    """The evaluation prompts: the chosen split of the source, then a seeded random subset of num_prompts, as the
+    models read them (chat messages through the tokenizer's chat template, per data.chat_template)."""
+    from detox.data import EVALUATION_ONLY, load_prompts, render_prompts
 
     data = data_config(cfg)
     split = load_prompts(data, tokenizer)
@@ -222,14 +224,14 @@ def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
     whole_file = held_out_file or data.prompts in EVALUATION_ONLY
     pool = split.heldout if cfg.prompt_split == "heldout" and not whole_file else split.train + split.heldout
     if cfg.num_prompts is None:
-        return pool
+        return render_prompts(pool, tokenizer, data.chat_template)
     if cfg.num_prompts > len(pool):
         raise ValueError(
             f"num_prompts ({cfg.num_prompts}) is more than the {len(pool)} prompts of '{data.prompts}' in split "
             f"'{cfg.prompt_split}' (load stats {split.stats}); lower num_prompts or set prompt_split all."
         )
     pick = np.random.default_rng(cfg.seed).choice(len(pool), size=cfg.num_prompts, replace=False)
-    return [pool[i] for i in sorted(pick)]
+    return render_prompts([pool[i] for i in sorted(pick)], tokenizer, data.chat_template)
 
 
 def forget_passages(corpus: str, n: int, seed: int) -> list[tuple[str, str]]:

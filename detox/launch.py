@@ -104,14 +104,15 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
-def write_heldout(output_dir: Path, heldout: list[str], accelerator) -> None:
-    """The held-out prompts, one JSON record a line, for evaluate_toxicity.py --prompts."""
+def write_heldout(output_dir: Path, heldout: list, accelerator) -> None:
+    """The held-out prompts, one JSON record a line, for evaluate_toxicity.py --prompts: text as {"prompt": {"text"}},
+    chat messages as {"prompt": [messages]}, so evaluation renders them as training did."""
     import json
 
     if accelerator.is_main_process:
         with (output_dir / "heldout_prompts.jsonl").open("w") as handle:
-            for text in heldout:
-                handle.write(json.dumps({"prompt": {"text": text}}) + "\n")
+            for prompt in heldout:
+                handle.write(json.dumps({"prompt": prompt if isinstance(prompt, list) else {"text": prompt}}) + "\n")
 
 
 def cli(entry) -> None:

@@ -217,11 +217,23 @@ def _file_texts(file: Path, text_field: str) -> list[str]:
         if not file.name.endswith(_JSON_SUFFIXES):
             return [f.read()]
         if file.name.endswith(".json"):
-            records = json.load(f)
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"corpus file {file} is not JSON ({err.msg}, line {err.lineno} column {err.colno}); "
+                                 f"fix it.") from None
             records = records if isinstance(records, list) else [records]
-        else:
-            records = [json.loads(line) for line in f if line.strip()]
-    return [_field(record, text_field, f"{file} record {i}") for i, record in enumerate(records)]
+            return [_field(record, text_field, f"{file} record {i}") for i, record in enumerate(records)]
+        texts = []
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"corpus file {file}: line {number} is not JSON ({err.msg}, column {err.colno}); "
+                                     f"each line must be one JSON record: fix or delete that line.") from None
+                texts.append(_field(record, text_field, f"{file} line {number}"))
+        return texts
 
 
 def _field(record: dict, text_field: str, where: str) -> str:
@@ -229,7 +241,8 @@ def _field(record: dict, text_field: str, where: str) -> str:
     for part in text_field.split("."):
         if not isinstance(value, dict) or part not in value:
             keys = list(value) if isinstance(value, dict) else type(value).__name__
-            raise KeyError(f"text_field '{text_field}' not found in {where} (keys: {keys}); set text_field.")
+            raise ValueError(f"text_field '{text_field}' not found in {where} (its fields: {keys}); set text_field to "
+                             f"the field that holds the text.")
         value = value[part]
     if not isinstance(value, str):
         raise TypeError(f"text_field '{text_field}' of {where} is {type(value).__name__}, expected a string.")
@@ -241,7 +254,8 @@ def _dataset_texts(dataset, text_field: str, source: str) -> list[str]:
         return [t for split in dataset.values() for t in _dataset_texts(split, text_field, source)]
     head = text_field.split(".")[0]
     if head not in dataset.column_names:
-        raise KeyError(f"text_field '{text_field}' not in dataset {source} (columns: {dataset.column_names}).")
+        raise ValueError(f"text_field '{text_field}' not in dataset {source} (its columns: {dataset.column_names}); "
+                         f"set text_field to the column that holds the text.")
     return [_field(record, text_field, f"{source} row {i}") for i, record in enumerate(dataset.select_columns(head))]
 
 

@@ -135,7 +135,7 @@ def test_read_corpus_jsonl_dotted_field(shared_data):
     path = str(shared_data / "real-toxicity-prompts" / "nontoxic.jsonl")
     texts = read_corpus(path, "prompt.text")
     assert len(texts) == 900 and all(isinstance(t, str) and t for t in texts)
-    with pytest.raises(KeyError, match="text_field 'text'.*set text_field"):
+    with pytest.raises(ValueError, match="text_field 'text' not found in .*nontoxic.jsonl line 1 .*set text_field"):
         read_corpus(path, "text")
 
 

@@ -31,8 +31,7 @@ BROKEN_ROWS = [
     ('{"continuation": {"text": "a record without its prompt"}}', "missing_field"),
     ("[1, 2, 3]", "missing_field"),
     ('{"prompt": {"text": "The toxicity score of this row is a word", "toxicity": "high"}}', "bad_toxicity"),
-    ('{"prompt": {"text": "cut off mid-li', "unparsable"),
-]
+]  # a line that is not JSON at all fails loading at once (tests/test_data_input.py)
 
 
 def write_prompt_file(path, shared_data, n_good=40):
@@ -71,10 +70,10 @@ def test_malformed_prompt_rows_are_skipped_and_counted(tmp_path, shared_data, ti
 
 
 def test_too_many_malformed_rows_is_an_error(tmp_path, shared_data, tiny_lm_path):
-    # 9 malformed rows of 50 is 18%, over the default max_bad_fraction of 10%.
+    # 8 malformed rows of 49 is 16%, over the default max_bad_fraction of 10%.
     write_prompt_file(tmp_path / "prompts.jsonl", shared_data)
-    with pytest.raises(ValueError, match=r"9 of 50 rows are malformed \(bad_toxicity: 1, empty: 2, missing_field: 3, "
-                                         r"not_a_string: 2, unparsable: 1\), more than data.max_bad_fraction \(0.1\)"):
+    with pytest.raises(ValueError, match=r"8 of 49 rows are malformed \(bad_toxicity: 1, empty: 2, missing_field: 3, "
+                                         r"not_a_string: 2\), more than data.max_bad_fraction \(0.1\)"):
         load_prompts(DataConfig(prompts=str(tmp_path / "prompts.jsonl")), load_tokenizer(tiny_lm_path))
 
 
@@ -83,7 +82,7 @@ def test_training_reports_skipped_prompt_rows(tmp_path, shared_data, tiny_lm_pat
     train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", write_config(tmp_path), "--data.prompts",
                               str(tmp_path / "prompts.jsonl"), "--data.max_bad_fraction", "0.2"))
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("prompts: "))
-    assert "'bad/empty': 2" in line and "'bad/missing_field': 3" in line and "'bad/unparsable': 1" in line
+    assert "'bad/empty': 2" in line and "'bad/missing_field': 3" in line and "'bad/not_a_string': 2" in line
 
 
 # ---------------------------------------------------------------- config mistakes and unwritable output

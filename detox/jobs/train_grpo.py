@@ -24,7 +24,7 @@ def build(argv: list[str] | None = None):
     """Parse the config, load prompts and rewards, and set up TRL's trainer (which loads the model)."""
     from detox import tracking
     from detox.config import parse_config
-    from detox.data import check_held_out, load_prompts, refuse_evaluation_only
+    from detox.data import check_held_out, load_prompts, refuse_evaluation_only, render_prompts
     from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
     from detox.hub import resolve_model_path
     from detox.models import load_tokenizer
@@ -54,7 +54,9 @@ def build(argv: list[str] | None = None):
         model=resolve_model_path(cfg.model.name_or_path, "model.name_or_path"),
         reward_funcs=composer.reward_funcs,  # logged by TRL as rewards/<component name>/mean|std
         args=trl_args(cfg, report_to, output_dir, composer.reward_weights),
-        train_dataset=datasets.Dataset.from_dict({"prompt": prompts.train}),
+        # rendered here rather than by TRL, so GRPO/RLOO read each prompt exactly as PPO and evaluation do
+        train_dataset=datasets.Dataset.from_dict({"prompt": render_prompts(prompts.train, tokenizer,
+                                                                           cfg.data.chat_template)}),
         processing_class=tokenizer,
         peft_config=peft_config(cfg),
     )

@@ -56,7 +56,7 @@ def build(argv: list[str] | None = None) -> Run:
 
     from detox import tracking
     from detox.checkpoint import resolve_checkpoint
-    from detox.data import check_held_out, load_prompts
+    from detox.data import check_held_out, load_prompts, render_prompts
     from detox.models import build_models, load_tokenizer
     from detox.probes import ProbeRecorder
     from detox.sharding import sharding_on_cpu
@@ -84,7 +84,8 @@ def build(argv: list[str] | None = None) -> Run:
     accelerator.print("memory: " + ", ".join(f"{k} {v:.3f}" for k, v in models.memory_report.items()))
     if checkpoint is not None:
         load_policy_weights(models.policy, checkpoint)  # before a sharding engine slices the weights
-    trainer = PPOTrainer(cfg, accelerator, models, tokenizer, prompts.train, composer)
+    train = render_prompts(prompts.train, tokenizer, cfg.data.chat_template)  # the text the policy continues
+    trainer = PPOTrainer(cfg, accelerator, models, tokenizer, train, composer)
     if checkpoint is not None:
         load_training_checkpoint(trainer, checkpoint)
         if accelerator.is_main_process:

@@ -20,14 +20,16 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], sampling: dict, ppo: dict, rewards: list[dict],
                probes: list[dict], output_dir: Path) -> dict:
     """A recipe's PPO run config: LoRA on `model`, the recipe's train prompts read whole (a `text` field, no toxicity
-    filter, up to 64 tokens, no held-out share: the recipe holds its own prompts out), its rollout sampling
+    filter, up to 64 tokens, no held-out share: the recipe holds its own prompts out; continued as plain text, with no
+    chat template), its rollout sampling
     (temperature, top_k, top_p), PPO settings (steps, learning_rate, seed), rewards and probes. No toxicity judges
     score its training batches: a recipe's independent measures are its own evaluation metrics."""
     return {
         "model": {"name_or_path": model},
         "lora": {"enabled": True, "r": 16, "alpha": 32, "target_modules": "all-linear"},
         "data": {"prompts": str(prompts), "text_field": "text", "toxicity_field": None, "min_toxicity": None,
-                 "min_prompt_tokens": 1, "max_prompt_tokens": 64, "long_prompts": "truncate", "heldout_fraction": 0.0},
+                 "min_prompt_tokens": 1, "max_prompt_tokens": 64, "long_prompts": "truncate", "heldout_fraction": 0.0,
+                 "chat_template": "auto"},  # continued as plain text, as the recipe's models read them
         "generation": {"min_new_tokens": new_tokens[0], "max_new_tokens": new_tokens[1], **sampling},
         "ppo": {"batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2, "init_kl_coef": 0.2, "target_kl": 6.0, **ppo},
         "rewards": rewards,
