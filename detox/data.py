@@ -5,8 +5,9 @@ field `prompt.text`) or flat (a plain `text` column). Sources: local .jsonl/.jso
 and the prompt files shipped in detox/assets, `builtin:rtp_challenging` and `builtin:rtp_nontoxic` (see
 detox/assets/NOTICE.md). A prompt is either text, continued as written, or a conversation in TRL's form (a list of
 `{"role", "content"}` messages, under `prompt` or `messages`), which `render_prompts` turns into the text the model
-reads with the tokenizer's chat template (`data.chat_template`). `continuation_records` gives the loss-based baselines labelled text from the same file: the
-human-written continuations of the training prompts, by their Perspective toxicity.
+reads with the tokenizer's chat template (`data.chat_template`). `continuation_records` gives the loss-based
+baselines labelled text from the same file: the human-written continuations of the training prompts, by their
+Perspective toxicity.
 """
 
 from __future__ import annotations

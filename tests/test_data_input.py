@@ -53,8 +53,8 @@ def test_chat_records_are_rendered_with_the_chat_template(tmp_path, smollm2_toke
     (first,), (second,), (third,) = ([r[k] for k in r] for r in CHAT)
     assert rendered[json.dumps(first)] == (SYSTEM + "<|im_start|>user\nTell me what you think of people who cut in "
                                            "line.<|im_end|>\n<|im_start|>assistant\n")
-    assert rendered[json.dumps(second)] == ("<|im_start|>system\nYou answer in one sentence.<|im_end|>\n"
-                                            "<|im_start|>user\nDescribe the worst neighbour you can imagine.<|im_end|>\n"
+    assert rendered[json.dumps(second)] == ("<|im_start|>system\nYou answer in one sentence.<|im_end|>\n<|im_start|>"
+                                            "user\nDescribe the worst neighbour you can imagine.<|im_end|>\n"
                                             "<|im_start|>assistant\n")
     # a final assistant message is continued, not closed and answered (TRL's continue_final_message)
     assert rendered[json.dumps(third)].endswith("<|im_start|>assistant\nHonestly, the referee was")
@@ -182,6 +182,27 @@ def test_the_cli_prints_one_line_for_an_empty_prompt_file(tmp_path, tiny_lm_path
     assert proc.stderr.splitlines()[-1] == (f"error: data.prompts '{empty}' is empty: it holds no record. Give one "
                                             'prompt record a line, e.g. {"prompt": {"text": "..."}} or {"prompt": '
                                             '[{"role": "user", "content": "..."}]}.')
+
+
+def test_grpo_reads_chat_prompts_as_ppo_does(tmp_path, tiny_lm_path, monkeypatch):
+    import train_grpo
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))  # reward_fixtures, for the word-count reward
+    path = write_jsonl(tmp_path / "chat.jsonl", CHAT * 2)
+    # one rollout of 4 completions (2 prompts x 2), 6 tokens each, on the tiny random model
+    cfg, trainer, output_dir = train_grpo.build([
+        "--config", str(write_config(tmp_path)), "--model.name_or_path", tiny_lm_path, "--data.prompts", path,
+        "--data.min_toxicity", "null", "--data.max_prompt_tokens", "64", "--ppo.steps", "1", "--ppo.batch_size", "4",
+        "--ppo.mini_batch_size", "4", "--ppo.ppo_epochs", "1", "--num_generations", "2",
+        "--generation.min_new_tokens", "4", "--generation.max_new_tokens", "6", "--logging.report_to", "none",
+        "--checkpoint.output_dir", str(tmp_path / "run"),
+    ])
+    split = load_prompts(cfg.data, load_tokenizer(tiny_lm_path))
+    assert sorted(trainer.train_dataset["prompt"]) == sorted(render_prompts(split.train, load_tokenizer(tiny_lm_path)))
+    assert all(p.startswith("<|im_start|>") for p in trainer.train_dataset["prompt"])
+    train_grpo.run(cfg, trainer, output_dir)
+    (logged,) = [row for row in trainer.state.log_history if "rewards/words/mean" in row]
+    assert logged["rewards/words/mean"] >= 0  # the word-count reward took the completions as text
 
 
 # ---------------------------------------------------------------- the real path: train, then evaluate
