@@ -185,7 +185,7 @@ def test_the_cli_prints_one_line_for_an_empty_prompt_file(tmp_path, tiny_lm_path
 
 
 def test_grpo_reads_chat_prompts_as_ppo_does(tmp_path, tiny_lm_path, monkeypatch):
-    import train_grpo
+    from detox.jobs import train_grpo
 
     monkeypatch.syspath_prepend(str(REPO / "tests"))  # reward_fixtures, for the word-count reward
     path = write_jsonl(tmp_path / "chat.jsonl", CHAT * 2)
@@ -210,8 +210,7 @@ def test_grpo_reads_chat_prompts_as_ppo_does(tmp_path, tiny_lm_path, monkeypatch
 
 @pytest.mark.slow
 def test_ppo_and_evaluation_read_chat_prompts_alike(tmp_path, smollm2_tokenizer):
-    import evaluate_toxicity
-    import train_ppo
+    from detox.jobs import evaluate_toxicity, train_ppo
 
     path = write_jsonl(tmp_path / "chat.jsonl", CHAT * 2)  # 6 records: 4 trained on, 2 held out
     run_dir = tmp_path / "run"
