@@ -280,10 +280,11 @@ def _check_bad_rows(records: list[Any], stats: Counter, cfg: DataConfig) -> None
     source, found = f"data.prompts '{cfg.prompts}'", _fields_found(records)
     if bad < len(records):
         if bad / len(records) > cfg.max_bad_fraction:
+            fields = f"; the records have the fields {found}" if stats["bad/missing_field"] else ""
             raise ValueError(
                 f"{source}: {bad} of {len(records)} rows are malformed ({_bad_summary(stats)}), more than "
-                f"data.max_bad_fraction ({cfg.max_bad_fraction}). Check data.text_field ('{cfg.text_field}') and "
-                f"data.toxicity_field ('{cfg.toxicity_field}'), or raise max_bad_fraction."
+                f"data.max_bad_fraction ({cfg.max_bad_fraction}){fields}. Check data.text_field ('{cfg.text_field}') "
+                f"and data.toxicity_field ('{cfg.toxicity_field}'), or raise max_bad_fraction."
             )
         return
     if stats["bad/missing_field"] == bad:

@@ -108,6 +108,18 @@ def test_rows_with_other_fields_list_the_fields_found_and_expected(tmp_path, smo
     assert "max_bad_fraction" not in str(err.value)  # raising it cannot help when no row has the field
 
 
+def test_some_rows_with_other_fields_list_the_fields_too(tmp_path, smollm2_tokenizer):
+    good = {"prompt": {"text": "So I told the whole crowd that they were all", "toxicity": 0.8}}
+    path = write_jsonl(tmp_path / "mixed.jsonl", [good] * 3 + [{"comment": "you are all idiots"}] * 2)
+    with pytest.raises(ValueError) as err:
+        load_prompts(DataConfig(prompts=path), smollm2_tokenizer)
+    # some rows are usable, so here a larger max_bad_fraction is one way out
+    assert str(err.value) == (f"data.prompts '{path}': 2 of 5 rows are malformed (missing_field: 2), more than "
+                              f"data.max_bad_fraction (0.1); the records have the fields ['comment', 'prompt.text', "
+                              f"'prompt.toxicity']. Check data.text_field ('prompt.text') and data.toxicity_field "
+                              f"('prompt.toxicity'), or raise max_bad_fraction.")
+
+
 def test_chat_records_without_a_toxicity_score_say_how_to_keep_them(tmp_path, smollm2_tokenizer):
     path = write_jsonl(tmp_path / "chat.jsonl", CHAT)
     with pytest.raises(ValueError) as err:
