@@ -68,8 +68,9 @@ def load_prompts(cfg: DataConfig, tokenizer) -> PromptSplit:
         else:
             candidates.append(prompt)
     _check_bad_rows(records, stats, cfg)
-    if any(isinstance(p, list) for p in candidates) or cfg.chat_template == "always":
-        _check_chat_template(cfg, tokenizer, chat=any(isinstance(p, list) for p in candidates))
+    chat = any(isinstance(p, list) for p in candidates)
+    if chat or cfg.chat_template == "always":
+        _check_chat_template(cfg, tokenizer, chat)
     prompts = _fit_token_window(candidates, tokenizer, cfg, stats)
     if not prompts:
         raise ValueError(

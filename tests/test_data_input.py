@@ -139,9 +139,10 @@ def test_messages_without_content_are_named(tmp_path, smollm2_tokenizer):
                               f"string or a list of chat messages with a string role and content each.")
 
 
-@pytest.mark.parametrize("content", ["", "\n\n  \n"])
-def test_an_empty_file_is_called_empty(tmp_path, smollm2_tokenizer, content):
-    path = tmp_path / "prompts.jsonl"
+@pytest.mark.parametrize(("name", "content"), [("prompts.jsonl", ""), ("prompts.jsonl", "\n\n  \n"),
+                                               ("prompts.csv", "")])
+def test_an_empty_file_is_called_empty(tmp_path, smollm2_tokenizer, name, content):
+    path = tmp_path / name
     path.write_text(content)
     with pytest.raises(ValueError) as err:
         load_prompts(DataConfig(prompts=str(path)), smollm2_tokenizer)
