@@ -101,3 +101,19 @@ def test_every_module_imports_from_the_unpacked_wheel(wheel, tmp_path):
     assert report["outside"] == {}, f"imported from outside the wheel: {report['outside']}"
     assert report["assets"].startswith(str(site)), report["assets"]
     assert report["prompts"] > 0, "the shipped prompts did not load from the wheel"
+
+
+def test_installing_the_wheel_puts_the_presets_under_share(wheel, tmp_path):
+    """Where the README tells a user of a regular install to find the presets: <prefix>/share/detox/."""
+    prefix = tmp_path / "prefix"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--prefix", str(prefix),
+                           str(wheel)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for folder in PRESET_DIRS:
+        shipped = sorted(p.name for p in (prefix / "share" / "detox" / folder).glob("*.yaml"))
+        assert shipped == sorted(p.name for p in (REPO / folder).glob("*.yaml")), folder
+
+    from detox.config import TrainConfig, parse_config
+
+    preset = prefix / "share" / "detox" / "configs" / "offline_default.yaml"
+    assert parse_config(["--config", str(preset)], TrainConfig).model.name_or_path == "smollm2-135m-instruct"
