@@ -1,6 +1,6 @@
 """The offline default end to end: train, then compare base and detoxified model on held-out prompts.
 
-    python benchmarks/detox_default.py [--config configs/offline_default.yaml] [--steps N] [--num_prompts 200] \
+    python -m benchmarks.detox_default [--config configs/offline_default.yaml] [--steps N] [--num_prompts 200] \
         [--output_dir outputs/bench_detox]
 
 Prints the reward curve, KL, seconds per step and peak RSS of training, then two evaluation tables (same prompts and
@@ -13,55 +13,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import run, script
+from detox.checkpoint import load_tensors_and_json
+from detox.config import parse_config
+
 JUDGES = ["offline", "minilm_davidson", "minilm_rtp", "minilm_davidson_reward"]  # minilm_rtp: the default's reward
 
 
-def run(command: list[str]) -> None:
-    print("$", " ".join(command), flush=True)
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
-    subprocess.run(command, check=True, env=env, cwd=REPO)
-
-
 def config_steps(config: str) -> int:
-    sys.path.insert(0, str(REPO))
-    from detox.config import parse_config
-
     return parse_config(["--config", config]).ppo.steps
 
 
 def train(args, out: Path) -> list[dict]:
     steps = args.steps or config_steps(args.config)
-    command = [
-        sys.executable, "train_ppo.py", "--config", args.config,
-        "--ppo.steps", str(steps), "--checkpoint.output_dir", str(out / "train"),
-        "--checkpoint.save_every", str(max(1, steps // 4)), "--logging.report_to", "none",
-        *args.train_args,
-    ]
-    start = time.perf_counter()
-    run(command)
-    print(f"training wall time: {time.perf_counter() - start:.0f} s")
+    seconds = run(script(
+        "train_ppo.py", "--config", args.config, "--ppo.steps", steps, "--checkpoint.output_dir", out / "train",
+        "--checkpoint.save_every", max(1, steps // 4), "--logging.report_to", "none", *args.train_args,
+    ))
+    print(f"training wall time: {seconds:.0f} s")
     lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
     return [m for m in map(json.loads, lines) if "reward/total" in m]
 
 
 def evaluate(args, out: Path, prompts: str, split: str, name: str) -> dict:
     detox = args.model_dir or out / "train" / "final"
-    run([
-        sys.executable, "evaluate_toxicity.py",
-        "--models", "base=smollm2-135m-instruct", f"detox={detox}", "--judges", *JUDGES,
-        "--prompts", prompts, "--prompt_split", split, "--num_prompts", str(args.num_prompts),
-        "--samples_per_prompt", str(args.samples_per_prompt), "--seed", str(args.seed),
-        "--batch_size", str(args.batch_size),
-        "--output_dir", str(out / name),
-    ])
+    run(script(
+        "evaluate_toxicity.py", "--models", "base=smollm2-135m-instruct", f"detox={detox}", "--judges", *JUDGES,
+        "--prompts", prompts, "--prompt_split", split, "--num_prompts", args.num_prompts,
+        "--samples_per_prompt", args.samples_per_prompt, "--seed", args.seed, "--batch_size", args.batch_size,
+        "--output_dir", out / name,
+    ))
     return json.loads((out / name / "results.json").read_text())
 
 
@@ -136,9 +120,6 @@ def main() -> None:
         lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
         metrics = [m for m in map(json.loads, lines) if "reward/total" in m]
         if args.model_dir:  # a checkpoint: report the training metrics up to its step
-            sys.path.insert(0, str(REPO))
-            from detox.checkpoint import load_tensors_and_json
-
             step = load_tensors_and_json(Path(args.model_dir).parent, "trainer")["step"]
             metrics = [m for m in metrics if m["step"] <= step]
     else:
