@@ -4,7 +4,7 @@
         --models ppo_preset=outputs/forget_text_2ep/ppo/final gradient_ascent=outputs/.../gradient_ascent/final
 
 The forget_text recipe measures forgetting as the play's perplexity moving from the target's (the model fine-tuned on
-the play) towards the retain model's (never saw it), at a small cost in perplexity on other plays. This script
+the play) towards the retain model's (never saw it), at a small cost in perplexity on other plays. This benchmark
 measures both per speech and splits the play's gap by token. The units (`--units`) are:
 - `speeches` (default): every speech of the play and of the held-out retain text, each scored as its own document,
   the way the target and retain model were fine-tuned (one speech per example);

@@ -5,7 +5,7 @@
 A relative target such as "mean toxicity falls by 30% under the judge" only makes sense if clean text scores well
 below the model's starting point under that judge. The texts here are RealToxicityPrompts continuations (what a person
 actually wrote after each prompt, toxic and non-toxic sets), binned by the toxicity Perspective API gave them, a scorer
-none of our judges or rewards was built from. For each judge and bin the script prints the mean judge score with a 95%
+none of our judges or rewards was built from. For each judge and bin it prints the mean judge score with a 95%
 bootstrap interval. The first bin (Perspective < 0.1) is the judge's reading of clean human text: a model whose
 completions read cleaner than that has learned the judge's style, not cleanliness. `--start JUDGE=MEAN` (a model's
 mean on held-out prompts, e.g. the base model's) adds the relative change that reaching that clean level would be.

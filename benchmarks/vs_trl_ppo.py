@@ -6,12 +6,13 @@ Both sides fully fine-tune SmolLM2-135M-Instruct on CPU with a reference model s
 layers (frozen in the policy too), train on the same ordered prompt batches (ours: builtin:rtp_challenging, toxicity
 > 0.3, windowed to 10-15 tokens, in the order `PPOTrainer.batch_prompts` gives), draw response lengths from the same
 range, and are rewarded by the same function (rewards/toxicity.py OfflineToxicity, logit output). Ours runs in this
-process through `train_ppo.build`; TRL's runs in its own virtual environment (.venv-trl011/, made on first use:
-benchmarks/trl011_env.py) through benchmarks/trl011_worker.py, which drives PPOTrainer as TRL's toxicity example does. A step is timed
-from prompts to updated weights (generation + scoring + optimisation) on both sides, in wall-clock and in process CPU
-time; the first step is a warm-up and left out. On a machine shared with other work, wall-clock times swing with the
-load: run with `--threads 1` and read the CPU-time column. The reward gain (mean reward of the last third of the steps
-minus the first third) is sampling noise over a few steps; it needs tens of steps to say which side learns faster.
+process through `train_ppo.build`; TRL's runs in its own virtual environment (.venv-trl011/, made on first use by
+benchmarks/trl011_env.py) through benchmarks/trl011_worker.py, which drives PPOTrainer as TRL's toxicity example does.
+A step is timed from prompts to updated weights (generation + scoring + optimisation) on both sides, in wall-clock and
+in process CPU time; the first step is a warm-up and left out. On a machine shared with other work, wall-clock times
+swing with the load: run with `--threads 1` and read the CPU-time column. The reward gain (mean reward of the last
+third of the steps minus the first third) is sampling noise over a few steps; it needs tens of steps to say which side
+learns faster.
 
 Known differences, kept because they are each library's own behaviour: TRL's `generate` samples 4 prompts at a time
 with one drawn length per group of 4 (its default), ours samples the whole batch at once with one length per sample;
@@ -37,6 +38,7 @@ import torch
 from benchmarks.harness import REPO, run
 from benchmarks.trl011_env import ensure_venv, trl_model_dir, worker_command
 from detox.jobs import train_ppo
+
 
 def our_argv(args, output_dir: Path) -> list[str]:
     flags = {
