@@ -3,7 +3,8 @@
 
 Detox effect and wall-clock to it:
 - detox_default: train the offline default (or `--config`), then base against detoxified model on held-out toxic and
-  non-toxic prompts, under several judges, with the targets met or not.
+  non-toxic prompts, under several judges, with the targets met or not; `--seeds`: once per PPO seed, with the
+  changes' t-interval over seeds.
 - detox_per_minute: every trainer (ours, TRL GRPO and RLOO, TRL 0.11.4 PPO, gradient difference) for the same
   wall-clock budget, a model each quarter, all scored on the same held-out prompts; seeds combine into t-intervals.
 - judge_floor: what each toxicity judge says of human-written text binned by Perspective toxicity.
