@@ -158,9 +158,10 @@ def our_phases(args, trunk: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="trunk-") as tmp:
         run = build(args, tmp)
         if trunk and not run.trainer.models.trunk_layers:
-            raise SystemExit(f"--trunk_cost: the frozen-trunk cache does not apply to {args.config} with "
-                             f"{args.train_args}; it needs full fine-tuning with layers shared with the reference: "
-                             "add -- --lora.enabled false --model.num_shared_layers 20.")
+            flags = " ".join(a for a in args.train_args if a != "--") or "no extra flags"
+            raise SystemExit(f"--trunk_cost: the frozen-trunk cache does not apply to {args.config} with {flags}; it "
+                             "needs full fine-tuning with layers shared with the reference: add -- --lora.enabled "
+                             "false --model.num_shared_layers 20.")
         if not trunk:
             run.trainer.models.trunk_layers = 0
         layers = run.trainer.models.trunk_layers
