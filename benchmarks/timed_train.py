@@ -95,10 +95,12 @@ def trl_group(args, extra: list[str]) -> None:
 
 
 def gradient_difference(args, extra: list[str]) -> None:
-    r = build_unlearn(["--config", args.gd_config, "--optim.seed", str(args.seed), "--optim.steps", str(NO_STEP_LIMIT),
-               "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",
-               "--checkpoint.output_dir", str(args.run_dir / "train"), "--checkpoint.save_every", str(NO_STEP_LIMIT),
-               "--checkpoint.overwrite", "true", *extra])
+    r = build_unlearn([
+        "--config", args.gd_config, "--optim.seed", str(args.seed), "--optim.steps", str(NO_STEP_LIMIT),
+        "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",
+        "--checkpoint.output_dir", str(args.run_dir / "train"), "--checkpoint.save_every", str(NO_STEP_LIMIT),
+        "--checkpoint.overwrite", "true", *extra,
+    ])
     trainer = r.trainer
     clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir, lambda directory: write_lm(
         directory / "model", r.accelerator.unwrap_model(trainer.model), trainer.tokenizer, r.config))
