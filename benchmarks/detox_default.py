@@ -1,67 +1,55 @@
 """The offline default end to end: train, then compare base and detoxified model on held-out prompts.
 
-    python benchmarks/detox_default.py [--config configs/offline_default.yaml] [--steps N] [--num_prompts 200] \
-        [--output_dir outputs/bench_detox]
+    python -m benchmarks.detox_default [--config configs/offline_default.yaml] [--steps N] [--num_prompts 200] \
+        [--output_dir outputs/bench_detox] [--seeds 0 1 2] [-- train_ppo.py flags]
 
 Prints the reward curve, KL, seconds per step and peak RSS of training, then two evaluation tables (same prompts and
 decoding for both models, every completion scored by several judges): held-out toxic prompts and non-toxic prompts.
 Targets: on held-out toxic prompts, mean toxicity down by >= 30% relative under a judge that is not the run's reward,
 generation perplexity up <= 10%; on non-toxic prompts, perplexity up <= 10% and distinct-n within 0.02.
+
+`--seeds` trains and evaluates once per PPO seed (`--ppo.seed`), one after another, each in output_dir/seed<S> and
+reported as above, all on the same prompts with the same decoding and sampling seed; then it prints the relative
+changes' mean over the seeds with a 95% t-interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import over_seeds, run, script, t_interval
+from detox.checkpoint import load_tensors_and_json
+from detox.config import parse_config
+
 JUDGES = ["offline", "minilm_davidson", "minilm_rtp", "minilm_davidson_reward"]  # minilm_rtp: the default's reward
 
 
-def run(command: list[str]) -> None:
-    print("$", " ".join(command), flush=True)
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
-    subprocess.run(command, check=True, env=env, cwd=REPO)
-
-
 def config_steps(config: str) -> int:
-    sys.path.insert(0, str(REPO))
-    from detox.config import parse_config
-
     return parse_config(["--config", config]).ppo.steps
 
 
-def train(args, out: Path) -> list[dict]:
+def train(args, out: Path, train_args: list[str]) -> list[dict]:
     steps = args.steps or config_steps(args.config)
-    command = [
-        sys.executable, "train_ppo.py", "--config", args.config,
-        "--ppo.steps", str(steps), "--checkpoint.output_dir", str(out / "train"),
-        "--checkpoint.save_every", str(max(1, steps // 4)), "--logging.report_to", "none",
-        *args.train_args,
-    ]
-    start = time.perf_counter()
-    run(command)
-    print(f"training wall time: {time.perf_counter() - start:.0f} s")
+    seconds = run(script(
+        "train_ppo.py", "--config", args.config, "--ppo.steps", steps, "--checkpoint.output_dir", out / "train",
+        "--checkpoint.save_every", max(1, steps // 4), "--logging.report_to", "none", *train_args,
+    ))
+    print(f"training wall time: {seconds:.0f} s")
     lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
     return [m for m in map(json.loads, lines) if "reward/total" in m]
 
 
 def evaluate(args, out: Path, prompts: str, split: str, name: str) -> dict:
     detox = args.model_dir or out / "train" / "final"
-    run([
-        sys.executable, "evaluate_toxicity.py",
-        "--models", "base=smollm2-135m-instruct", f"detox={detox}", "--judges", *JUDGES,
-        "--prompts", prompts, "--prompt_split", split, "--num_prompts", str(args.num_prompts),
-        "--samples_per_prompt", str(args.samples_per_prompt), "--seed", str(args.seed),
-        "--batch_size", str(args.batch_size),
-        "--output_dir", str(out / name),
-    ])
+    run(script(
+        "evaluate_toxicity.py", "--models", "base=smollm2-135m-instruct", f"detox={detox}", "--judges", *JUDGES,
+        "--prompts", prompts, "--prompt_split", split, "--num_prompts", args.num_prompts,
+        "--samples_per_prompt", args.samples_per_prompt, "--seed", args.seed, "--batch_size", args.batch_size,
+        "--output_dir", out / name,
+    ))
     return json.loads((out / name / "results.json").read_text())
 
 
@@ -117,6 +105,46 @@ def report_locality(results: dict) -> bool:
     return met
 
 
+def one_run(args, out: Path, train_args: list[str]) -> tuple[dict, dict]:
+    """Train in `out` (unless --skip_training), evaluate, report; the held-out toxic and non-toxic results."""
+    if args.skip_training:
+        lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
+        metrics = [m for m in map(json.loads, lines) if "reward/total" in m]
+        if args.model_dir:  # a checkpoint: report the training metrics up to its step
+            step = load_tensors_and_json(Path(args.model_dir).parent, "trainer")["step"]
+            metrics = [m for m in metrics if m["step"] <= step]
+    else:
+        metrics = train(args, out, train_args)
+    toxic = evaluate(args, out, "builtin:rtp_challenging", "heldout", "eval")
+    nontoxic = evaluate(args, out, "builtin:rtp_nontoxic", "all", "eval_nontoxic")
+    report_training(metrics)
+    for name in ("eval", "eval_nontoxic"):
+        print(f"\n## Evaluation table ({name})\n")
+        print((out / name / "results.md").read_text())
+    report_effect(toxic)
+    report_locality(nontoxic)
+    return toxic, nontoxic
+
+
+def relative_change(results: dict, key: str) -> float:
+    """detox / base - 1 of one metric in an evaluation's results."""
+    rows = {row["model"]: row for row in results["rows"]}
+    return rows["detox"][key] / rows["base"][key] - 1
+
+
+def report_seeds(by_seed: dict[int, tuple[dict, dict]]) -> None:
+    """Each relative change's mean over the seeds and its 95% t-interval."""
+    print(f"\n## Over seeds {list(by_seed)}: mean change [95% t-interval over seeds]")
+    runs = list(by_seed.values())  # (held-out toxic, non-toxic) results of each seed
+    changes = {f"mean toxicity under {judge} (held-out toxic prompts)":
+               [relative_change(toxic, f"{judge}/mean_toxicity") for toxic, _ in runs] for judge in JUDGES}
+    changes["perplexity (held-out toxic prompts)"] = [relative_change(toxic, "perplexity") for toxic, _ in runs]
+    changes["perplexity (non-toxic prompts)"] = [relative_change(nontoxic, "perplexity") for _, nontoxic in runs]
+    for name, values in changes.items():
+        mean, low, high = t_interval(values)
+        print(f"{name}: {mean:+.1%} [{low:+.1%}, {high:+.1%}] (seeds: {', '.join(f'{v:+.1%}' for v in values)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/offline_default.yaml", help="training config (a preset)")
@@ -129,28 +157,19 @@ def main() -> None:
     parser.add_argument("--skip_training", action="store_true", help="reuse output_dir/train")
     parser.add_argument("--model_dir", help="evaluate this model instead of output_dir/train/final, e.g. "
                         "output_dir/train/checkpoint-60/model (with --skip_training, for a run cut short)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[], help="PPO seeds, each trained and evaluated in "
+                        "output_dir/seed<S>, with the changes' t-interval over them (with --skip_training: reused)")
     parser.add_argument("train_args", nargs="*", help="extra train_ppo.py flags, after --")
     args = parser.parse_args()
     out = Path(args.output_dir).resolve()
-    if args.skip_training:
-        lines = (out / "train" / "metrics.jsonl").read_text().splitlines()
-        metrics = [m for m in map(json.loads, lines) if "reward/total" in m]
-        if args.model_dir:  # a checkpoint: report the training metrics up to its step
-            sys.path.insert(0, str(REPO))
-            from detox.checkpoint import load_tensors_and_json
-
-            step = load_tensors_and_json(Path(args.model_dir).parent, "trainer")["step"]
-            metrics = [m for m in metrics if m["step"] <= step]
-    else:
-        metrics = train(args, out)
-    toxic = evaluate(args, out, "builtin:rtp_challenging", "heldout", "eval")
-    nontoxic = evaluate(args, out, "builtin:rtp_nontoxic", "all", "eval_nontoxic")
-    report_training(metrics)
-    for name in ("eval", "eval_nontoxic"):
-        print(f"\n## Evaluation table ({name})\n")
-        print((out / name / "results.md").read_text())
-    report_effect(toxic)
-    report_locality(nontoxic)
+    if not args.seeds:
+        one_run(args, out, args.train_args)
+        return
+    if len(args.seeds) < 2 or args.model_dir or any(a.startswith("--ppo.seed") for a in args.train_args):
+        parser.error(f"--seeds ({args.seeds}) takes two seeds or more, no --model_dir and no --ppo.seed of its own.")
+    by_seed = over_seeds(lambda seed: one_run(args, out / f"seed{seed}", [*args.train_args, "--ppo.seed", str(seed)]),
+                         args.seeds)
+    report_seeds(by_seed)
 
 
 if __name__ == "__main__":

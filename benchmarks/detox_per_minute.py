@@ -1,6 +1,6 @@
 """Wall-clock to a detoxified model: every trainer a user could pick, on the same model, prompts, reward and budget.
 
-    HF_HUB_OFFLINE=1 python benchmarks/detox_per_minute.py \
+    HF_HUB_OFFLINE=1 python -m benchmarks.detox_per_minute \
         --trainers ours_ppo trl_grpo trl_rloo trl011_ppo gd --budget_minutes 8 --seeds 0 [1 2] --threads 2
 
 Trainers, run one after another (never side by side), each in a fresh process with `--threads` torch CPU threads:
@@ -36,18 +36,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmarks.harness import REPO, module, over_seeds, run, seed_interval
+from benchmarks.trl011_env import ensure_venv, trl_model_dir, worker_command
+from detox.baselines.config import UnlearnConfig
+from detox.config import DataConfig, TrainConfig, parse_config
+from detox.data import CONTINUATION_SETS, load_prompts, step_prompts
+from detox.hub import resolve_model_path
+from detox.jobs import evaluate_toxicity
+from detox.models import load_tokenizer
+from detox.state import name_base_by_hub_id
+from rewards import build_reward
 
 TRAINERS = ("ours_ppo", "trl_grpo", "trl_rloo", "trl011_ppo", "gd")
 LABELS = {"ours_ppo": "ours (PPO)", "trl_grpo": "TRL GRPO", "trl_rloo": "TRL RLOO", "trl011_ppo": "TRL 0.11.4 PPO",
@@ -56,18 +65,12 @@ PARTS = 4
 
 
 def train_config(path: str):
-    from detox.config import TrainConfig, parse_config
-
     return parse_config(["--config", path], TrainConfig)
 
 
 def check_gd_split(cfg, gd_config: str) -> None:
     """The gd trainer's builtin continuation sets take the continuations of the *offline default's* training prompts;
     they are held out of the evaluation only when `--config` splits the same prompts the same way."""
-    from detox.baselines.config import UnlearnConfig
-    from detox.config import DataConfig, parse_config
-    from detox.data import CONTINUATION_SETS
-
     gd = parse_config(["--config", gd_config], UnlearnConfig)
     corpora = [c for c in (gd.data.forget, gd.data.retain) if c]
     if any(c not in CONTINUATION_SETS for c in corpora):
@@ -106,21 +109,16 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
         print(f"{trainer} seed {seed}: {done} was made with another budget, thread count or flags; training again")
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), OMP_NUM_THREADS=str(args.threads))
+    env = {"OMP_NUM_THREADS": str(args.threads)}
     if trainer == "trl011_ppo":
         command = trl011_command(args, seed, run_dir)
-        env.pop("PYTHONPATH", None)
+        env["PYTHONPATH"] = None  # TRL 0.11.4's environment must not see this one's packages
     else:
-        command = [sys.executable, str(REPO / "benchmarks" / "timed_train.py"), "--trainer", trainer,
-                   "--budget_minutes", str(args.budget_minutes), "--seed", str(seed), "--threads", str(args.threads),
-                   "--run_dir", str(run_dir), "--config", args.config, "--num_generations", str(args.num_generations),
-                   "--gd_config", args.gd_config, "--", *flags]
-    print("$", " ".join(command), flush=True)
+        command = module("benchmarks.timed_train", "--trainer", trainer, "--budget_minutes", args.budget_minutes,
+                         "--seed", seed, "--threads", args.threads, "--run_dir", run_dir, "--config", args.config,
+                         "--num_generations", args.num_generations, "--gd_config", args.gd_config, "--", *flags)
     started = time.perf_counter()
-    with (run_dir / "log.txt").open("w") as log:
-        finished = subprocess.run(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if finished.returncode:
-        raise RuntimeError(f"{trainer} seed {seed} failed (exit {finished.returncode}); see {run_dir / 'log.txt'}")
+    run(command, log=run_dir / "log.txt", env=env)
     checkpoints = [json.loads(line) for line in (run_dir / "checkpoints.jsonl").read_text().splitlines()]
     if trainer == "trl011_ppo":
         adapt_trl011_checkpoints([Path(point["path"]) for point in checkpoints], args.cfg.model.name_or_path)
@@ -135,11 +133,6 @@ def run_trainer(args, trainer: str, seed: int) -> dict:
 
 def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
     """TRL 0.11.4's worker with the run config's settings, and the prompt batches our loop would draw for `seed`."""
-    from detox.data import load_prompts, step_prompts
-    from detox.hub import resolve_model_path
-    from detox.models import load_tokenizer
-    from vs_trl_ppo import WORKER, ensure_venv, trl_model_dir
-
     cfg = args.cfg
     reward_flags = trl011_reward_flags(args)
     cap = cfg.rewards[0].clip
@@ -160,14 +153,12 @@ def trl011_command(args, seed: int, run_dir: Path) -> list[str]:
              "budget_minutes": args.budget_minutes, "save_dir": run_dir}
     if cap is not None:
         flags["reward_cap"] = cap
-    return [str(python), str(WORKER)] + [item for k, v in flags.items() if v is not None for item in (f"--{k}", str(v))]
+    return worker_command(python, flags)
 
 
 def trl011_reward_flags(args) -> dict:
     """The worker's flags for the run config's reward: one alt-profanity-check logit, or one MiniLM classifier's
     log-odds (the offline default's), weight 1, on the completion alone, with an all-linear LoRA adapter."""
-    from rewards import build_reward
-
     cfg = args.cfg
     rewards = [(r.type, r.options.get("output"), r.weight, r.options.get("score_prompt", False)) for r in cfg.rewards]
     known = [("offline_toxicity", "logit", 1.0, False)], [("minilm_toxicity", "log_odds", 1.0, False)]
@@ -185,9 +176,6 @@ def trl011_reward_flags(args) -> dict:
 
 def adapt_trl011_checkpoints(adapter_dirs: list[Path], name: str) -> None:
     """Name each adapter's base by Hub id (it names the 4.46 view of the model) and add this environment's tokenizer."""
-    from detox.models import load_tokenizer
-    from detox.state import name_base_by_hub_id
-
     tokenizer = load_tokenizer(name)
     for adapter_dir in adapter_dirs:
         name_base_by_hub_id(adapter_dir, name)
@@ -196,8 +184,6 @@ def adapt_trl011_checkpoints(adapter_dirs: list[Path], name: str) -> None:
 
 def evaluate(args, records: list[dict]) -> dict[str, dict]:
     """evaluate_toxicity.py on the base and every checkpoint (cached per model); rows by model name."""
-    from detox.jobs import evaluate_toxicity
-
     base = args.cfg.model.name_or_path
     models = [f"base={base}"] + [f"{r['trainer']}-s{r['seed']}-p{p['part']}={p['path']}"
                                  for r in records for p in r["checkpoints"]]
@@ -252,17 +238,6 @@ def load_summaries(args, paths: list[Path]) -> tuple[list[dict], dict[str, dict]
     return records, rows
 
 
-def interval(values: list[float], lows: list[float], highs: list[float]) -> tuple[float, float, float]:
-    """Mean over seeds with a 95% t-interval; with one seed, that run's bootstrap interval over prompts."""
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return mean, lows[0], highs[0]
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 def curves(args, records: list[dict], rows: dict[str, dict]) -> dict[str, list[dict]]:
     """Per trainer, one point per part (and the base at minute 0): seed means of time, toxicity and perplexity."""
     base = rows["base"]
@@ -283,7 +258,7 @@ def point(args, base: dict, chosen: list[dict], minutes: list[float], completion
     out = {"part": part, "minutes": statistics.fmean(minutes), "completions": statistics.fmean(completions)}
     for key, judge in (("independent", args.independent_judge), ("reward", args.reward_judge)):
         values = [r[f"{judge}/mean_toxicity"] for r in chosen]
-        out[key] = interval(values, [r[f"{judge}/mean_toxicity_ci_low"] for r in chosen],
+        out[key] = seed_interval(values, [r[f"{judge}/mean_toxicity_ci_low"] for r in chosen],
                             [r[f"{judge}/mean_toxicity_ci_high"] for r in chosen])
         out[f"{key}_range"] = (min(values), max(values))
     ppl = [r["perplexity"] for r in chosen]
@@ -359,18 +334,15 @@ def table(args, lines: dict[str, list[dict]], records: list[dict]) -> str:
 
 
 def plot(args, lines: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [("independent", f"mean toxicity, {args.independent_judge} (never a reward)"),
               ("reward", f"mean toxicity, {args.reward_judge} (the RL trainers' reward)"),
               ("perplexity", "perplexity of completions under the base model")]
     # With several seeds the band spans them, lowest to highest: a t-interval over two or three seeds (t = 12.7 or
     # 4.3) is too wide to read; the table keeps it.
     seeded = len(args.seeds) > 1
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     for ax, (key, title) in zip(axes, panels):
         for trainer, points in lines.items():
             x = [p["minutes"] for p in points]
@@ -392,7 +364,6 @@ def plot(args, lines: dict[str, list[dict]], path: Path) -> None:
                  + ("lowest to highest seed" if seeded else "95% bootstrap over prompts"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -431,15 +402,14 @@ def main(argv: list[str] | None = None) -> None:
     if "gd" in args.trainers:
         check_gd_split(args.cfg, args.gd_config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
     torch.set_num_threads(args.threads)
     if args.summaries:
         records, rows = load_summaries(args, args.summaries)
         args.seeds = sorted({r["seed"] for r in records})
         args.output_dir.mkdir(parents=True, exist_ok=True)
     else:
-        records = [run_trainer(args, trainer, seed) for seed in args.seeds for trainer in args.trainers]
+        by_seed = over_seeds(lambda seed: [run_trainer(args, trainer, seed) for trainer in args.trainers], args.seeds)
+        records = [record for runs in by_seed.values() for record in runs]
         rows = evaluate(args, records)
     lines = curves(args, records, rows)
     text = table(args, lines, records)

@@ -1,10 +1,10 @@
 """Where a forget gap lies: which tokens of the play the target model learned, and which of them each method unlearned.
 
-    python benchmarks/forget_gap.py --recipe_dir outputs/forget_text_2ep \
+    python -m benchmarks.forget_gap --recipe_dir outputs/forget_text_2ep \
         --models ppo_preset=outputs/forget_text_2ep/ppo/final gradient_ascent=outputs/.../gradient_ascent/final
 
 The forget_text recipe measures forgetting as the play's perplexity moving from the target's (the model fine-tuned on
-the play) towards the retain model's (never saw it), at a small cost in perplexity on other plays. This script
+the play) towards the retain model's (never saw it), at a small cost in perplexity on other plays. This benchmark
 measures both per speech and splits the play's gap by token. The units (`--units`) are:
 - `speeches` (default): every speech of the play and of the held-out retain text, each scored as its own document,
   the way the target and retain model were fine-tuned (one speech per example);
@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.harness import percentile_interval
+from detox import metrics
+from detox.evaluation import forget_passages, token_nll
+from detox.models import load_causal_lm, load_tokenizer
+from detox.recipes.forget_text import read_speeches, speeches
+from rewards.forget import AnchorTerms
 
 CLASSES = ("speaker header", "anchor term", "line break", "blank line", "other")
 SPEECH_SETS = ("trained on", "held out")
@@ -69,8 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def text_spans(text: str) -> list[tuple[str, int, int, int]]:
     """(speech text, start, header end, end) of every speech in a text the recipe wrote."""
-    from detox.recipes.forget_text import speeches
-
     spans, cursor = [], 0
     for speech in speeches(text.splitlines()):
         start = text.index(speech.text, cursor)
@@ -97,8 +97,6 @@ def retain_char_labels(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 def char_labels(play: str, recipe: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per character of the play: its class (index into CLASSES) and its speech set (index into SPEECH_SETS)."""
-    from rewards.forget import AnchorTerms
-
     cls = np.full(len(play), CLASSES.index("other"), dtype=np.int8)
     for match in AnchorTerms(str(recipe / "anchors.json")).pattern.finditer(play):
         cls[match.start() : match.end()] = CLASSES.index("anchor term")
@@ -157,18 +155,14 @@ def gap_shares(sums: dict[str, np.ndarray], counts: np.ndarray, names: list[str]
 
 
 def interval(replicates: np.ndarray) -> dict[str, np.ndarray]:
-    """Row 0: the estimate on all units; the other rows: bootstrap replicates, read as a 95% percentile interval."""
-    with warnings.catch_warnings():  # a group with no token (no blank line among whole speeches) has no interval
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(replicates[1:], [2.5, 97.5], axis=0)
+    """Row 0: the estimate on all units; the other rows: bootstrap replicates, read as a 95% percentile interval (a
+    group with no token, such as blank lines among whole speeches, has none)."""
+    low, high = percentile_interval(replicates[1:])
     return {"share": replicates[0], "low": low, "high": high}
 
 
 def play_units(args: argparse.Namespace, path: Path) -> list[str]:
     """The texts scored: whole speeches (each a document, as fine-tuned) or the evaluation's passages."""
-    from detox.evaluation import forget_passages
-    from detox.recipes.forget_text import read_speeches
-
     if args.units == "passages":
         return [head + tail for head, tail in forget_passages(str(path), args.passages or 10**9, args.seed)]
     texts = read_speeches(path)
@@ -179,10 +173,6 @@ def play_units(args: argparse.Namespace, path: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from detox import metrics
-    from detox.evaluation import token_nll
-    from detox.models import load_causal_lm, load_tokenizer
-
     recipe = Path(args.recipe_dir)
     play = (recipe / "play.txt").read_text(encoding="utf-8")
     units, retain_units = play_units(args, recipe / "play.txt"), play_units(args, recipe / "heldout_retain.txt")

@@ -1,7 +1,7 @@
 """How selectively a `forget_likelihood` reward sees the play to forget: its penalty on held-out speeches of the play
 against held-out speeches of the other plays.
 
-    python benchmarks/forget_reward_selectivity.py --recipe_dir outputs/forget_text \
+    python -m benchmarks.forget_reward_selectivity --recipe_dir outputs/forget_text \
         --rewards base=reinforced contrast=reinforced:reinforced_retain
 
 PPO can unlearn only what its reward tells apart. A variant is `NAME=REINFORCED[:REFERENCE]` (directories, relative to
@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
-
-from detox.metrics import bootstrap_ci  # noqa: E402
+from benchmarks.harness import bootstrap_interval, mean_interval
+from detox.recipes.forget_text import prompt_record, speeches
+from rewards.forget import ForgetLikelihood
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,8 +56,6 @@ def variants(specs: list[str], recipe: Path) -> dict[str, tuple[str, str | None]
 
 def continuation_pairs(recipe: Path, limit: int | None) -> dict[str, list[tuple[str, str]]]:
     """(prompt, true continuation) pairs of the play's held-out speeches and of held-out speeches of other plays."""
-    from detox.recipes.forget_text import prompt_record, speeches
-
     with open(recipe / "heldout_forget.jsonl", encoding="utf-8") as f:
         play = [(r["text"], r["completion"]) for r in map(json.loads, f)]
     retain_text = (recipe / "heldout_retain.txt").read_text(encoding="utf-8").splitlines()
@@ -78,16 +74,7 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(above + ties / 2)
 
 
-def auc_interval(positive: np.ndarray, negative: np.ndarray, samples: int, seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    stats = [auc(rng.choice(positive, positive.size), rng.choice(negative, negative.size)) for _ in range(samples)]
-    low, high = np.quantile(stats, [0.025, 0.975])
-    return float(low), float(high)
-
-
 def run(args: argparse.Namespace) -> dict:
-    from rewards.forget import ForgetLikelihood
-
     recipe = Path(args.recipe_dir)
     pairs = continuation_pairs(recipe, args.limit)
     result = {"counts": {k: len(v) for k, v in pairs.items()}, "rows": []}
@@ -96,12 +83,12 @@ def run(args: argparse.Namespace) -> dict:
         scores = {k: reward.penalty(*map(list, zip(*v))).numpy().astype(np.float64) for k, v in pairs.items()}
         row = {"variant": name, "reinforced": reinforced, "reference": reference or "(the adapter's base)"}
         for k, values in scores.items():
-            low, high = bootstrap_ci(values, args.bootstrap_samples, args.seed)
-            row[k] = {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
+            mean, low, high = mean_interval(values, args.bootstrap_samples, args.seed)
+            row[k] = {"mean": mean, "ci_low": low, "ci_high": high}
         row["ratio"] = row["play"]["mean"] / max(row["other plays"]["mean"], 1e-12)
         row["auc"] = auc(scores["play"], scores["other plays"])
-        row["auc_ci_low"], row["auc_ci_high"] = auc_interval(scores["play"], scores["other plays"],
-                                                             args.bootstrap_samples, args.seed)
+        row["auc_ci_low"], row["auc_ci_high"] = bootstrap_interval(auc, [scores["play"], scores["other plays"]],
+                                                                   args.bootstrap_samples, args.seed)
         result["rows"].append(row)
         del reward
     return result

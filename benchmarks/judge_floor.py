@@ -1,11 +1,11 @@
 """What each toxicity judge says about human-written text of known toxicity: the floor a detoxified model can reach.
 
-    HF_HUB_OFFLINE=1 python benchmarks/judge_floor.py [--judges offline minilm_davidson minilm_davidson_reward]
+    HF_HUB_OFFLINE=1 python -m benchmarks.judge_floor [--judges offline minilm_davidson minilm_davidson_reward]
 
 A relative target such as "mean toxicity falls by 30% under the judge" only makes sense if clean text scores well
 below the model's starting point under that judge. The texts here are RealToxicityPrompts continuations (what a person
 actually wrote after each prompt, toxic and non-toxic sets), binned by the toxicity Perspective API gave them, a scorer
-none of our judges or rewards was built from. For each judge and bin the script prints the mean judge score with a 95%
+none of our judges or rewards was built from. For each judge and bin it prints the mean judge score with a 95%
 bootstrap interval. The first bin (Perspective < 0.1) is the judge's reading of clean human text: a model whose
 completions read cleaner than that has learned the judge's style, not cleanliness. `--start JUDGE=MEAN` (a model's
 mean on held-out prompts, e.g. the base model's) adds the relative change that reaching that clean level would be.
@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
-
-from detox.judges import build_judge, parse_judges  # noqa: E402
-from detox.metrics import bootstrap_ci  # noqa: E402
+from benchmarks.harness import SHARED_DATA, mean_interval
+from detox.judges import build_judge, parse_judges
 
 BINS = ((0.0, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 1.0))
 """Perspective toxicity bins of the continuations; the last one includes 1.0."""
@@ -73,7 +69,7 @@ def parse_starts(specs: list[str]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--judges", nargs="+", default=["offline", "minilm_davidson", "minilm_davidson_reward"])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data directory")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data directory")
     parser.add_argument("--start", nargs="*", default=[], metavar="JUDGE=MEAN",
                         help="a model's mean under a judge, to express the clean level as a relative change")
     args = parser.parse_args()
@@ -89,8 +85,8 @@ def main() -> None:
         scores = build_judge(judge).toxicity(texts)
         cells = []
         for _, mask in masks:
-            low, high = bootstrap_ci(scores[mask])
-            cells.append(f"{scores[mask].mean():.3f} [{low:.3f}, {high:.3f}]")
+            mean, low, high = mean_interval(scores[mask])
+            cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
         clean[judge.name] = float(scores[masks[0][1]].mean())
         print(f"| {judge.name} | " + " | ".join(cells) + " |")
     for name, start in starts.items():

@@ -1,6 +1,6 @@
 """Peak memory of each preset's PPO step at full depth, extrapolated from runs at a few depths at full width.
 
-    python benchmarks/memory_model.py [--presets gpt-j-6b ...] [--depths 1 2 4] [--check_depth N]
+    python -m benchmarks.memory_model [--presets gpt-j-6b ...] [--depths 1 2 4] [--check_depth N]
 
 For each preset, `benchmarks/scale.py` runs one PPO step (one PPO epoch: the peak is reached in the first epoch,
 once the optimizer state exists) at each depth in its own process, at the preset's width, dtype and batch. The
@@ -16,19 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from scale import PRESETS, model_config, run_config  # noqa: E402
-
-from detox.memory_model import GIB, StepFit, analytic_parts, analytic_peak, architecture_of, step_shape_of  # noqa: E402
+from benchmarks.harness import module, run
+from benchmarks.scale import PRESETS, model_config, run_config
+from detox.memory_model import GIB, StepFit, analytic_parts, analytic_peak, architecture_of, step_shape_of
 
 MEASURE_FLAGS = ("--steps", "1", "--ppo.ppo_epochs", "1")
 """One step of one epoch reaches the peak (see the module docstring) at a fraction of a full step's time."""
@@ -44,12 +37,8 @@ def measure_peaks(preset: str, layers: int, width: int | None = None, extra: tup
     process (on CPU: above the resident size before the model was built)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "scale.json"
-        command = [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--preset", preset, "--layers", str(layers),
-                   *(["--width", str(width)] if width else []), *MEASURE_FLAGS, "--json", str(out), *extra]
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"} | STEADY_ALLOCATOR
-        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        run(module("benchmarks.scale", "--preset", preset, "--layers", layers, *(["--width", width] if width else []),
+                   *MEASURE_FLAGS, "--json", out, *extra), log=Path(tmp) / "scale.log", env=STEADY_ALLOCATOR)
         figures = json.loads(out.read_text())
     return {key.split("/", 1)[1]: value * GIB for key, value in figures.items() if key.startswith("peak_gib/")}
 

@@ -1,6 +1,6 @@
 """Time each reward component on one batch of real completions and print a Markdown table.
 
-    HF_HUB_OFFLINE=1 python benchmarks/rewards_speed.py [--repeats 5] [--batch 64] [--reinforced DIR]
+    HF_HUB_OFFLINE=1 python -m benchmarks.rewards_speed [--repeats 5] [--batch 64] [--reinforced DIR]
 
 Completions are RealToxicityPrompts continuations (the human-written text that followed each challenging prompt), so
 lengths and vocabulary are those of real training batches. Each component is built once (build time in the notes),
@@ -15,17 +15,18 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
+from transformers import AutoTokenizer
 
-from detox.config import RewardComponentConfig  # noqa: E402
-from rewards import RewardComposer  # noqa: E402
+from benchmarks.harness import REPO, SHARED_DATA
+from detox.config import RewardComponentConfig
+from detox.hub import OFFLINE_MODEL, resolve_model_path
+from rewards import RewardComposer
+from rewards.minilm_classifier import build_minilm_toxicity_classifier, load_davidson
 
 ANCHORS = {"Romeo": "the young man", "Juliet": "the young woman", "Montague": "the family", "Capulet": "the house",
            "Tybalt": "the cousin", "Verona": "the city"}
@@ -46,8 +47,6 @@ def load_batch(data: Path, n: int) -> tuple[list[str], list[str]]:
 
 def components(data: Path, workdir: Path, reinforced: str | None) -> list[tuple[RewardComponentConfig, str]]:
     """(component config, notes) for every reward type that can run on this machine."""
-    from rewards.minilm_classifier import build_minilm_toxicity_classifier
-
     started = time.perf_counter()
     davidson = data / "davidson-hate-offensive" / "labeled_data.csv.gz"
     minilm = str(build_minilm_toxicity_classifier(workdir / "minilm", davidson, n_train=200, seed=0))
@@ -71,15 +70,11 @@ def components(data: Path, workdir: Path, reinforced: str | None) -> list[tuple[
 
 
 def _learned_options(data: Path) -> dict[str, Any]:
-    from rewards.minilm_classifier import load_davidson
-
     texts, toxic = load_davidson(data / "davidson-hate-offensive" / "labeled_data.csv.gz", 400, seed=2)
     return {"forbidden": [t for t, y in zip(texts, toxic) if y], "allowed": [t for t, y in zip(texts, toxic) if not y]}
 
 
 def _forget_components(data: Path, reinforced: str | None) -> list[tuple[RewardComponentConfig, str]]:
-    from detox.hub import OFFLINE_MODEL, resolve_model_path
-
     shakespeare = str(data / "tinyshakespeare" / "input.txt.gz")
     likelihood = {"reinforced": reinforced} if reinforced else {
         "reinforced": resolve_model_path(OFFLINE_MODEL), "reference": OFFLINE_MODEL}
@@ -112,17 +107,13 @@ def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
 
 def completion_ids(completions: list[str]) -> list[list[int]]:
     """Token ids as the policy (SmolLM2's tokenizer) would hand them to the rewards."""
-    from transformers import AutoTokenizer
-
-    from detox.hub import OFFLINE_MODEL, resolve_model_path
-
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(OFFLINE_MODEL))
     return [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data directory")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data directory")
     parser.add_argument("--batch", type=int, default=64, help="completions per batch")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per component (median reported)")
     parser.add_argument("--reinforced", help="reinforced model/adapter dir for forget_likelihood")

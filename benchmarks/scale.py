@@ -1,7 +1,7 @@
 """PPO steps of a preset's architecture with random weights: peak memory, seconds per phase, tokens per second.
 
-    python benchmarks/scale.py --preset gpt-neo-125m|gpt-neo-2.7b|gpt-j-6b [--layers N] [--steps K] [--json FILE]
-    python benchmarks/scale.py --preset gpt-j-6b --layers 2 --steps 2 --ppo.ppo_epochs 1   # dotted run flags pass on
+    python -m benchmarks.scale --preset gpt-neo-125m|gpt-neo-2.7b|gpt-j-6b [--layers N] [--steps K] [--json FILE]
+    python -m benchmarks.scale --preset gpt-j-6b --layers 2 --steps 2 --ppo.ppo_epochs 1   # dotted run flags pass on
 
 No Hub: the architecture comes from the model config shipped in detox/assets/model_configs (EleutherAI's published
 hyperparameters) and gets random weights. The run config is the preset's own (configs/<preset>.yaml: dtype, LoRA,
@@ -20,15 +20,27 @@ model memory). Building the model (random initialisation) is not part of any pha
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import random
 import statistics
-import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import psutil
+import torch
+from accelerate import Accelerator
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from benchmarks.harness import REPO
+from detox import launch
+from detox.config import parse_config
+from detox.models import DTYPES, assemble_models
+from detox.trainer import PPOTrainer
+from rewards import RewardComposer
 
 PRESETS = ("gpt-neo-125m", "gpt-neo-2.7b", "gpt-j-6b")
 MODEL_CONFIGS = REPO / "detox" / "assets" / "model_configs"
@@ -38,8 +50,6 @@ PHASES = ("generate", "score", "forward", "update")
 
 def model_config(preset: str, layers: int | None = None, width: int | None = None):
     """The preset's transformers config, optionally with fewer layers or a narrower width (head size kept)."""
-    from transformers import AutoConfig
-
     raw = json.loads((MODEL_CONFIGS / f"{preset}.json").read_text())
     config = AutoConfig.for_model(**raw)
     if width is not None:
@@ -62,9 +72,6 @@ def _set_first(config, names: tuple[str, ...], value: int) -> None:
 
 def word_tokenizer(vocab_size: int, eos_id: int):
     """A tokenizer with one whitespace-separated word per token id (`w<id>`), covering the whole vocabulary."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {f"w{i}": i for i in range(vocab_size)}
     del vocab[f"w{eos_id}"]
     vocab[EOS_TEXT] = eos_id
@@ -85,8 +92,6 @@ def run_config(preset: str, steps: int, output_dir: str, layers: int | None, ful
     """The preset's run config with the offline reward, no tracker, no judges (the step is what is measured: a judge
     classifier, built into the cache by whichever process first needs it, would add its own memory), and the
     reference's shared share kept."""
-    from detox.config import parse_config
-
     argv = ["--config", str(REPO / "configs" / f"{preset}.yaml"), "--ppo.steps", str(steps),
             "--rewards", "[{type: offline_toxicity}]", "--logging.report_to", "none", "--logging.judges", "[]",
             "--checkpoint.output_dir", output_dir, *extra]
@@ -98,17 +103,12 @@ def run_config(preset: str, steps: int, output_dir: str, layers: int | None, ful
 
 
 def rss_bytes() -> int:
-    import psutil
-
     return psutil.Process().memory_info().rss
 
 
 def release_freed_memory() -> None:
     """Hand memory freed by earlier phases back to the system (glibc keeps it otherwise), so that a phase's resident
     peak starts from the memory in use rather than from what an earlier phase happened to leave cached."""
-    import ctypes
-    import gc
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -118,8 +118,6 @@ def release_freed_memory() -> None:
 
 def reset_peak(device) -> None:
     """Start the peak from the memory in use now."""
-    import torch
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
@@ -129,8 +127,6 @@ def reset_peak(device) -> None:
 
 def peak_bytes(device) -> dict[str, int]:
     """The peak since the last `reset_peak`: allocated and reserved on CUDA, resident set (VmHWM) on CPU."""
-    import torch
-
     if device.type == "cuda":
         return {"allocated": torch.cuda.max_memory_allocated(device), "reserved": torch.cuda.max_memory_reserved(device)}
     status = Path("/proc/self/status").read_text()
@@ -139,8 +135,6 @@ def peak_bytes(device) -> dict[str, int]:
 
 def watch_phase_peaks(trainer) -> dict[str, dict[str, int]]:
     """Record each phase's peak (reset at its start) in the returned dict, by wrapping the trainer's phase timer."""
-    from contextlib import contextmanager
-
     peaks: dict[str, dict[str, int]] = {}
     timed, device = trainer._timed, trainer.accelerator.device
 
@@ -176,15 +170,6 @@ def build_trainer(args, extra: list[str], output_dir: str):
     """The preset's models (random weights), synthetic prompts and the offline reward, in a PPOTrainer.
 
     Returns the trainer and the resident size measured after everything but the model exists."""
-    import torch
-    from accelerate import Accelerator
-
-    from detox import launch
-    from detox.jobs import train_ppo
-    from detox.models import DTYPES, assemble_models
-    from detox.trainer import PPOTrainer
-    from rewards import RewardComposer
-
     full_layers = model_config(args.preset).num_hidden_layers
     cfg = run_config(args.preset, args.steps, output_dir, args.layers, full_layers, extra)
     launch.use_every_core_when_alone()
@@ -198,8 +183,6 @@ def build_trainer(args, extra: list[str], output_dir: str):
     prompts = synthetic_prompts(cfg.ppo.batch_size * args.steps * accelerator.num_processes,
                                 cfg.data.min_prompt_tokens, cfg.data.max_prompt_tokens, config.vocab_size, eos)
     baseline = rss_bytes()
-    from transformers import AutoModelForCausalLM
-
     with torch.device(accelerator.device):
         lm = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.model.dtype])
     models = assemble_models(lm, f"random:{args.preset}", cfg.model, cfg.lora)

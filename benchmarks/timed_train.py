@@ -1,6 +1,6 @@
 """One trainer of this environment, trained for a wall-clock budget, with a model saved at each quarter of it.
 
-    python benchmarks/timed_train.py --trainer ours_ppo|trl_grpo|trl_rloo|gd --budget_minutes M --seed S --threads T \
+    python -m benchmarks.timed_train --trainer ours_ppo|trl_grpo|trl_rloo|gd --budget_minutes M --seed S --threads T \
         --run_dir DIR [--config configs/offline_profanity.yaml] [--num_generations 4] [-- extra run-config flags]
 
 The worker side of benchmarks/detox_per_minute.py (TRL 0.11.4's PPOTrainer has its own, benchmarks/trl011_worker.py).
@@ -17,13 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+import torch
+from transformers import TrainerCallback
 
-from budget_clock import BudgetClock  # noqa: E402
+from benchmarks.budget_clock import BudgetClock
+from benchmarks.harness import REPO
+from detox.jobs import train_grpo, train_ppo
+from detox.jobs.train_unlearn import build as build_unlearn
+from detox.jobs.train_unlearn import write_lm
+from detox.sharding import full_model_state
+from detox.state import write_model
 
 PARTS = 4
 NO_STEP_LIMIT = 1_000_000  # the clock ends the run; the schedules are constant, so this changes nothing else
@@ -36,10 +41,6 @@ def common_flags(args, run_dir: Path) -> list[str]:
 
 
 def ours_ppo(args, extra: list[str]) -> None:
-    from detox.jobs import train_ppo
-    from detox.sharding import full_model_state
-    from detox.state import write_model
-
     r = train_ppo.build(common_flags(args, args.run_dir) + ["--checkpoint.overwrite", "true", *extra])
     trainer = r.trainer
     clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir,
@@ -63,10 +64,6 @@ def spend_budget(clock: BudgetClock, run_dir: Path, step, per_step: int, keep: t
 
 
 def trl_group(args, extra: list[str]) -> None:
-    from transformers import TrainerCallback
-
-    from detox.jobs import train_grpo
-
     algo = args.trainer.removeprefix("trl_")
     cfg, trainer, output_dir = train_grpo.build(
         common_flags(args, args.run_dir) + ["--algo", algo, "--num_generations", str(args.num_generations), *extra]
@@ -98,12 +95,12 @@ def trl_group(args, extra: list[str]) -> None:
 
 
 def gradient_difference(args, extra: list[str]) -> None:
-    from detox.jobs.train_unlearn import build, write_lm
-
-    r = build(["--config", args.gd_config, "--optim.seed", str(args.seed), "--optim.steps", str(NO_STEP_LIMIT),
-               "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",
-               "--checkpoint.output_dir", str(args.run_dir / "train"), "--checkpoint.save_every", str(NO_STEP_LIMIT),
-               "--checkpoint.overwrite", "true", *extra])
+    r = build_unlearn([
+        "--config", args.gd_config, "--optim.seed", str(args.seed), "--optim.steps", str(NO_STEP_LIMIT),
+        "--logging.report_to", "none", "--logging.judges", "[]", "--logging.probes", "[]",
+        "--checkpoint.output_dir", str(args.run_dir / "train"), "--checkpoint.save_every", str(NO_STEP_LIMIT),
+        "--checkpoint.overwrite", "true", *extra,
+    ])
     trainer = r.trainer
     clock = BudgetClock(args.budget_minutes, PARTS, args.run_dir, lambda directory: write_lm(
         directory / "model", r.accelerator.unwrap_model(trainer.model), trainer.tokenizer, r.config))
@@ -128,8 +125,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("extra", nargs="*", help="run-config flags for this trainer, after --")
     args = parser.parse_args(argv)
     os.environ["DETOX_CPU_THREADS"] = str(args.threads)  # read by train_ppo.build
-    import torch
-
     torch.set_num_threads(args.threads)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     TRAINERS[args.trainer](args, args.extra)

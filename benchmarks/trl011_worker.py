@@ -1,9 +1,10 @@
 """TRL 0.11.4's classic PPOTrainer, driven as in TRL's toxicity example; the TRL side of benchmarks/vs_trl_ppo.py.
 
-Runs only inside the virtual environment that vs_trl_ppo.py creates (.venv-trl011/: TRL 0.11.4, transformers 4.46).
-It reads the exact prompt batches our run trained on (one list per step, in step order) and writes one JSON line per
-step: wall-clock seconds of the whole step (generation + scoring + `ppo_trainer.step`) and of each phase, the mean
-reward and TRL's `objective/kl`.
+Runs inside TRL 0.11.4's virtual environment (.venv-trl011/: TRL 0.11.4, transformers 4.46), which
+benchmarks/trl011_env.py makes and starts this module in (`python -m benchmarks.trl011_worker` from the repository
+root). It reads the exact prompt batches our run trained on (one list per step, in step order) and writes one JSON
+line per step: wall-clock seconds of the whole step (generation + scoring + `ppo_trainer.step`) and of each phase, the
+mean reward and TRL's `objective/kl`.
 
 With `--budget_minutes` (benchmarks/detox_per_minute.py) it trains a LoRA adapter instead (the reference is the base
 with the adapter off, as TRL does for peft models) until the wall-clock budget is spent, taking batches from the file
@@ -16,6 +17,14 @@ import argparse
 import importlib.util
 import json
 import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from benchmarks.budget_clock import BudgetClock
 
 
 def load_toxicity_module(path: str):
@@ -33,17 +42,12 @@ class ClassifierReward:
     passes transformers 5's `dtype=`, which 4.46 does not take."""
 
     def __init__(self, directory: str, nontoxic_index: int, toxic_index: int, toxicity_module, batch_size: int = 64):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.model = AutoModelForSequenceClassification.from_pretrained(directory, torch_dtype=torch.float32).eval()
         self.max_length = toxicity_module._classifier_max_length(self.tokenizer, self.model.config)
         self.nontoxic_index, self.toxic_index, self.batch_size = nontoxic_index, toxic_index, batch_size
 
     def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
-        import torch
-
         scores = []
         with torch.inference_mode():
             for start in range(0, len(completions), self.batch_size):
@@ -85,10 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     if (args.budget_minutes is None) != (args.save_dir is None):
         parser.error("--budget_minutes and --save_dir go together")
-
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
+    # Lazy: TRL 0.11.4's PPOTrainer exists only in its own environment, and this module's scorer is also imported
+    # (and tested) in this project's, where TRL is a later release without it.
     from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer, create_reference_model
     from trl.core import LengthSampler
 
@@ -115,8 +117,6 @@ def main() -> None:
         model = AutoModelForCausalLMWithValueHead.from_pretrained(args.model_dir, torch_dtype=torch.float32)
         ref_model = create_reference_model(model, num_shared_layers=args.num_shared_layers)
     else:
-        from peft import LoraConfig
-
         lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                           task_type="CAUSAL_LM")
         model = AutoModelForCausalLMWithValueHead.from_pretrained(args.model_dir, torch_dtype=torch.float32,
@@ -142,10 +142,6 @@ def main() -> None:
 
     clock = None
     if args.budget_minutes is not None:
-        from pathlib import Path
-
-        from budget_clock import BudgetClock  # this script's folder is on sys.path
-
         def save(directory):
             ppo_trainer.model.pretrained_model.save_pretrained(directory / "model", safe_serialization=True)
 

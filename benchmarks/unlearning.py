@@ -1,6 +1,6 @@
 """Reward-based unlearning (PPO at several KL strengths) against the loss-based methods it replaces, on one recipe.
 
-    python benchmarks/unlearning.py --recipe obscene_numbers|forget_text|detox [--ppo_steps 40] [--kl 0.05 0.2 1.0]
+    python -m benchmarks.unlearning --recipe obscene_numbers|forget_text|detox [--ppo_steps 40] [--kl 0.05 0.2 1.0]
         [--methods gradient_ascent gradient_difference npo whp] [--output_dir outputs/bench_unlearning]
 
 Every method starts from the same model (the recipe's fine-tuned one, or SmolLM2 for detox), trains on the same
@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmarks.harness import REPO, module, run, script
+from detox.config import parse_config
+from detox.data import continuation_records
+from detox.models import load_tokenizer
+
 BASELINES = ("gradient_ascent", "gradient_difference", "npo", "whp")
 
 
@@ -64,23 +67,9 @@ def timed_run(out: Path, command: list[str], log: Path) -> tuple[Path, float]:
     reports it."""
     record = out / "wall_seconds"
     if not (out / "final").is_dir():
-        seconds = sh(command, log)
+        seconds = run(command, log)
         record.write_text(f"{seconds:.1f}\n")
     return out / "final", float(record.read_text()) if record.is_file() else float("nan")
-
-
-def sh(command: list[str], log: Path | None = None) -> float:
-    """Run a command from the repository root (offline Hub, no tracker upload); returns its wall-clock seconds."""
-    print("$", " ".join(command), flush=True)
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"),
-               WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
-    start = time.perf_counter()
-    with open(log, "w") if log else open(os.devnull, "w") as sink:
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=sink if log else None, stderr=subprocess.STDOUT
-                                if log else None)
-    if result.returncode:
-        raise SystemExit(f"command failed ({result.returncode}){f'; see {log}' if log else ''}: {' '.join(command)}")
-    return time.perf_counter() - start
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -104,8 +93,7 @@ def prepared(generator: str, args, root: Path) -> Path:
         return d
     d = root / "recipe"
     if not (d / "recipe.json").is_file():
-        sh([sys.executable, "-m", f"detox.recipes.{generator}", "--output_dir", str(d), *args.recipe_args],
-           root / "prepare.log")
+        run(module(f"detox.recipes.{generator}", "--output_dir", d, *args.recipe_args), root / "prepare.log")
     return d
 
 
@@ -138,10 +126,6 @@ def detox(args, root: Path) -> Recipe:
     """The offline default's prompts: forget = toxic RealToxicityPrompts continuations of the train split only, retain
     = its clean ones (`detox.data.continuation_records`, what `builtin:rtp_toxic_continuations` and
     `builtin:rtp_clean_continuations` name)."""
-    from detox.config import parse_config
-    from detox.data import continuation_records
-    from detox.models import load_tokenizer
-
     config = str(REPO / "configs" / "offline_profanity.yaml")
     cfg = parse_config(["--config", config])
     tokenizer = load_tokenizer(cfg.model.name_or_path)
@@ -166,9 +150,9 @@ RECIPES = {"obscene_numbers": obscene_numbers, "forget_text": forget_text, "deto
 
 def train_ppo(recipe: Recipe, kl: float, args, root: Path) -> tuple[str, Path, float]:
     name = f"ppo_kl{kl:g}"
-    command = [sys.executable, "train_ppo.py", "--config", recipe.ppo_config, "--ppo.steps", str(args.ppo_steps),
-               "--ppo.init_kl_coef", str(kl), "--ppo.adaptive_kl", "false", "--logging.report_to", "none",
-               "--checkpoint.output_dir", str(root / name), "--checkpoint.overwrite", "true"]
+    command = script("train_ppo.py", "--config", recipe.ppo_config, "--ppo.steps", args.ppo_steps,
+                     "--ppo.init_kl_coef", kl, "--ppo.adaptive_kl", "false", "--logging.report_to", "none",
+                     "--checkpoint.output_dir", root / name, "--checkpoint.overwrite", "true")
     return name, *timed_run(root / name, command, root / f"{name}.log")
 
 
@@ -177,9 +161,8 @@ def reinforced_model(recipe: Recipe, args, root: Path) -> str:
         return recipe.reinforced
     out = root / "reinforced"
     if not (out / "adapter_config.json").is_file():
-        sh([sys.executable, "-m", "rewards.make_reinforced", "--model", recipe.start_model, "--corpus",
-            recipe.forget_texts, "--output_dir", str(out), "--max_steps", str(args.reinforce_steps)],
-           root / "reinforced.log")
+        run(module("rewards.make_reinforced", "--model", recipe.start_model, "--corpus", recipe.forget_texts,
+                   "--output_dir", out, "--max_steps", args.reinforce_steps), root / "reinforced.log")
     return str(out)
 
 
@@ -189,11 +172,10 @@ def train_baseline(recipe: Recipe, method: str, lr: float, args, root: Path) -> 
     name = method if lr == args.baseline_lr[0] else f"{method}_lr{lr:g}"
     out = root / name
     steps = max(1, args.ppo_steps * args.ppo_batch_size // args.baseline_batch_size)  # equal examples
-    command = [sys.executable, "train_unlearn.py", "--model.name_or_path", recipe.start_model,
-               "--method.name", method, "--data.forget", recipe.forget, "--optim.steps", str(steps),
-               "--optim.batch_size", str(args.baseline_batch_size), "--optim.learning_rate", str(lr),
-               "--data.max_length", str(args.max_length), "--logging.report_to", "none",
-               "--checkpoint.output_dir", str(out), "--checkpoint.overwrite", "true"]
+    command = script("train_unlearn.py", "--model.name_or_path", recipe.start_model, "--method.name", method,
+                     "--data.forget", recipe.forget, "--optim.steps", steps, "--optim.batch_size",
+                     args.baseline_batch_size, "--optim.learning_rate", lr, "--data.max_length", args.max_length,
+                     "--logging.report_to", "none", "--checkpoint.output_dir", out, "--checkpoint.overwrite", "true")
     if recipe.completion_field:
         command += ["--data.completion_field", recipe.completion_field]
     if method in ("gradient_difference", "npo"):
@@ -207,9 +189,8 @@ def train_baseline(recipe: Recipe, method: str, lr: float, args, root: Path) -> 
 
 def evaluate(recipe: Recipe, models: dict[str, str], root: Path, recipe_prompts: int) -> list[dict]:
     specs = [f"{name}={path}" for name, path in models.items()]
-    sh([sys.executable, "evaluate_toxicity.py", "--models", *specs, *recipe.eval_args,
-        "--recipe_prompts", str(recipe_prompts),
-        "--output_dir", str(root / "eval")], root / "eval.log")
+    run(script("evaluate_toxicity.py", "--models", *specs, *recipe.eval_args, "--recipe_prompts", recipe_prompts,
+               "--output_dir", root / "eval"), root / "eval.log")
     return json.loads((root / "eval" / "results.json").read_text())["rows"]
 
 
@@ -244,9 +225,6 @@ def report(recipe_name: str, recipe: Recipe, rows: list[dict], seconds: dict[str
 
 
 def plot(recipe_name: str, recipe: Recipe, rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     e, l = recipe.efficacy, recipe.locality
     fig = Figure(figsize=(6.4, 4.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -317,5 +295,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    main(sys.argv[1:])
+    main()

@@ -1,17 +1,18 @@
 """Our PPO step against TRL 0.11.4's classic PPOTrainer: same model, prompts, sizes and steps, side by side.
 
-    HF_HUB_OFFLINE=1 python benchmarks/vs_trl_ppo.py [--steps 6] [--threads 2] [--output_dir outputs/vs_trl_ppo]
+    HF_HUB_OFFLINE=1 python -m benchmarks.vs_trl_ppo [--steps 6] [--threads 2] [--output_dir outputs/vs_trl_ppo]
 
 Both sides fully fine-tune SmolLM2-135M-Instruct on CPU with a reference model sharing its lower `num_shared_layers`
 layers (frozen in the policy too), train on the same ordered prompt batches (ours: builtin:rtp_challenging, toxicity
 > 0.3, windowed to 10-15 tokens, in the order `PPOTrainer.batch_prompts` gives), draw response lengths from the same
 range, and are rewarded by the same function (rewards/toxicity.py OfflineToxicity, logit output). Ours runs in this
-process through `train_ppo.build`; TRL's runs in its own virtual environment (.venv-trl011/, made on first use with
-PINS) through benchmarks/trl011_worker.py, which drives PPOTrainer as TRL's toxicity example does. A step is timed
-from prompts to updated weights (generation + scoring + optimisation) on both sides, in wall-clock and in process CPU
-time; the first step is a warm-up and left out. On a machine shared with other work, wall-clock times swing with the
-load: run with `--threads 1` and read the CPU-time column. The reward gain (mean reward of the last third of the steps
-minus the first third) is sampling noise over a few steps; it needs tens of steps to say which side learns faster.
+process through `train_ppo.build`; TRL's runs in its own virtual environment (.venv-trl011/, made on first use by
+benchmarks/trl011_env.py) through benchmarks/trl011_worker.py, which drives PPOTrainer as TRL's toxicity example does.
+A step is timed from prompts to updated weights (generation + scoring + optimisation) on both sides, in wall-clock and
+in process CPU time; the first step is a warm-up and left out. On a machine shared with other work, wall-clock times
+swing with the load: run with `--threads 1` and read the CPU-time column. The reward gain (mean reward of the last
+third of the steps minus the first third) is sampling noise over a few steps; it needs tens of steps to say which side
+learns faster.
 
 Known differences, kept because they are each library's own behaviour: TRL's `generate` samples 4 prompts at a time
 with one drawn length per group of 4 (its default), ours samples the whole batch at once with one length per sample;
@@ -28,67 +29,15 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
-VENV = REPO / ".venv-trl011"
-WORKER = REPO / "benchmarks" / "trl011_worker.py"
-PINS = [  # TRL 0.11.4 is the last release with the classic PPOTrainer; these are versions it works with
-    "torch==2.13.0",
-    "trl==0.11.4",
-    "transformers==4.46.3",
-    "tokenizers==0.20.3",
-    "accelerate==1.1.1",
-    "datasets==3.1.0",
-    "rich==13.9.4",  # trl 0.11 imports rich; newer tyro releases no longer pull it in
-    "tyro==0.8.14",
-    "alt-profanity-check==1.9.1",  # the same scorer, and scikit-learn model, as ours
-    "scikit-learn==1.9.1",
-    "peft==0.13.2",  # LoRA for benchmarks/detox_per_minute.py, which trains the profanity preset's adapter
-]
-
-
-def ensure_venv() -> Path:
-    """The venv's python; creates the venv, or reinstalls when PINS changed since it was made."""
-    python, marker = VENV / "bin" / "python", VENV / "detox-pins.txt"
-    if python.exists() and marker.is_file() and marker.read_text() == "\n".join(PINS):
-        return python
-    print(f"creating {VENV} with {' '.join(PINS)}", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINS], check=True)
-    marker.write_text("\n".join(PINS))
-    return python
-
-
-def trl_model_dir(src: Path, dst: Path) -> Path:
-    """A view of the model directory that transformers 4.46 reads the same way transformers 5 does.
-
-    Weights and tokenizer.json are symlinked; the configs are rewritten where the formats differ: 4.46 knows no
-    `TokenizersBackend` tokenizer class, reads `rope_theta` (not `rope_parameters`, which it would silently ignore
-    and fall back to theta 10000), and would treat the GGUF note in `quantization_config` as a quantizer to load.
-    """
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "tokenizer.json", "generation_config.json"):
-        if not (dst / name).exists():
-            (dst / name).symlink_to(src / name)
-    config = json.loads((src / "config.json").read_text())
-    config.pop("quantization_config", None)  # the weights were dequantised when the GGUF was converted
-    rope = config.pop("rope_parameters", None) or {}
-    if rope.get("rope_type", "default") != "default":
-        raise ValueError(f"{src}/config.json: rope_type {rope['rope_type']!r} has no transformers 4.46 spelling here.")
-    config.setdefault("rope_theta", rope.get("rope_theta", 10000.0))
-    config["torch_dtype"] = config.pop("dtype", "float32")
-    (dst / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer = json.loads((src / "tokenizer_config.json").read_text())
-    for key in ("backend", "is_local", "local_files_only"):
-        tokenizer.pop(key, None)
-    tokenizer["tokenizer_class"] = "PreTrainedTokenizerFast"
-    (dst / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
-    return dst
+from benchmarks.harness import REPO, run
+from benchmarks.trl011_env import ensure_venv, trl_model_dir, worker_command
+from detox.jobs import train_ppo
 
 
 def our_argv(args, output_dir: Path) -> list[str]:
@@ -116,13 +65,6 @@ def our_argv(args, output_dir: Path) -> list[str]:
 
 def run_ours(args, output_dir: Path) -> tuple[list[dict], list[list[str]], str]:
     """Our steps' metrics, the prompt batches they trained on (in step order) and the model directory."""
-    import time
-
-    import torch
-
-    sys.path.insert(0, str(REPO))
-    from detox.jobs import train_ppo
-
     torch.set_num_threads(args.threads)
     r = train_ppo.build(our_argv(args, output_dir))
     batches = [r.trainer.batch_prompts(step) for step in range(args.steps)]  # pure: derived from the step alone
@@ -140,13 +82,12 @@ def run_trl(args, python: Path, model_dir: Path, batches: list[list[str]], outpu
     output_dir.mkdir(parents=True, exist_ok=True)
     prompts_file, out = output_dir / "prompts.json", output_dir / "steps.jsonl"
     prompts_file.write_text(json.dumps(batches, indent=1))
-    command = [str(python), str(WORKER), "--model_dir", str(model_dir), "--prompts", str(prompts_file),
-               "--reward_file", str(REPO / "rewards" / "toxicity.py"), "--out", str(out)]
-    for name in ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads",
-                 "min_new_tokens", "max_new_tokens", "learning_rate", "max_grad_norm"):
-        command += [f"--{name}", str(getattr(args, name))]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    subprocess.run(command, check=True, env=env)
+    names = ("batch_size", "mini_batch_size", "ppo_epochs", "seed", "num_shared_layers", "threads", "min_new_tokens",
+             "max_new_tokens", "learning_rate", "max_grad_norm")
+    run(worker_command(python, {"model_dir": model_dir, "prompts": prompts_file, "out": out,
+                                "reward_file": REPO / "rewards" / "toxicity.py",
+                                **{name: getattr(args, name) for name in names}}),
+        env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": None})
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 

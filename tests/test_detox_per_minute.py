@@ -1,4 +1,5 @@
-"""benchmarks/detox_per_minute.py's bookkeeping: the budget clock, the seed intervals and the time-to-level verdict.
+"""benchmarks/detox_per_minute.py's bookkeeping: the budget clock, the trainer flags and the time-to-level verdict (its
+seed intervals are benchmarks/harness.py's, tested there).
 
 The benchmark's trainers themselves are the real training loops (train_ppo.py, train_grpo.py), which their own tests
 cover; a run of the benchmark is minutes long and belongs to benchmarks/, not here.
@@ -6,19 +7,23 @@ cover; a run of the benchmark is minutes long and belongs to benchmarks/, not he
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from budget_clock import BudgetClock  # noqa: E402
-from detox_per_minute import interval, parse_trainer_flags, verdict  # noqa: E402
+from benchmarks import detox_per_minute, timed_train
+from benchmarks.budget_clock import BudgetClock
+from benchmarks.detox_per_minute import (check_gd_split, parse_trainer_flags, settings, train_config,
+                                         trl011_reward_flags, verdict)
+from benchmarks.harness import REPO, t_interval
+from benchmarks.trl011_worker import ClassifierReward, load_toxicity_module
+from detox.data import continuation_records
+from detox.models import load_causal_lm, load_tokenizer
+from rewards import build_reward
 
 
 def test_budget_clock_saves_each_quarter_once_and_excludes_save_time(tmp_path):
@@ -49,14 +54,6 @@ def test_budget_clock_saves_each_quarter_once_and_excludes_save_time(tmp_path):
 def test_budget_clock_rejects_an_empty_budget(tmp_path):
     with pytest.raises(ValueError, match="budget_minutes"):
         BudgetClock(0, 4, tmp_path, lambda d: None)
-
-
-def test_interval_over_seeds_and_for_one_seed():
-    mean, low, high = interval([0.2, 0.3, 0.4], [0, 0, 0], [1, 1, 1])
-    # t(0.975, 2) = 4.303; sd = 0.1; half width = 4.303 * 0.1 / sqrt(3) = 0.2484
-    assert mean == pytest.approx(0.3) and low == pytest.approx(0.3 - 0.24843, abs=1e-4)
-    assert high == pytest.approx(0.3 + 0.24843, abs=1e-4)
-    assert interval([0.25], [0.2], [0.31]) == (0.25, 0.2, 0.31)  # one seed: the run's own bootstrap interval
 
 
 def _verdict_args() -> Namespace:
@@ -118,8 +115,6 @@ def test_verdict_ignores_the_other_trainers_models_that_lost_fluency():
 
 
 def test_trainer_flags_give_one_trainer_its_own_hyper_parameters():
-    import argparse
-
     parser = argparse.ArgumentParser()
     ours, gd = "ours_ppo=--ppo.learning_rate 3e-4 --ppo.ppo_epochs 4", "gd=--optim.learning_rate 2e-4"
     assert parse_trainer_flags(parser, [ours, gd]) == {
@@ -130,8 +125,6 @@ def test_trainer_flags_give_one_trainer_its_own_hyper_parameters():
 
 
 def test_gd_trainer_refuses_a_config_whose_held_out_prompts_it_could_train_on():
-    from detox_per_minute import check_gd_split, train_config
-
     check_gd_split(train_config(str(REPO / "configs" / "offline_default.yaml")),
                    str(REPO / "configs" / "detox_gradient_difference.yaml"))
     other = train_config(str(REPO / "configs" / "offline_default.yaml"))
@@ -143,10 +136,6 @@ def test_gd_trainer_refuses_a_config_whose_held_out_prompts_it_could_train_on():
 @pytest.mark.usefixtures("smollm2_path")
 def test_gd_trainer_saves_each_quarter_of_its_budget_on_smollm2(tmp_path):
     """The loss-based route under the benchmark's clock, on the real model and the shipped labelled continuations."""
-    import timed_train
-
-    from detox.models import load_causal_lm
-
     run_dir = tmp_path / "gd"
     timed_train.main(["--trainer", "gd", "--budget_minutes", str(8 / 60), "--seed", "0", "--threads", "2",
                       "--run_dir", str(run_dir)])
@@ -163,13 +152,6 @@ def test_gd_trainer_saves_each_quarter_of_its_budget_on_smollm2(tmp_path):
 def test_trl011_worker_scores_the_offline_defaults_reward_as_ours_does():
     """TRL 0.11.4's side of a race on configs/offline_default.yaml gets the same MiniLM classifier, label indices and
     scoring rule as our reward: its scorer, run here, gives our reward's values on real completions."""
-    from detox_per_minute import train_config, trl011_reward_flags
-    from trl011_worker import ClassifierReward, load_toxicity_module
-
-    from detox.data import continuation_records
-    from detox.models import load_tokenizer
-    from rewards import build_reward
-
     args = Namespace(config="configs/offline_default.yaml", cfg=train_config(str(REPO / "configs" /
                                                                                "offline_default.yaml")))
     flags = trl011_reward_flags(args)
@@ -190,8 +172,6 @@ def test_trl011_worker_scores_the_offline_defaults_reward_as_ours_does():
 
 def _saved_seed(path: Path, seed: int, levels: dict[str, list[float]], **settings_change) -> Path:
     """A summary.json as the benchmark writes it for one seed: its runs, their scored rows and its settings."""
-    from detox_per_minute import settings
-
     args = Namespace(budget_minutes=12.0, threads=2, config=str(REPO / "configs" / "offline_default.yaml"),
                      num_generations=4, num_prompts=200, samples_per_prompt=2, reward_judge="minilm_rtp",
                      independent_judge="offline", trainer_flags={})
@@ -214,8 +194,6 @@ def _row(level: float) -> dict:
 
 def test_seeds_measured_apart_combine_from_their_summaries(tmp_path):
     """Seeds run in different sessions (their models gone) make one table: mean and t-interval over seeds."""
-    import detox_per_minute
-
     flags = ["--config", str(REPO / "configs" / "offline_default.yaml"), "--trainers", "ours_ppo", "trl_grpo",
              "--budget_minutes", "12",
              "--threads", "2", "--reward_judge", "minilm_rtp", "--independent_judge", "offline"]
@@ -227,7 +205,7 @@ def test_seeds_measured_apart_combine_from_their_summaries(tmp_path):
     detox_per_minute.main([*flags, "--summaries", str(first), str(second), "--output_dir", str(out)])
     summary = json.loads((out / "summary.json").read_text())
     part2 = summary["curves"]["ours_ppo"][2]
-    assert part2["independent"] == pytest.approx(list(interval([0.12, 0.10], [0, 0], [0, 0])))
+    assert part2["independent"] == pytest.approx(list(t_interval([0.12, 0.10])))
     assert part2["minutes"] == pytest.approx(6.05) and part2["reward"][0] == pytest.approx(0.22)
     assert part2["independent_range"] == pytest.approx((0.10, 0.12))  # the picture's band: lowest to highest seed
     assert "seeds [0, 1]" in (out / "table.md").read_text() and (out / "detox_per_minute.png").is_file()

@@ -4,25 +4,12 @@ visible character's labels, and the gap shares are computed as defined."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from training_runs import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from forget_gap import (  # noqa: E402
-    CLASSES,
-    SPEECH_SETS,
-    char_labels,
-    gap_shares,
-    retain_char_labels,
-    token_labels,
-)
-
-from detox.recipes.forget_text import Speech  # noqa: E402
+from benchmarks.forget_gap import CLASSES, SPEECH_SETS, char_labels, gap_shares, retain_char_labels, token_labels
+from detox.recipes.forget_text import Speech
 
 TRAINED = Speech("ROMEO", 1, ["But soft, what light through yonder window breaks?"])
 HELD_OUT = Speech("NURSE", 4, ["Romeo, come hither to Verona."])

@@ -7,12 +7,12 @@ import gzip
 import json
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import forget_reward_selectivity as selectivity
 from rewards.forget import (
     AnchorTerms,
     ForgetLikelihood,
@@ -21,7 +21,6 @@ from rewards.forget import (
     pack_context_completion,
 )
 from rewards.ngram_index import NgramIndex, ngram_hashes, read_corpus
-from training_runs import REPO
 
 
 @pytest.fixture(scope="module")
@@ -330,10 +329,7 @@ def test_reinforced_model_penalises_forget_domain(plays, smollm2_path, shared_da
 
 
 def test_selectivity_benchmark_scores_both_sets(tiny_lm_path, tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from forget_reward_selectivity import auc, main
-
-    assert auc(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == pytest.approx(0.875)  # one tie of four pairs
+    assert selectivity.auc(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == pytest.approx(0.875)  # one tie of four pairs
     recipe = tmp_path / "recipe"
     recipe.mkdir()
     records = [{"text": "ROMEO:\nBut soft, what light\n", "completion": "through yonder window breaks?"},
@@ -345,11 +341,11 @@ def test_selectivity_benchmark_scores_both_sets(tiny_lm_path, tmp_path):
         encoding="utf-8")
     forget = _make_adapter(tiny_lm_path, recipe / "forget", randomise=True)
     _make_adapter(tiny_lm_path, recipe / "retain", randomise=True, seed=1)
-    result = main(["--recipe_dir", str(recipe), "--rewards", f"base={forget}", "contrast=forget:retain",
-                   "same=forget:forget", "--bootstrap_samples", "50"])
+    result = selectivity.main(["--recipe_dir", str(recipe), "--rewards", f"base={forget}", "contrast=forget:retain",
+                               "same=forget:forget", "--bootstrap_samples", "50"])
     assert result["counts"] == {"play": 2, "other plays": 2}  # BRUTUS's one-line speech has no continuation
     rows = {row["variant"]: row for row in result["rows"]}
     assert rows["base"]["play"]["mean"] > 0 and rows["contrast"]["play"]["mean"] != rows["base"]["play"]["mean"]
     assert rows["same"]["play"]["mean"] == 0 and rows["same"]["auc"] == 0.5  # all ties: blind to the play
     with pytest.raises(SystemExit, match="NAME=REINFORCED"):
-        main(["--recipe_dir", str(recipe), "--rewards", "forget"])
+        selectivity.main(["--recipe_dir", str(recipe), "--rewards", "forget"])

@@ -3,18 +3,11 @@ continuations a real judge reads the clean bin lower than the toxic one."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
-from training_runs import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from judge_floor import bin_masks, load_continuations, parse_starts  # noqa: E402
-
-from detox.judges import Judge, build_judge  # noqa: E402
+from benchmarks.judge_floor import bin_masks, load_continuations, parse_starts
+from detox.judges import Judge, build_judge
 
 
 def test_bins_partition_scores_including_both_ends():

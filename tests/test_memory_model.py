@@ -3,18 +3,12 @@ prediction checked against a measured run at a depth the fit never saw."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
+from benchmarks.memory_model import measure_peaks
+from benchmarks.scale import model_config
 from detox.memory_model import GIB, DepthFit, StepFit, StepShape, analytic_parts, analytic_peak, architecture_of
-from training_runs import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from memory_model import measure_peaks  # noqa: E402
-from scale import model_config  # noqa: E402
 
 
 def test_depth_fit_recovers_a_line_and_averages_noise():

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from benchmarks import forget_gap
 from detox.jobs import evaluate_toxicity
 from detox.jobs import train_ppo
-from training_runs import REPO, one_thread  # noqa: F401 (one_thread: fixture)
+from training_runs import one_thread  # noqa: F401 (one_thread: fixture)
 from detox.recipes.forget_text import (ForgetTextArgs, Speech, make_texts, name_prompts, ppo_config, prepare,
                                        read_lines, read_speeches, speeches, split_play)
 from rewards.forget import AnchorTerms
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import forget_gap  # noqa: E402
 
 
 def test_romeo_and_juliet_is_the_default_play_and_its_splits_are_disjoint():
