@@ -460,8 +460,9 @@ def _flag_hint(cls: type, key: str) -> Any:
 
 def _flag_value(hint: Any, key: str, value: str | list[str] | None) -> Any:
     """A flag's text as the setting's value: YAML (`null`, `true`, `[a, b]`, numbers), except that a text setting
-    keeps the text as typed (`--pair 07` stays "07", which YAML would read as the octal number 7); a yes/no
-    setting given alone (`--contrast`) means true."""
+    keeps the text as typed (`--pair 07` stays "07", which YAML would read as the octal number 7), a list setting
+    given one value is a list of one (`--speakers ROMEO`), and a yes/no setting given alone (`--contrast`) means
+    true."""
     if value is None:
         if hint is bool:
             return True
@@ -470,7 +471,8 @@ def _flag_value(hint: Any, key: str, value: str | list[str] | None) -> Any:
         return [yaml.safe_load(v) for v in value]
     if hint is str and value not in ("null", "~"):
         return value
-    return yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    return [parsed] if typing.get_origin(hint) is list and not isinstance(parsed, list) else parsed
 
 
 def _read_config_file(path: Path, cls: type) -> dict[str, Any]:

@@ -23,10 +23,11 @@ import yaml
 
 FLAGS_HELP = (
     "Settings come from the YAML file given with --config, then from flags, which win. A flag names a setting as "
-    "listed below; a setting of a section is `--section.field value` (`--ppo.learning_rate 1e-5` sets `ppo: "
-    "{learning_rate: 1e-5}`). A flag's value is read as YAML (null, true, [a, b]), except that a text setting keeps "
+    "listed below.{sections} A flag's value is read as YAML (null, true, [a, b]), except that a text setting keeps "
     "the text as typed; several values after one flag make a list; a yes/no flag given alone means true."
 )
+SECTIONS_HELP = (" A setting of a section is `--section.field value`: `--ppo.learning_rate 1e-5` sets "
+                 "`ppo: {learning_rate: 1e-5}`.")
 
 
 @dataclasses.dataclass
@@ -159,14 +160,16 @@ def render_help(cls: type, usage: str | None = None, width: int | None = None) -
     lines = []
     if usage or class_doc(cls):
         lines += [(usage or class_doc(cls)).strip("\n"), ""]
-    lines += [textwrap.fill(FLAGS_HELP, width, break_long_words=False, break_on_hyphens=False), "",
+    nested = any(s.section for s in settings(cls))
+    flags_help = FLAGS_HELP.format(sections=SECTIONS_HELP if nested else "")
+    lines += [textwrap.fill(flags_help, width, break_long_words=False, break_on_hyphens=False), "",
               "options:", "  -h, --help", wrap("Show this help and exit."), "  --config FILE",
               wrap("YAML file of the run; flags given here override it.")]
     current = None
     for s in settings(cls):
         if s.section != current:
             current = s.section
-            lines += ["", f"{s.section or 'top level'}:"]
+            lines += ["", f"{s.section or ('top level' if nested else 'settings')}:"]
             doc = _section_doc(cls, s.section)
             if doc:
                 lines.append(wrap(doc))
@@ -185,6 +188,8 @@ def _section_doc(cls: type, section: str) -> str:
         name = part.removesuffix("[]")
         hint = typing.get_type_hints(cls)[name]
         cls = item_class(hint) if part.endswith("[]") else hint
+    if not dataclasses.is_dataclass(cls):  # a top-level list of dataclasses, which heads its items' section
+        return ""
     doc = class_doc(cls)
     if section.endswith("[]"):
         return "The fields of each item of the list" + (f": {doc}" if doc else ".")

@@ -30,7 +30,7 @@ def build(argv: list[str] | None = None):
     from detox.models import load_tokenizer
     from rewards import RewardComposer
 
-    cfg: GroupRunConfig = parse_config(argv, GroupRunConfig)  # an unknown field or algo fails here, before loading
+    cfg: GroupRunConfig = parse_config(argv, GroupRunConfig, __doc__)  # a bad field or algo fails here, before loading
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     unused = unused_ppo_settings(cfg)
     if unused and os.environ.get("RANK", "0") == "0":

@@ -39,7 +39,7 @@ def build(argv: list[str] | None = None) -> Run:
     """Parse the config, then load prompts, rewards, models and, when asked, the checkpoint to resume from."""
     from detox.config import TrainConfig, parse_config
 
-    cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
+    cfg: TrainConfig = parse_config(argv, TrainConfig, __doc__)  # a bad field fails here, before any model loads
     if cfg.checkpoint.push_to_hub:
         from detox.export import hub_token
 

@@ -1,4 +1,10 @@
-"""Build, train, checkpoint and save a loss-based unlearning baseline; `train_unlearn.py` is its command line.
+"""Unlearn with a loss-based baseline instead of PPO (gradient ascent, gradient difference, NPO or WHP): the job behind
+`train_unlearn.py`.
+
+    accelerate launch train_unlearn.py --data.forget forget.jsonl --method.name gradient_ascent
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name npo --data.retain retain.jsonl
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name whp \\
+        --method.reinforced outputs/reinforced --method.anchor_terms anchors.json
 
 A run writes what a PPO run writes: `metrics.jsonl`, `samples.jsonl`, `config.yaml`, curve PNGs and the tracker's
 files (W&B by default), atomic checkpoints (`checkpoint-N/`, `latest`) that resume exactly, and `final/`, which loads
@@ -132,7 +138,7 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.state import config_dict
     from detox.launch import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
 
-    cfg: UnlearnConfig = parse_config(argv, UnlearnConfig)
+    cfg: UnlearnConfig = parse_config(argv, UnlearnConfig, __doc__)
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     guard_earlier_run(output_dir, cfg.checkpoint)
     use_gloo_without_gpus()
