@@ -78,10 +78,11 @@ class _NoAnchors:
 
 def write_lm(directory: Path, lm, tokenizer, config: dict) -> None:
     """The model (adapter or full weights, safetensors), its tokenizer and the run config, in `directory`."""
+    from detox.state import NonFiniteWeightsError, name_base_by_hub_id
+
     bad = [n for n, p in lm.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
     if bad:
-        raise RuntimeError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
-    from detox.state import name_base_by_hub_id
+        raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
 
     lm.save_pretrained(directory, safe_serialization=True)
     if (directory / "adapter_config.json").is_file():
