@@ -140,6 +140,10 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.launch import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
 
     cfg: UnlearnConfig = parse_config(argv, UnlearnConfig, __doc__)
+    if cfg.checkpoint.push_to_hub:
+        from detox.export import hub_token
+
+        hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     guard_earlier_run(output_dir, cfg.checkpoint)
     use_gloo_without_gpus()
@@ -221,6 +225,8 @@ def save_final(r: Run) -> Path:
 
 
 def run(r: Run) -> Path:
+    """Train to `optim.steps`, save the final model (merged and uploaded when asked) and draw the probe pictures."""
+    from detox.launch import share
     from detox.probes import probe_images
 
     train(r)
@@ -230,6 +236,8 @@ def run(r: Run) -> Path:
                              step=r.trainer.step_index)
     r.tracker.finish()
     r.accelerator.print(f"saved {final}")
+    if r.accelerator.is_main_process:
+        share(final, r.cfg.checkpoint)
     return final
 
 
