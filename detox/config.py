@@ -439,11 +439,11 @@ def parse_config(argv: list[str] | None = None, cls: type = TrainConfig, usage: 
             continue
         flag: dict[str, Any] = {}
         _set_dotted(flag, key, None)
-        if unknown_setting(cls, flag):
+        if config_help.unknown_setting(cls, flag):
             names = config_help.flag_names(cls)
             section = key.rsplit(".", 1)[0] if "." in key else None
             here = [n for n in names if section and n.startswith(section + ".")]
-            raise ValueError(f"unknown setting --{key}{_did_you_mean(key, names, here, '--')}")
+            raise ValueError(f"unknown setting --{key}{config_help.did_you_mean(key, names, here, '--')}")
         _set_dotted(raw, key, _flag_value(_flag_hint(cls, key), key, value))
     return from_dict(cls, raw)
 
@@ -454,7 +454,7 @@ def _flag_hint(cls: type, key: str) -> Any:
     for part in key.split("."):
         if not dataclasses.is_dataclass(hint):
             return Any
-        hint = _strip_optional(typing.get_type_hints(hint)[part])
+        hint = config_help.strip_optional(typing.get_type_hints(hint)[part])
     return hint
 
 
@@ -489,69 +489,14 @@ def _read_config_file(path: Path, cls: type) -> dict[str, Any]:
         raise ValueError(f"--config {path}{where}: not valid YAML ({problem}); fix the file.") from None
     if not isinstance(raw, dict):
         raise ValueError(f"--config {path}: the top level must be a mapping of sections.")
-    unknown = unknown_setting(cls, raw)
+    unknown = config_help.unknown_setting(cls, raw)
     if unknown:
         name, valid = unknown
-        line = _line_of(text, name)
+        line = config_help.line_of(text, name)
         where = f", line {line}" if line else ""
-        raise ValueError(f"--config {path}{where}: unknown setting {name}{_did_you_mean(name, valid, valid, '')}")
+        hint = config_help.did_you_mean(name, valid, valid, "")
+        raise ValueError(f"--config {path}{where}: unknown setting {name}{hint}")
     return raw
-
-
-def unknown_setting(cls: type, raw: dict[str, Any], prefix: str = "") -> tuple[str, list[str]] | None:
-    """The first key of `raw` that is no field of `cls`, dotted (`rewards[0].wieght` inside a list), with the
-    dotted names valid in its place; None when every key is known."""
-    hints = typing.get_type_hints(cls)
-    for key, value in raw.items():
-        if key not in hints:
-            return prefix + key, [prefix + name for name in hints]
-        hint = _strip_optional(hints[key])
-        item = config_help.item_class(hint)
-        found = None
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            found = unknown_setting(hint, value, f"{prefix}{key}.")
-        elif item is not None and isinstance(value, list):
-            found = next(filter(None, (unknown_setting(item, v, f"{prefix}{key}[{i}].")
-                                       for i, v in enumerate(value) if isinstance(v, dict))), None)
-        if found:
-            return found
-    return None
-
-
-def _strip_optional(hint: Any) -> Any:
-    """`X` of `X | None`; any other hint as it is."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        return args[0]
-    return hint
-
-
-def _did_you_mean(name: str, valid: list[str], here: list[str], dashes: str) -> str:
-    """`; did you mean --x?` with the closest valid names, else the names valid `here` (the same section)."""
-    close = config_help.suggest(name, valid)
-    if close:
-        return "; did you mean " + " or ".join(dashes + c for c in close) + "?"
-    if here:
-        section = here[0].rpartition(".")[0]
-        return f"; the {section or 'top-level'} settings are: {', '.join(n.rpartition('.')[2] for n in here)}."
-    return "; `--help` lists every setting."
-
-
-def _line_of(text: str, dotted: str) -> int | None:
-    """Line (1-based) of the key `dotted` in a YAML text, when it lies in mappings all the way down."""
-    node = yaml.compose(text)
-    key = None
-    for part in dotted.split("."):
-        name, _, index = part.partition("[")
-        match = [(k, v) for k, v in node.value if k.value == name] if isinstance(node, yaml.MappingNode) else []
-        if not match:
-            return None
-        key, node = match[0]
-        if index:
-            if not isinstance(node, yaml.SequenceNode) or int(index.rstrip("]")) >= len(node.value):
-                return None
-            node = node.value[int(index.rstrip("]"))]
-    return key.start_mark.line + 1 if key is not None else None
 
 
 def _pairs(rest: list[str]):
@@ -593,10 +538,10 @@ def from_dict(cls: type, raw: Any, where: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigTypeError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__} ({raw!r}).")
     hints = typing.get_type_hints(cls)
-    unknown = unknown_setting(cls, {k: None for k in raw}, f"{where}." if where else "")
+    unknown = config_help.unknown_setting(cls, {k: None for k in raw}, f"{where}." if where else "")
     if unknown:
         name, valid = unknown
-        raise ValueError(f"unknown setting {name}{_did_you_mean(name, valid, valid, '')}")
+        raise ValueError(f"unknown setting {name}{config_help.did_you_mean(name, valid, valid, '')}")
     kwargs = {name: _convert(hints[name], value, f"{where}.{name}" if where else name) for name, value in raw.items()}
     try:
         return cls(**kwargs)

@@ -2,8 +2,8 @@
 
 The help lists every setting, grouped by section (a nested dataclass), with its type, its default and the docstring
 written under the field in the source (`field: type = default` then `\"\"\"docstring\"\"\"`, as CleanRL writes them).
-A list of dataclasses (`rewards`, `logging.probes`) is shown with the fields of one item, which only the YAML file
-can set. It imports only the standard library and yaml, so that `--help` answers before anything heavy loads.
+A list of dataclasses (`rewards`, `logging.probes`) is shown with the fields of one item, which the YAML file sets
+(or the whole list, as YAML, after its flag). It imports only the standard library and yaml, so that `--help` answers before anything heavy loads.
 """
 
 from __future__ import annotations
@@ -209,3 +209,59 @@ def suggest(name: str, names: list[str]) -> list[str]:
     close = [n for n in close if score[n] >= score[close[0]] - 0.1] if close else []  # the best, and nearly-as-good
     in_section = [n for n in close if n.rpartition(".")[0] == section]
     return (in_section or close)[:3]
+
+
+def unknown_setting(cls: type, raw: dict[str, Any], prefix: str = "") -> tuple[str, list[str]] | None:
+    """The first key of `raw` that is no field of `cls`, dotted (`rewards[0].wieght` inside a list), with the
+    dotted names valid in its place; None when every key is known."""
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        if key not in hints:
+            return prefix + key, [prefix + name for name in hints]
+        hint = strip_optional(hints[key])
+        item = item_class(hint)
+        found = None
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            found = unknown_setting(hint, value, f"{prefix}{key}.")
+        elif item is not None and isinstance(value, list):
+            found = next(filter(None, (unknown_setting(item, v, f"{prefix}{key}[{i}].")
+                                       for i, v in enumerate(value) if isinstance(v, dict))), None)
+        if found:
+            return found
+    return None
+
+
+def strip_optional(hint: Any) -> Any:
+    """`X` of `X | None`; any other hint as it is."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def did_you_mean(name: str, valid: list[str], here: list[str], dashes: str) -> str:
+    """`; did you mean --x?` with the closest valid names, else the names valid `here` (the same section)."""
+    close = suggest(name, valid)
+    if close:
+        return "; did you mean " + " or ".join(dashes + c for c in close) + "?"
+    if here:
+        section = here[0].rpartition(".")[0]
+        return f"; the {section or 'top-level'} settings are: {', '.join(n.rpartition('.')[2] for n in here)}."
+    return "; `--help` lists every setting."
+
+
+def line_of(text: str, dotted: str) -> int | None:
+    """Line (1-based) of the key `dotted` in a YAML text, when it lies in mappings all the way down."""
+    node = yaml.compose(text)
+    key = None
+    for part in dotted.split("."):
+        name, _, index = part.partition("[")
+        match = [(k, v) for k, v in node.value if k.value == name] if isinstance(node, yaml.MappingNode) else []
+        if not match:
+            return None
+        key, node = match[0]
+        if index:
+            if not isinstance(node, yaml.SequenceNode) or int(index.rstrip("]")) >= len(node.value):
+                return None
+            node = node.value[int(index.rstrip("]"))]
+    return key.start_mark.line + 1 if key is not None else None
