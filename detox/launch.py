@@ -202,10 +202,10 @@ def stop_launcher(launcher) -> None:
     """Stop `accelerate launch` quietly, so that this process's `error: ...` line stays the last one printed.
 
     A launcher whose only process exits non-zero raises CalledProcessError, whose traceback buries the line (unless
-    launched with --quiet). On SIGTERM it stops its process and exits 143 without one instead (accelerate >= 1.16
-    handles the signal; older launchers die of it). Its copy of this process's stderr must be drained first: a chunk
-    read but not yet written when the signal lands is lost. This process ignores the launcher's own SIGTERM, so that
-    it still exits with its code.
+    launched with --quiet). On SIGTERM it exits 143 without one instead: accelerate 1.16 handles the signal by
+    stopping its process and exiting; a launcher without a handler dies of it. The launcher copies this process's
+    stderr through a pipe, which must be drained first: a chunk it has read but not yet written when the signal lands
+    is lost. This process ignores the launcher's own SIGTERM, so that it still exits with its code.
     """
     import signal
     import stat

@@ -222,7 +222,8 @@ def test_user_error_is_one_line_without_traceback(argv, message):
 
 
 def _accelerate_launch(*argv: str) -> subprocess.CompletedProcess:
-    """`accelerate launch` as a user types it (its console script), one process on the CPU."""
+    """`accelerate launch` (accelerate's command-line module, which its `accelerate` script runs), one process on the
+    CPU, its settings given so that no machine-wide accelerate config changes the launch."""
     launcher = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--num_processes", "1",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu"]
     return subprocess.run([*launcher, *argv], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
