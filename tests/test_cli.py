@@ -210,7 +210,7 @@ def test_a_crash_keeps_its_traceback(error, one_line):
         (["train_ppo.py", "--output_dir", "x"], "unknown setting --output_dir; did you mean --checkpoint.output_dir?"),
         (["evaluate_toxicity.py", "--num_prompts", "0"], "num_prompts (0) must be positive, or null for all prompts."),
         (["-m", "detox.recipes.obscene_numbers", "--pair", "6"],
-         "pair ('6') must be exactly two digits, e.g. 69 or \"07\" (quote a leading zero)."),
+         "pair ('6') must be exactly two digits, e.g. 69 or 07 (in a YAML file, quote a leading zero: \"07\")."),
         (["-m", "detox.recipes.forget_text", "--play_lines", "null"],
          "give the play to forget: --play_lines start-end or --speakers NAME [NAME ...]."),
     ],
