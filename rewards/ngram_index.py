@@ -20,15 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.config import ConfigTypeError
-
-
-class TextFieldError(KeyError):
-    """A corpus record or dataset has no `text_field`; the message names the field, the place and its keys."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
 _TEXT_SUFFIXES = (".txt", ".txt.gz", ".md")
 _JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
 _CHUNK_CHARS = 65536  # tokenise big documents in newline-aligned chunks so the tokenizer never holds a whole book
@@ -238,10 +229,10 @@ def _field(record: dict, text_field: str, where: str) -> str:
     for part in text_field.split("."):
         if not isinstance(value, dict) or part not in value:
             keys = list(value) if isinstance(value, dict) else type(value).__name__
-            raise TextFieldError(f"text_field '{text_field}' not found in {where} (keys: {keys}); set text_field.")
+            raise KeyError(f"text_field '{text_field}' not found in {where} (keys: {keys}); set text_field.")
         value = value[part]
     if not isinstance(value, str):
-        raise ConfigTypeError(f"text_field '{text_field}' of {where} is {type(value).__name__}, expected a string.")
+        raise TypeError(f"text_field '{text_field}' of {where} is {type(value).__name__}, expected a string.")
     return value
 
 
@@ -250,7 +241,7 @@ def _dataset_texts(dataset, text_field: str, source: str) -> list[str]:
         return [t for split in dataset.values() for t in _dataset_texts(split, text_field, source)]
     head = text_field.split(".")[0]
     if head not in dataset.column_names:
-        raise TextFieldError(f"text_field '{text_field}' not in dataset {source} (columns: {dataset.column_names}).")
+        raise KeyError(f"text_field '{text_field}' not in dataset {source} (columns: {dataset.column_names}).")
     return [_field(record, text_field, f"{source} row {i}") for i, record in enumerate(dataset.select_columns(head))]
 
 

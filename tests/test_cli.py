@@ -170,14 +170,13 @@ def test_flags_read_as_the_setting_needs():
 def test_user_errors_are_the_types_bad_input_raises_and_the_projects_own():
     from detox.checkpoint import CheckpointError
     from detox.hub import HubUnreachableError
-    from rewards.ngram_index import TextFieldError
+    from rewards.custom import RewardImportError
 
     for err in (ValueError("x"), FileNotFoundError("x"), ConfigTypeError("x"), HubUnreachableError("x"),
-                CheckpointError("x"), TextFieldError("x")):
+                CheckpointError("x"), RewardImportError("x")):
         assert is_user_error(err), err
     for err in (RuntimeError("CUDA out of memory"), TypeError("f() takes 2 arguments"), KeyError("x")):
         assert not is_user_error(err), err
-    assert str(TextFieldError("text_field 'x' not found")) == "text_field 'x' not found"  # unquoted, unlike KeyError
 
 
 CRASH = """
