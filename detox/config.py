@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from detox import config_help
+
 
 @dataclass
 class ModelConfig:
@@ -411,6 +413,8 @@ class TrainConfig:
     ptx: PtxConfig = field(default_factory=PtxConfig)
     forget_loss: ForgetLossConfig = field(default_factory=ForgetLossConfig)
     rewards: list[RewardComponentConfig] = field(default_factory=_default_rewards)
+    """Reward components, summed with their weights: a YAML list of the fields below (or the whole list, as YAML,
+    after `--rewards`)."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -423,29 +427,91 @@ class TrainConfig:
             raise ValueError(f"rewards: component names must be unique; repeated: {duplicated}. Set `name:`.")
 
 
-def parse_config(argv: list[str] | None = None, cls: type = TrainConfig) -> Any:
-    """Build `cls` from `--config FILE` and dotted `--section.field value` overrides."""
-    import argparse
+def parse_config(argv: list[str] | None = None, cls: type = TrainConfig, usage: str | None = None) -> Any:
+    """Build `cls` from `--config FILE` and dotted `--section.field value` overrides.
 
-    parser = argparse.ArgumentParser(description=cls.__doc__, allow_abbrev=False)
-    parser.add_argument("--config", help="YAML file of the run; flags given here override it")
-    args, rest = parser.parse_known_args(argv)
-    raw: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config: no such file '{path}'. Presets live in configs/.")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"--config {path}: the top level must be a mapping of sections.")
-    for key, value in _pairs(rest):
-        parsed = [yaml.safe_load(v) for v in value] if isinstance(value, list) else yaml.safe_load(value)
-        _set_dotted(raw, key, parsed)
+    `-h`/`--help` prints every setting of `cls` (detox.config_help), under `usage` (the script's docstring), and exits.
+    An unknown setting, in a flag or in the file, is an error that suggests the closest valid ones.
+    """
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(config_help.render_help(cls, usage), end="", flush=True)
+        raise SystemExit(0)
+    pairs = list(_pairs(argv))
+    files = [value for key, value in pairs if key == "config"]
+    if len(files) > 1 or (files and not isinstance(files[0], str)):
+        raise ValueError("--config takes one YAML file; merge the files, or override single settings with flags.")
+    raw: dict[str, Any] = _read_config_file(Path(files[0]), cls) if files else {}
+    for key, value in pairs:
+        if key == "config":
+            continue
+        flag: dict[str, Any] = {}
+        _set_dotted(flag, key, None)
+        if config_help.unknown_setting(cls, flag):
+            names = config_help.flag_names(cls)
+            section = key.rsplit(".", 1)[0] if "." in key else None
+            here = [n for n in names if section and n.startswith(section + ".")]
+            raise ValueError(f"unknown setting --{key}{config_help.did_you_mean(key, names, here, '--')}")
+        _set_dotted(raw, key, _flag_value(_flag_hint(cls, key), key, value))
     return from_dict(cls, raw)
 
 
+def _flag_hint(cls: type, key: str) -> Any:
+    """The type hint of the setting a (known) dotted flag sets; Any below a mapping-typed setting."""
+    hint: Any = cls
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(hint):
+            return Any
+        hint = config_help.strip_optional(typing.get_type_hints(hint)[part])
+    return hint
+
+
+def _flag_value(hint: Any, key: str, value: str | list[str] | None) -> Any:
+    """A flag's text as the setting's value: YAML (`null`, `true`, `[a, b]`, numbers), except that a text setting
+    keeps the text as typed (`--pair 07` stays "07", which YAML would read as the octal number 7), a list setting
+    given one value is a list of one (`--speakers ROMEO`), and a yes/no setting given alone (`--contrast`) means
+    true."""
+    if value is None:
+        if hint is bool:
+            return True
+        raise ValueError(f"flag --{key} needs a value.")
+    if isinstance(value, list):
+        return [yaml.safe_load(v) for v in value]
+    if hint is str and value not in ("null", "~"):
+        return value
+    parsed = yaml.safe_load(value)
+    return [parsed] if typing.get_origin(hint) is list and not isinstance(parsed, list) else parsed
+
+
+def _read_config_file(path: Path, cls: type) -> dict[str, Any]:
+    """The YAML file's sections, every key checked against `cls`; errors name the file and the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--config: no such file '{path}'. Presets live in configs/.")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"--config {path}{where}: not valid YAML ({problem}); fix the file.") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--config {path}: the top level must be a mapping of sections.")
+    unknown = config_help.unknown_setting(cls, raw)
+    if unknown:
+        name, valid = unknown
+        line = config_help.line_of(text, name)
+        where = f", line {line}" if line else ""
+        hint = config_help.did_you_mean(name, valid, valid, "")
+        raise ValueError(f"--config {path}{where}: unknown setting {name}{hint}")
+    return raw
+
+
 def _pairs(rest: list[str]):
-    """(key, value) per flag; `--key v1 v2 ...` (several values before the next flag) gives the list [v1, v2, ...]."""
+    """(key, value) per flag; `--key v1 v2 ...` (several values before the next flag) gives the list [v1, v2, ...],
+    and a flag without a value gives None."""
     i = 0
     while i < len(rest):
         token = rest[i]
@@ -460,9 +526,7 @@ def _pairs(rest: list[str]):
         while end < len(rest) and not rest[end].startswith("--"):
             end += 1
         key, values, i = token[2:], rest[i + 1 : end], end
-        if not values:
-            raise ValueError(f"flag --{key} needs a value.")
-        yield key, values[0] if len(values) == 1 else values
+        yield key, (values[0] if len(values) == 1 else values) if values else None
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
@@ -475,19 +539,19 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
+class ConfigTypeError(TypeError):
+    """A setting's value has the wrong type; the message names the setting, the value and the type expected."""
+
+
 def from_dict(cls: type, raw: Any, where: str = "") -> Any:
     """Build dataclass `cls` from nested dicts, checking every key and type; errors name the dotted field."""
     if not isinstance(raw, dict):
-        raise TypeError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__} ({raw!r}).")
+        raise ConfigTypeError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__} ({raw!r}).")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = config_help.unknown_setting(cls, {k: None for k in raw}, f"{where}." if where else "")
     if unknown:
-        prefix = f"{where}." if where else ""
-        raise ValueError(
-            f"unknown config field(s) {[prefix + k for k in unknown]}; valid fields of {where or 'the config'}: "
-            f"{sorted(fields)}."
-        )
+        name, valid = unknown
+        raise ValueError(f"unknown setting {name}{config_help.did_you_mean(name, valid, valid, '')}")
     kwargs = {name: _convert(hints[name], value, f"{where}.{name}" if where else name) for name, value in raw.items()}
     try:
         return cls(**kwargs)
@@ -507,7 +571,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
                 return _convert(option, value, where)
             except (TypeError, ValueError) as err:
                 errors.append(str(err))
-        raise TypeError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
+        raise ConfigTypeError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{where}: {value!r} is not one of {list(args)}.")
@@ -516,11 +580,11 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return from_dict(hint, value, where)
     if origin is list:
         if not isinstance(value, list):
-            raise TypeError(f"{where}: expected a list, got {value!r}.")
+            raise ConfigTypeError(f"{where}: expected a list, got {value!r}.")
         return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping, got {value!r}.")
+            raise ConfigTypeError(f"{where}: expected a mapping, got {value!r}.")
         return dict(value)
     if hint is Any:
         return value
@@ -530,11 +594,11 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise TypeError(f"{where}: expected a number, got {value!r}.") from None
+            raise ConfigTypeError(f"{where}: expected a number, got {value!r}.") from None
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise TypeError(f"{where}: expected {hint.__name__}, got {type(value).__name__} ({value!r}).")
+        raise ConfigTypeError(f"{where}: expected {hint.__name__}, got {type(value).__name__} ({value!r}).")
     return value
 
 

@@ -20,6 +20,10 @@ TRAINING_ONLY = ("value_head.safetensors",)
 """Files of final/ that only training needs; the merged directory and Hub uploads leave them out."""
 
 
+class UploadError(RuntimeError):
+    """An upload to the Hub failed; the model on disk is untouched and the message says how to retry."""
+
+
 def export_merged(model_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Merge the LoRA adapter in `model_dir` into its base and write full safetensors weights, the tokenizer, the run
     config and a model card to `out_dir` (atomically); returns `out_dir`."""
@@ -89,7 +93,7 @@ def push_to_hub(model_dir: str | Path, repo_id: str) -> str:
         api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, repo_type="model",
                           ignore_patterns=list(TRAINING_ONLY), commit_message="Upload model trained with detox")
     except Exception as err:  # network, permission or quota: the model on disk is untouched either way
-        raise RuntimeError(
+        raise UploadError(
             f"upload of '{model_dir}' to '{repo_id}' failed ({type(err).__name__}: {err}); the model is kept in "
             f"'{model_dir}'. Retry with `python -m detox.export {model_dir} --push_to_hub {repo_id}`."
         ) from None

@@ -115,21 +115,40 @@ def write_heldout(output_dir: Path, heldout: list, accelerator) -> None:
                 handle.write(json.dumps({"prompt": prompt if isinstance(prompt, list) else {"text": prompt}}) + "\n")
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+"""What bad input raises: a bad setting or value, a missing file, a run already in the output directory, a directory
+that cannot be written."""
+PROJECT_PACKAGES = ("detox", "rewards")
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` reports bad input or a stop the run explains, which the command line shows as one line.
+
+    Those are USER_ERRORS and every error class the project defines (a setting of the wrong type, an unreachable Hub,
+    a checkpoint that cannot be read, a reward that broke, a NaN loss the run was told to stop on, non-finite
+    weights): each message says what happened and what to do. A plain RuntimeError, TypeError or KeyError comes from
+    torch (out of memory, a shape mismatch) or from a bug, and keeps its traceback.
+    """
+    return isinstance(err, USER_ERRORS) or type(err).__module__.split(".")[0] in PROJECT_PACKAGES
+
+
 def cli(entry) -> None:
-    """Run `entry(argv)` and exit 0; a user error (bad config, missing file, unreachable Hub...) prints one line and
+    """Run `entry(argv)` and exit 0; a user error (`is_user_error`) prints `error: <message>` as the last line and
     exits 1. Anything else raises with its traceback."""
     try:
         entry(sys.argv[1:])
         code = 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        print(f"error: {err}", file=sys.stderr, flush=True)
         code = 1
     exit_process(code)
 
 
 def exit_process(code: int) -> None:
     """Exit with `code`; a process that joined a process group (a launched multi-process run) skips the interpreter's
-    finalization.
+    finalization, and a failed process that `accelerate launch` started alone stops its launcher first.
 
     A sharding engine keeps its process groups referenced until the interpreter tears down (DeepSpeed ZeRO-3 pins
     them on every parameter and keeps the model in a module-level list), so destroying the groups cannot join their
@@ -143,12 +162,67 @@ def exit_process(code: int) -> None:
 
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    grouped = dist.is_available() and dist.is_initialized()
+    launcher = lone_accelerate_launcher() if code else None
+    if not (grouped or launcher):
         sys.exit(code)
-    dist.destroy_process_group()
+    if grouped:
+        dist.destroy_process_group()
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown(exit_code=code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    if launcher:
+        stop_launcher(launcher)
     os._exit(code)
+
+
+def lone_accelerate_launcher():
+    """The `accelerate launch` process (psutil.Process) that started this one as its only process, else None.
+
+    Multi-process launches (torchrun's agent inside the launcher: WORLD_SIZE > 1, TORCHELASTIC_RUN_ID) are left as
+    they are: their agent reports which ranks failed.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
+        return None
+    import psutil
+
+    try:
+        parent = psutil.Process(os.getppid())
+        words = [Path(arg).name for arg in parent.cmdline()[:4]]
+    except psutil.Error:
+        return None
+    launch = any(w in ("accelerate-launch", "accelerate.commands.launch") for w in words) or any(
+        w in ("accelerate", "accelerate.commands.accelerate_cli") and after == "launch"
+        for w, after in zip(words, words[1:]))
+    return parent if launch else None
+
+
+def stop_launcher(launcher) -> None:
+    """Stop `accelerate launch` quietly, so that this process's `error: ...` line stays the last one printed.
+
+    A launcher whose only process exits non-zero raises CalledProcessError, whose traceback buries the line (unless
+    launched with --quiet). On SIGTERM it exits 143 without one instead: accelerate 1.16 handles the signal by
+    stopping its process and exiting; a launcher without a handler dies of it. The launcher copies this process's
+    stderr through a pipe, which must be drained first: a chunk it has read but not yet written when the signal lands
+    is lost. This process ignores the launcher's own SIGTERM, so that it still exits with its code.
+    """
+    import signal
+    import stat
+    import time
+
+    if stat.S_ISFIFO(os.fstat(sys.stderr.fileno()).st_mode):
+        import fcntl
+        import struct
+        import termios
+
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            unread = struct.unpack("i", fcntl.ioctl(sys.stderr.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            if not unread:
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)  # the launcher has read the last chunk; let it write it out
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    launcher.send_signal(signal.SIGTERM)

@@ -56,6 +56,10 @@ CITATIONS = {
            "Unlearning. arXiv:2404.05868.",
     "ptx": "Ouyang, L. et al. (2022). Training language models to follow instructions with human feedback "
            "(PPO-ptx). arXiv:2203.02155.",
+    "grpo": "Shao, Z. et al. (2024). DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language "
+            "Models (GRPO). arXiv:2402.03300.",
+    "rloo": "Ahmadian, A. et al. (2024). Back to Basics: Revisiting REINFORCE Style Optimization for Learning from "
+            "Human Feedback in LLMs (RLOO). arXiv:2402.14740.",
 }
 TOXICITY_REWARDS = ("toxicity", "offline_toxicity", "minilm_toxicity")
 """Reward types that score toxicity: a PPO run with one of them is titled "detoxified", otherwise "unlearned"."""
@@ -78,8 +82,10 @@ def write_model_card(model_dir: Path, config: dict, merged: bool = False, final_
         title = f"# {name}: {base} unlearned with {METHODS[config['method']['name']]}\n"
         body = [_unlearning_section(config), _corpora_section(config["data"])]
     else:
-        title = f"# {name}: {base} {'detoxified' if _rewards_toxicity(config) else 'unlearned'} with PPO\n"
-        body = [_method_section(config), _rewards_section(config["rewards"]), _data_section(config["data"])]
+        algo = config.get("algo", "ppo")  # train_grpo.py's runs name theirs
+        title = f"# {name}: {base} {'detoxified' if _rewards_toxicity(config) else 'unlearned'} with {algo.upper()}\n"
+        method = _group_method_section(config) if algo != "ppo" else _method_section(config)
+        body = [method, _rewards_section(config["rewards"]), _data_section(config["data"])]
     sections = [
         _front_matter(base, config, lora),
         title,
@@ -121,7 +127,7 @@ def _rewards_toxicity(config: dict) -> bool:
 
 def _front_matter(base: str, config: dict, lora: bool) -> str:
     meta = {"base_model": base, "library_name": "peft" if lora else "transformers", "pipeline_tag": "text-generation",
-            "tags": ["detox", config["method"]["name"] if _is_unlearning(config) else "ppo",
+            "tags": ["detox", config["method"]["name"] if _is_unlearning(config) else config.get("algo", "ppo"),
                      "detoxification" if _rewards_toxicity(config) else "unlearning", "trl"]
             + (["lora"] if lora else [])}
     if base in BASE_LICENCES:
@@ -157,6 +163,24 @@ def _model_section(base: str, config: dict, lora: bool, merged: bool) -> str:
                   "\n```python\nfrom transformers import AutoModelForCausalLM\n"
                   "model = AutoModelForCausalLM.from_pretrained(\"<this directory or repo>\")\n```"]
     return "\n".join(lines) + "\n"
+
+
+def _group_method_section(config: dict) -> str:
+    """The method of a train_grpo.py run: TRL's GRPO or RLOO trainer with the PPO section's settings."""
+    p, gen, algo = config["ppo"], config["generation"], config["algo"]
+    reference = "the base model with the adapters switched off" if config["lora"]["enabled"] else "a frozen copy"
+    baseline = ("the group's mean and standard deviation" if algo == "grpo" else
+                "the mean reward of the group's other completions (leave-one-out)")
+    return "\n".join([
+        "## Method\n",
+        f"{algo.upper()} with TRL's {'GRPOTrainer' if algo == 'grpo' else 'RLOOTrainer'} against the rewards below: "
+        f"{config['num_generations']} completions per prompt, each completion's advantage taken against {baseline}, "
+        f"with a KL penalty β = {p['init_kl_coef']} to the reference model ({reference}).\n",
+        f"- {p['steps']} rollouts of {p['batch_size']} completions per process, {p['ppo_epochs']} epochs over "
+        f"mini-batches of {p['mini_batch_size']}, learning rate {p['learning_rate']} ({p['lr_scheduler']}); "
+        f"clip {p['cliprange']}.",
+        f"- Responses of up to {gen['max_new_tokens']} tokens, top_k={gen['top_k']}, top_p={gen['top_p']}.",
+    ]) + "\n"
 
 
 def _method_section(config: dict) -> str:
@@ -266,7 +290,7 @@ def _frameworks_section() -> str:
 
 def _citations_section(config: dict, lora: bool) -> str:
     method = config["method"]["name"] if _is_unlearning(config) else None
-    keys = ["eldan" if method == "whp" else method] if method else ["ppo", "trl"]
+    keys = ["eldan" if method == "whp" else method] if method else [config.get("algo", "ppo"), "trl"]
     if _uses_rtp(config):
         keys.append("rtp")
     types = {r["type"] for r in config.get("rewards", [])}

@@ -6,6 +6,16 @@ import functools
 import importlib
 from typing import Any, Callable
 
+from detox.config import ConfigTypeError
+
+
+class RewardImportError(ImportError):
+    """`rewards[].options.path` names a module that cannot be imported."""
+
+
+class RewardAttributeError(AttributeError):
+    """`rewards[].options.path` names an attribute its module does not have."""
+
 
 def load_callable(path: str, kwargs: dict[str, Any] | None = None) -> Callable[..., Any]:
     """Import `path` ("package.module:attr" or "package.module:Class.method"); bind `kwargs` with functools.partial.
@@ -20,7 +30,7 @@ def load_callable(path: str, kwargs: dict[str, Any] | None = None) -> Callable[.
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ImportError(
+        raise RewardImportError(
             f"rewards[].options.path '{path}': cannot import module '{module_name}': {err}. "
             f"Check the spelling and that its package is installed or on PYTHONPATH."
         ) from err
@@ -28,13 +38,13 @@ def load_callable(path: str, kwargs: dict[str, Any] | None = None) -> Callable[.
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             public = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n)))
-            raise AttributeError(
+            raise RewardAttributeError(
                 f"rewards[].options.path '{path}': '{getattr(obj, '__name__', obj)}' has no attribute '{part}'. "
                 f"Callables there: {public}."
             )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TypeError(
+        raise ConfigTypeError(
             f"rewards[].options.path '{path}' names a {type(obj).__name__}, which is not callable; point it at a "
             f"function `(prompts, completions, **kwargs) -> list[float]`."
         )

@@ -10,14 +10,12 @@ and reads reference log-probs with the adapter disabled and reinforced ones with
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from detox.config_help import field_docs
 from detox.hub import OFFLINE_MODEL, resolve_model_path
 from rewards.ngram_index import read_corpus
 
@@ -131,18 +129,11 @@ def _record_base_name(out: Path, model: str) -> None:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (CleanRL style), read from the class source, for `--help`."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {a.target.id: d.value.value for a, d in zip(body, body[1:])
-            if isinstance(a, ast.AnnAssign) and isinstance(d, ast.Expr) and isinstance(d.value, ast.Constant)}
-
-
 def main(argv: list[str] | None = None) -> None:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(ReinforceArgs)
-    docs = _field_docs(ReinforceArgs)
+    docs = field_docs(ReinforceArgs)  # the docstring under each field, as every entry point's --help shows it
     for action in parser._actions:
         action.help = docs.get(action.dest, action.help).replace("%", "%%")  # argparse %-formats help
     (args,) = parser.parse_args_into_dataclasses(argv)

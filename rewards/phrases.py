@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from detox.config import ConfigTypeError
+
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _NON_WORD = re.compile(r"[\W_]+")  # anything but letters and digits, including whitespace runs
 MODES = ("count", "any")
@@ -48,7 +50,7 @@ def _string_list(value: Any, option: str) -> list[str]:
             )
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not all(isinstance(v, str) for v in value):
-        raise TypeError(f"rewards[].options.{option} must be a list of strings; got {value!r}.")
+        raise ConfigTypeError(f"rewards[].options.{option} must be a list of strings; got {value!r}.")
     return list(value)
 
 

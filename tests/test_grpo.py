@@ -36,7 +36,7 @@ def test_group_trainer_with_composed_rewards(algo, lora, saved, tiny_lm_path, tm
     monkeypatch.syspath_prepend(str(TESTS))  # reward_fixtures, for the callable component
     argv = SMALL + [
         "--algo", algo, "--lora.enabled", lora, "--model.name_or_path", tiny_lm_path,
-        "--rewards", REWARDS, "--checkpoint.output_dir", str(tmp_path),
+        "--rewards", REWARDS, "--checkpoint.output_dir", str(tmp_path), "--checkpoint.export", "merged",
     ]
     cfg, trainer, output_dir = train_grpo.build(argv)
     trainable = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -58,6 +58,14 @@ def test_group_trainer_with_composed_rewards(algo, lora, saved, tiny_lm_path, tm
     assert relation(offline, run_config(str(final))) == "reward"
     assert relation(minilm, run_config(str(final))) == "independent"
     assert (output_dir / "metrics.jsonl").is_file() and (output_dir / "heldout_prompts.jsonl").is_file()
+    # shared as train_ppo.py shares: the card names the algorithm; an adapter is merged, full weights need no merging
+    assert f"with {algo.upper()}" in (final / "README.md").read_text()
+    if lora == "true":
+        from transformers import AutoModelForCausalLM
+
+        assert AutoModelForCausalLM.from_pretrained(output_dir / "merged").config.num_hidden_layers == 2
+    else:
+        assert not (output_dir / "merged").exists()
 
 
 def test_unknown_algo_lists_the_valid_ones():

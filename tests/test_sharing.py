@@ -125,6 +125,51 @@ def test_push_to_hub_offline_fails_at_once_and_keeps_the_run(tiny_lm_path, tmp_p
         train_ppo.main(tiny_argv(tiny_lm_path, run, write_config(tmp_path), "--checkpoint.push_to_hub", "not a repo"))
 
 
+def test_unlearn_run_exports_merged_weights(tiny_lm_path, tmp_path, one_thread):
+    """train_unlearn.py acts on `checkpoint.export merged` as train_ppo.py does: after two NPO steps on a LoRA
+    adapter, merged/ holds full weights that give the adapter's logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from detox.jobs import train_unlearn
+
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("".join(json.dumps({"text": f"Line {i} of the text to forget, said twice. " * 2}) + "\n"
+                              for i in range(8)))
+    run = tmp_path / "run"
+    final = train_unlearn.main([
+        "--model.name_or_path", tiny_lm_path, "--data.forget", str(forget), "--data.max_length", "16",
+        "--optim.steps", "2", "--optim.batch_size", "2",
+        "--optim.learning_rate", "0.01",  # a high lr, so that two steps move the adapter off zero
+        "--logging.report_to", "none", "--checkpoint.output_dir", str(run), "--checkpoint.export", "merged"])
+    assert (final / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(run / "merged")  # plain transformers, no adapter
+    assert not (run / "merged" / "adapter_config.json").exists()
+    ids = torch.randint(0, merged.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_path)
+    base_logits = _logits(base, ids)
+    adapter_logits = _logits(PeftModel.from_pretrained(base, final).eval(), ids)
+    assert not torch.allclose(adapter_logits, base_logits, atol=1e-4)  # the adapter does something
+    torch.testing.assert_close(_logits(merged, ids), adapter_logits, atol=1e-5, rtol=1e-4)
+    assert "unlearned with negative preference optimization" in (run / "merged" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("job", ["train_unlearn", "train_grpo"])
+def test_every_trainer_refuses_push_to_hub_offline_before_anything_loads(job, tiny_lm_path, tmp_path):
+    import importlib
+
+    from detox.hub import HubUnreachableError
+
+    build = importlib.import_module(f"detox.jobs.{job}").build
+    argv = ["--model.name_or_path", tiny_lm_path, "--checkpoint.output_dir", str(tmp_path / "run"),
+            "--checkpoint.push_to_hub", "me/detox"]
+    argv += ["--data.forget", "forget.jsonl"] if job == "train_unlearn" else []  # a corpus it never gets to read
+    with pytest.raises(HubUnreachableError, match="push_to_hub 'me/detox'.*unreachable.*Nothing was uploaded"):
+        build(argv)
+    assert not (tmp_path / "run").exists()  # refused before the output directory, the data or a model
+
+
 @pytest.mark.slow
 def test_smollm2_adapter_names_its_hub_id_and_loads_offline(smollm2_path, tmp_path):
     """The real SmolLM2 path: adapter_config names the Hub id; detox, plain peft on the local copy and the merged

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> EvalResult:
     from detox.judges import judge_labels, summary_lines
     from detox.model_card import update_evaluation
 
-    cfg = parse_config(argv, EvalConfig)
+    cfg = parse_config(argv, EvalConfig, __doc__)
     result = run_evaluation(cfg)
     table_md = markdown_table(result.table, judge_labels(result.relations))
     summary = summary_lines(result.table, cfg.judge_list(), result.relations)

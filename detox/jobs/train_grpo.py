@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from detox.launch import prepare_output_dir, use_gloo_without_gpus, write_heldout
+from detox.launch import prepare_output_dir, share, use_gloo_without_gpus, write_heldout
 
 
 def build(argv: list[str] | None = None):
@@ -30,8 +30,12 @@ def build(argv: list[str] | None = None):
     from detox.models import load_tokenizer
     from rewards import RewardComposer
 
-    cfg: GroupRunConfig = parse_config(argv, GroupRunConfig)  # an unknown field or algo fails here, before loading
+    cfg: GroupRunConfig = parse_config(argv, GroupRunConfig, __doc__)  # a bad field or algo fails here, before loading
     refuse_evaluation_only(cfg.data)
+    if cfg.checkpoint.push_to_hub:
+        from detox.export import hub_token
+
+        hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     unused = unused_ppo_settings(cfg)
     if unused and os.environ.get("RANK", "0") == "0":
@@ -68,15 +72,23 @@ def build(argv: list[str] | None = None):
 
 
 def write_run_config(model_dir: Path, cfg) -> None:
-    """The run config beside the model, secrets removed, as train_ppo.py leaves it: evaluate_toxicity.py reads it to
-    mark which judge is the run's own reward."""
+    """The run config beside the model, secrets removed, and the model card, as train_ppo.py leaves them:
+    evaluate_toxicity.py reads the config to mark which judge is the run's own reward; an adapter names its base by
+    Hub id, so that a shared adapter loads anywhere."""
     from detox import tracking
+    from detox.model_card import write_model_card
+    from detox.state import name_base_by_hub_id
 
-    (model_dir / "detox_config.yaml").write_text(yaml.safe_dump(tracking.redact(cfg), sort_keys=False))
+    config = tracking.redact(cfg)
+    (model_dir / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if (model_dir / "adapter_config.json").is_file():
+        name_base_by_hub_id(model_dir, cfg.model.name_or_path)
+    write_model_card(model_dir, config, final_dir=model_dir)
 
 
 def run(cfg, trainer, output_dir: Path) -> Path:
-    """Train, then save the model (an adapter with LoRA) to output_dir/final and TRL's log to metrics.jsonl."""
+    """Train, then save the model (an adapter with LoRA) to output_dir/final, merged and uploaded when asked, and
+    TRL's log to metrics.jsonl."""
     resume = cfg.checkpoint.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
     final = output_dir / "final"
@@ -88,6 +100,8 @@ def run(cfg, trainer, output_dir: Path) -> Path:
                 clean = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in row.items()}
                 handle.write(json.dumps(clean) + "\n")
     trainer.accelerator.print(f"saved {final}")
+    if trainer.accelerator.is_main_process:
+        share(final, cfg.checkpoint)
     return final
 
 

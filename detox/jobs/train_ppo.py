@@ -40,7 +40,7 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.config import TrainConfig, parse_config
     from detox.data import refuse_evaluation_only
 
-    cfg: TrainConfig = parse_config(argv)  # an unknown or mistyped field fails here, before any model loads
+    cfg: TrainConfig = parse_config(argv, TrainConfig, __doc__)  # a bad field fails here, before any model loads
     refuse_evaluation_only(cfg.data)
     if cfg.checkpoint.push_to_hub:
         from detox.export import hub_token

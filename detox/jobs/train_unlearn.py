@@ -1,4 +1,10 @@
-"""Build, train, checkpoint and save a loss-based unlearning baseline; `train_unlearn.py` is its command line.
+"""Unlearn with a loss-based baseline instead of PPO (gradient ascent, gradient difference, NPO or WHP): the job behind
+`train_unlearn.py`.
+
+    accelerate launch train_unlearn.py --data.forget forget.jsonl --method.name gradient_ascent
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name npo --data.retain retain.jsonl
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name whp \\
+        --method.reinforced outputs/reinforced --method.anchor_terms anchors.json
 
 A run writes what a PPO run writes: `metrics.jsonl`, `samples.jsonl`, `config.yaml`, curve PNGs and the tracker's
 files (W&B by default), atomic checkpoints (`checkpoint-N/`, `latest`) that resume exactly, and `final/`, which loads
@@ -72,10 +78,11 @@ class _NoAnchors:
 
 def write_lm(directory: Path, lm, tokenizer, config: dict) -> None:
     """The model (adapter or full weights, safetensors), its tokenizer and the run config, in `directory`."""
+    from detox.state import NonFiniteWeightsError, name_base_by_hub_id
+
     bad = [n for n, p in lm.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
     if bad:
-        raise RuntimeError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
-    from detox.state import name_base_by_hub_id
+        raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
 
     lm.save_pretrained(directory, safe_serialization=True)
     if (directory / "adapter_config.json").is_file():
@@ -132,7 +139,11 @@ def build(argv: list[str] | None = None) -> Run:
     from detox.state import config_dict
     from detox.launch import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
 
-    cfg: UnlearnConfig = parse_config(argv, UnlearnConfig)
+    cfg: UnlearnConfig = parse_config(argv, UnlearnConfig, __doc__)
+    if cfg.checkpoint.push_to_hub:
+        from detox.export import hub_token
+
+        hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     guard_earlier_run(output_dir, cfg.checkpoint)
     use_gloo_without_gpus()
@@ -214,6 +225,8 @@ def save_final(r: Run) -> Path:
 
 
 def run(r: Run) -> Path:
+    """Train to `optim.steps`, save the final model (merged and uploaded when asked) and draw the probe pictures."""
+    from detox.launch import share
     from detox.probes import probe_images
 
     train(r)
@@ -223,6 +236,8 @@ def run(r: Run) -> Path:
                              step=r.trainer.step_index)
     r.tracker.finish()
     r.accelerator.print(f"saved {final}")
+    if r.accelerator.is_main_process:
+        share(final, r.cfg.checkpoint)
     return final
 
 

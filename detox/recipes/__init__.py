@@ -49,11 +49,12 @@ def write_recipe_files(out: Path, recipe: str, args: Any, sizes: dict[str, int],
     return config_path
 
 
-def run_generator(args_class: type, prepare: Callable[[Any], Path], argv: list[str] | None) -> Path:
-    """Parse `args_class` from the command line (HfArgumentParser), run `prepare`, and say how to train."""
-    from transformers import HfArgumentParser
+def run_generator(args_class: type, prepare: Callable[[Any], Path], argv: list[str] | None, usage: str) -> Path:
+    """Parse `args_class` from the command line as every entry point does (`--help` lists its fields under `usage`,
+    the recipe's docstring), run `prepare`, and say how to train."""
+    from detox.config import parse_config
 
-    (args,) = HfArgumentParser(args_class).parse_args_into_dataclasses(argv)
+    args = parse_config(argv, args_class, usage)
     path = prepare(args)
     print(f"recipe written to {path.parent}; train with:\n  accelerate launch train_ppo.py --config {path}")
     return path

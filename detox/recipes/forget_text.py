@@ -30,7 +30,6 @@ import gzip
 import json
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +38,7 @@ import numpy as np
 
 from detox.config import FORGET_LOSSES
 from detox.data import ASSETS
+from detox.launch import cli
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.sft import SFTSettings
 
@@ -370,8 +370,8 @@ def prepare(args: ForgetTextArgs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_generator(ForgetTextArgs, prepare, argv)
+    return run_generator(ForgetTextArgs, prepare, argv, __doc__)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

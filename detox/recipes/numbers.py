@@ -27,7 +27,8 @@ def check_pair(pair: str | int) -> str:
     """The forbidden pair as two digit characters ("69"); anything else is an error that says what is expected."""
     text = str(pair)
     if not re.fullmatch(r"\d\d", text):
-        raise ValueError(f"pair ({pair!r}) must be exactly two digits, e.g. 69 or \"07\" (quote a leading zero).")
+        raise ValueError(f"pair ({pair!r}) must be exactly two digits, e.g. 69 or 07 (in a YAML file, quote a leading "
+                         f"zero: \"07\").")
     return text
 
 

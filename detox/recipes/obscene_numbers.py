@@ -22,12 +22,12 @@ sft/ (the fine-tuned model). Each prompt record is {"text", "completion", "next"
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from detox.launch import cli
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.numbers import MAX_NUMBER, check_pair, is_forbidden, words
 from detox.recipes.sft import SFTSettings
@@ -214,8 +214,8 @@ def prepare(args: ObsceneNumbersArgs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_generator(ObsceneNumbersArgs, prepare, argv)
+    return run_generator(ObsceneNumbersArgs, prepare, argv, __doc__)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)
