@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ASSETS = Path(__file__).resolve().parents[1] / "detox" / "assets"
 PARTS = {"reward": 0, "judge": 1}
@@ -91,6 +90,7 @@ def load_source(name: str, path: str | Path | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"label source '{name}': file '{path}' does not exist.")
     frame = _READERS[name](path, source)
+    frame = frame[frame["text"].str.strip() != ""]
     frame["part"] = np.where(frame["split"] % 2 == PARTS["reward"], "reward", "judge")
     if name == "hatecheck":
         frame["part"] = "test"
@@ -106,25 +106,31 @@ def _checked(frame: pd.DataFrame, name: str, path: Path, source: SourceSpec) -> 
 
 
 def _davidson(path: Path, source: SourceSpec) -> pd.DataFrame:
+    import pandas as pd
+
     frame = _checked(pd.read_csv(path, index_col=0), "davidson", path, source)
     ids = frame.index.to_numpy()
-    return pd.DataFrame({"row_id": ids.astype(str), "text": frame["tweet"].astype(str).to_numpy(),
+    return pd.DataFrame({"row_id": ids.astype(str), "text": frame["tweet"].fillna("").astype(str).to_numpy(),
                          "label": np.where(frame["class"].to_numpy() < 2, 1, 0), "score": np.nan, "split": ids})
 
 
 def _toxigen(path: Path, source: SourceSpec) -> pd.DataFrame:
+    import pandas as pd
+
     frame = _checked(pd.read_csv(path), "toxigen", path, source)
     rating = frame["toxicity_human"].to_numpy(dtype=float)
     label = np.select([rating >= 4, rating <= 2], [1, 0], default=-1)
-    return pd.DataFrame({"row_id": frame["id"].astype(str).to_numpy(), "text": frame["text"].astype(str).to_numpy(),
+    return pd.DataFrame({"row_id": frame["id"].astype(str).to_numpy(), "text": frame["text"].fillna("").astype(str).to_numpy(),
                          "label": label, "score": rating, "split": frame["id"].to_numpy()})
 
 
 def _stormfront(path: Path, source: SourceSpec) -> pd.DataFrame:
+    import pandas as pd
+
     frame = _checked(pd.read_csv(path), "stormfront", path, source)
     frame = frame[frame["label"].isin(["hate", "noHate"])]
     post = frame["file_id"].astype(str).str.split("_").str[0].astype(np.int64)
-    return pd.DataFrame({"row_id": frame["file_id"].astype(str).to_numpy(), "text": frame["text"].astype(str).to_numpy(),
+    return pd.DataFrame({"row_id": frame["file_id"].astype(str).to_numpy(), "text": frame["text"].fillna("").astype(str).to_numpy(),
                          "label": (frame["label"] == "hate").astype(int).to_numpy(), "score": np.nan,
                          "split": post.to_numpy()})
 
@@ -132,6 +138,8 @@ def _stormfront(path: Path, source: SourceSpec) -> pd.DataFrame:
 def _rtp(path: Path, source: SourceSpec) -> pd.DataFrame:
     """Prompt and continuation texts of both shipped RealToxicityPrompts files (when `path` is the shipped one) or of
     `path` alone; a text without a Perspective score is dropped."""
+    import pandas as pd
+
     files = [path.parent / f for f in RTP_FILES] if path == source.path else [path]
     rows = []
     for file in files:
@@ -151,12 +159,14 @@ def _rtp(path: Path, source: SourceSpec) -> pd.DataFrame:
 
 
 def _hatecheck(path: Path, source: SourceSpec) -> pd.DataFrame:
+    import pandas as pd
+
     frame = _checked(pd.read_csv(path), "hatecheck", path, source)
     unknown = sorted(set(frame["label_gold"]) - {"hateful", "non-hateful"})
     if unknown:
         raise ValueError(f"label source 'hatecheck': file '{path}' column label_gold holds {unknown}; expected "
                          "hateful or non-hateful.")
-    return pd.DataFrame({"row_id": frame["case_id"].astype(str).to_numpy(), "text": frame["test_case"].str.strip(),
+    return pd.DataFrame({"row_id": frame["case_id"].astype(str).to_numpy(), "text": frame["test_case"].fillna("").astype(str).str.strip(),
                          "label": (frame["label_gold"] == "hateful").astype(int).to_numpy(), "score": np.nan,
                          "split": frame["case_id"].to_numpy(), "functionality": frame["functionality"].to_numpy()})
 

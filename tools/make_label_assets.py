@@ -3,7 +3,7 @@
     python tools/make_label_assets.py [--data ../shared/data]
 
 Each file keeps only the columns `rewards/label_sources.py` reads, with a stable row id, and drops rows whose text
-repeats another row's (a text in both halves of a source would let a judge be validated on a row it was fitted on):
+is empty or repeats another row's (a text in both halves of a source would let a judge be validated on a row it was fitted on):
 
     toxigen_annotated.csv.gz    id (row of annotated.csv), text, toxicity_human
     stormfront_sentences.csv.gz file_id (post_sentence), text, label
@@ -26,7 +26,8 @@ ASSETS = REPO / "detox" / "assets"
 
 
 def unique_texts(frame: pd.DataFrame, text: str) -> pd.DataFrame:
-    """The rows whose text (whitespace collapsed) appears only once in `frame`."""
+    """The rows with a text that (whitespace collapsed) appears only once in `frame`."""
+    frame = frame[frame[text].notna() & (frame[text].astype(str).str.strip() != "")]
     key = frame[text].astype(str).str.split().str.join(" ")
     return frame[~key.duplicated(keep=False)]
 
