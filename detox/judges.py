@@ -86,10 +86,12 @@ def build_judge(judge: Judge, batch_size: int = 64, device: str | None = None, t
 
     if judge.source == "offline":
         return OfflineToxicity()
-    if judge.source in SOURCE_JUDGES:
+    if judge.source in SOURCE_JUDGES or (Path(judge.source).expanduser() / "classifier.json").is_file():
         from rewards.source_classifier import SourceClassifier, cached_source_classifier
 
-        return SourceClassifier(cached_source_classifier(SOURCE_JUDGES[judge.source], "judge"), batch_size, device)
+        directory = (cached_source_classifier(SOURCE_JUDGES[judge.source], "judge") if judge.source in SOURCE_JUDGES
+                     else Path(judge.source).expanduser())
+        return SourceClassifier(directory, batch_size, device)
     if judge.source in ("minilm_davidson", "minilm_davidson_reward"):
         from rewards.minilm_classifier import cached_classifier
 

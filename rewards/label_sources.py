@@ -188,3 +188,12 @@ def fitting_rows(frame: pd.DataFrame, part: str, n: int, seed: int) -> pd.DataFr
     chosen = np.concatenate([rng.choice(toxic, n_toxic, replace=False), rng.choice(clean, n_clean, replace=False)])
     rng.shuffle(chosen)
     return rows.iloc[chosen]
+
+
+def calibration_rows(frame: pd.DataFrame, part: str, n: int, seed: int) -> pd.DataFrame:
+    """Up to `n` labelled rows of `part` drawn at random with `seed`, so in the source's own proportion of toxic
+    rows: the rows a calibration map is fitted on, set aside before the head's rows are drawn."""
+    if part not in PARTS:
+        raise ValueError(f"part '{part}' is not one of {sorted(PARTS)}.")
+    rows = frame[(frame["part"] == part) & (frame["label"] >= 0)]
+    return rows.iloc[np.sort(np.random.default_rng(seed).choice(len(rows), min(n, len(rows)), replace=False))]

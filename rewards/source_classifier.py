@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from rewards.label_sources import FITTABLE, PARTS, SOURCES, fitting_rows, load_source, spec
+from rewards.label_sources import FITTABLE, PARTS, SOURCES, calibration_rows, fitting_rows, load_source, spec
 from rewards.minilm_classifier import MINILM_PACKAGE, _cached, minilm_dir
-from rewards.toxicity import _check_output, _texts
+from rewards.toxicity import _texts
 
 POOLINGS = ("mean", "pooler")
 """Sentence embedding read by the head: the attention-masked mean of the last hidden states (how all-MiniLM-L6-v2
@@ -35,7 +35,8 @@ DEFAULT_CALIBRATION = "none"
 DEFAULT_N_TRAIN = 2000
 """Rows per source a head is fitted on (half toxic where the source has enough)."""
 N_CALIBRATION = 500
-"""Rows per source a Platt calibration is fitted on: rows of the same part the head did not see."""
+"""Rows per source a Platt calibration is fitted on: labelled rows of the same part, drawn at random (so in the
+source's own proportion of toxic rows) and set aside before the head's rows are drawn."""
 MAX_TOKENS = 128
 OUTPUTS = ("log_odds", "neg_prob")
 HEAD_FILE, CONFIG_FILE = "head.safetensors", "classifier.json"
@@ -126,11 +127,11 @@ def fit_classifier(out_dir: str | Path, sources: tuple[str, ...] | list[str], pa
     for source in sources:
         path = Path((paths or {}).get(source, SOURCES[source].path))
         frame = load_source(source, path)
+        if calibration == "platt":
+            held.append(calibration_rows(frame, part, N_CALIBRATION, seed + 1))
+            frame = frame[~frame["row_id"].isin(held[-1]["row_id"])]
         rows = fitting_rows(frame, part, n_train, seed)
         fit.append(rows)
-        if calibration == "platt":
-            rest = frame[~frame["row_id"].isin(rows["row_id"])]
-            held.append(fitting_rows(rest, part, N_CALIBRATION, seed + 1))
         record.append({"source": source, "file": path.name, "sha256": _sha256(path), "part": part,
                        "rule": spec(source).rule, "split": f"{spec(source).split} % 2 == {PARTS[part]}",
                        "n": len(rows), "n_toxic": int(rows["label"].sum()), "row_ids": sorted(rows["row_id"])})
@@ -245,7 +246,6 @@ class SourceToxicity:
                  n_train: int = DEFAULT_N_TRAIN, seed: int = 0, score_prompt: bool = False, device: str | None = None,
                  batch_size: int = 64):
         if output not in OUTPUTS:
-            _check_output(output)
             raise ValueError(f"rewards[].options.output '{output}' is not one of {list(OUTPUTS)} for "
                              "source_toxicity (it has no per-label logit).")
         self.sources = check_sources(sources)
