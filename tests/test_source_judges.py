@@ -150,3 +150,38 @@ def test_a_hatecheck_report_of_a_tiny_classifier(tiny):
         right = sum(int(p >= 0.5) == label for p, label in zip(probs[rows], cases["label"].to_numpy()[rows]))
         assert n == rows.sum() and accuracy == pytest.approx(right / n)
     assert set(cases.loc[cases["functionality"] == "derog_neg_emote_h", "label"]) == {1}
+
+
+def test_a_finetuned_classifier_reads_its_own_encoder(tmp_path):
+    """head: finetune trains the encoder too and saves it beside the head; the wheel's encoder is left as it was.
+    16 rows for one epoch: the bookkeeping, not the quality."""
+    from rewards.source_classifier import MiniLMEncoder, SourceClassifier, fit_classifier
+
+    out = fit_classifier(tmp_path / "tuned", ("toxigen",), "judge", n_train=16, head="finetune")
+    tuned = SourceClassifier(out)
+    assert tuned.config["head"] == "finetune" and (out / "encoder" / "config.json").is_file()
+    assert not np.allclose(tuned.encoder.encode([CLEAN], "mean"), MiniLMEncoder().encode([CLEAN], "mean"))
+    assert ((0 <= tuned.toxicity([TOXIC, CLEAN])) & (tuned.toxicity([TOXIC, CLEAN]) <= 1)).all()
+    with pytest.raises(ValueError, match="head 'finetune' trains the encoder through mean pooling"):
+        fit_classifier(tmp_path / "bad", ("toxigen",), "judge", n_train=16, pooling="pooler", head="finetune")
+
+
+def test_the_shipped_validity_ranking_covers_every_offline_judge():
+    from detox.judges import BUILTIN_JUDGES
+    from detox.validity import load_ranking
+
+    ranking = load_ranking()
+    assert set(BUILTIN_JUDGES) - {"roberta"} <= set(ranking)  # rerun benchmarks/judge_validity.py after adding one
+    assert all(0.0 <= auc <= 1.0 for auc in ranking.values())
+
+
+def test_the_two_source_preset_leaves_its_judges_independent():
+    """configs/offline_sources.yaml rewards ToxiGen + Stormfront: the judges it logs share no source with it."""
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "offline_sources.yaml").read_text())
+    judges = config["logging"]["judges"]
+    assert {name: relation(Judge(name, name), config) for name in judges} == dict.fromkeys(judges, "independent")
+    assert relation(Judge("judge_combined", "judge_combined"), config) == "sibling"
