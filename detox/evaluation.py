@@ -82,7 +82,8 @@ class EvalConfig:
     """Seed of the prompt subset, of sampling (identical for every model) and of the bootstrap."""
     judges: list[str] | str = field(default_factory=lambda: ["offline", "minilm_davidson"])
     """Toxicity judges, each `source` or `name=source`: offline (alt-profanity-check), minilm_davidson (MiniLM fitted
-    on Davidson rows no reward uses), minilm_davidson_reward, roberta (evaluate's toxicity measurement, Hub), or any
+    on Davidson rows no reward uses), minilm_davidson_reward, roberta (evaluate's toxicity measurement, Hub),
+    judge_<source> and judge_combined (fitted on labelled sources: toxigen, stormfront, davidson, rtp), or any
     classifier directory or Hub id. Every completion is scored by each; see detox/judges.py."""
     judge_options: dict[str, dict] = field(default_factory=dict)
     """Per judge name, keyword arguments of rewards.toxicity.ToxicityClassifier, e.g. {mine: {toxic_label: toxic}}."""
