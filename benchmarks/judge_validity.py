@@ -82,7 +82,9 @@ def build_judges() -> list[TextJudge]:
         judges.append(TextJudge(name, ToxicityClassifier(model=str(directory)),
                                 {"davidson": {str(i) for i in training_data(directory)["row_ids"]}}))
     rtp_texts = {t.strip() for t in rtp_continuation_rows(OFFLINE_MODEL)[0]}
-    judges.append(TextJudge("minilm_rtp", ToxicityClassifier(model=str(cached_rtp_classifier())), {}, rtp_texts))
+    # fitted on RealToxicityPrompts continuations: its rtp cell is in-domain; the rows it saw are known by their text
+    judges.append(TextJudge("minilm_rtp", ToxicityClassifier(model=str(cached_rtp_classifier())), {"rtp": set()},
+                            rtp_texts))
     for name, sources in SOURCE_JUDGES.items():
         classifier = SourceClassifier(cached_source_classifier(sources, "judge"))
         seen = {entry["source"]: set(entry["row_ids"]) | set(entry.get("calibration_row_ids", []))
@@ -175,7 +177,8 @@ def heatmap(results: dict, path: Path) -> None:
     image = ax.imshow(grid, cmap="viridis", vmin=0.3, vmax=1.0, aspect="auto")
     for i, name in enumerate(names):
         for j in range(len(columns)):
-            own = j < len(SOURCES) and (results[name]["auc"].get(list(SOURCES)[j]) or (0, 0, 0, False))[3]
+            source = columns[j].split()[-1]  # "AUC toxigen", "rho toxigen": the source of the column
+            own = source in SOURCES and (results[name]["auc"].get(source) or (0, 0, 0, False))[3]
             text = "seen" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}" + ("*" if own else "")
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if grid[i, j] < 0.7 else "black")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
@@ -202,8 +205,10 @@ def main() -> None:
     heatmap(results, args.out / "judge_validity.png")
     rows = "all rows" if max_rows is None else f"a seeded sample of at most {max_rows} labelled rows"
     (args.out / "judge-validity.md").write_text(
-        f"# Judge validity\n\nROC AUC [95% CI] on {rows} per source, less the rows each judge saw; "
-        f"`python -m benchmarks.judge_validity{' --all' if max_rows is None else ''}`.\n\n{table}\n\n"
+        f"# Judge validity\n\n{__doc__.split(chr(10) * 2, 2)[2]}\nROC AUC [95% CI] on {rows} per source, less the "
+        f"rows each judge saw; `python -m benchmarks.judge_validity{' --all' if max_rows is None else ''}`. Each mean "
+        "covers the sources that judge never saw, so judges fitted on more sources are averaged over fewer; HateCheck "
+        f"is the one source no judge saw.\n\n{table}\n\n"
         f"## HateCheck accuracy per functionality (P(toxic) >= 0.5)\n\n{hatecheck}\n\n"
         "![judge validity](judge_validity.png)\n", encoding="utf-8")
     ranking = {name: {"mean_unseen_auc": round(e["mean_unseen_auc"], 4), "unseen_sources": e["unseen_sources"]}
