@@ -185,3 +185,18 @@ def test_the_two_source_preset_leaves_its_judges_independent():
     judges = config["logging"]["judges"]
     assert {name: relation(Judge(name, name), config) for name in judges} == dict.fromkeys(judges, "independent")
     assert relation(Judge("judge_combined", "judge_combined"), config) == "sibling"
+
+
+def test_a_reward_fitted_on_rtp_rows_keeps_their_prompts_out_of_the_held_out_set(monkeypatch, tmp_path):
+    from detox.data import check_held_out
+    from rewards.source_classifier import SourceToxicity
+
+    monkeypatch.setenv("DETOX_CACHE", str(tmp_path))
+    reward = SourceToxicity(sources=["rtp"], n_train=10)  # 10 rows: which prompts, not how well
+    (entry,) = reward.classifier.config["training_data"]
+    prompts = reward.fitted_prompts()
+    # a prompt and its continuation share their record's line, and reward rows have even lines
+    lines = {int(row_id.split(":")[1]) for row_id in entry["row_ids"]}
+    assert len(prompts) == len(lines) and all(line % 2 == 0 for line in lines)
+    with pytest.raises(ValueError, match="rewards 'source_toxicity' was fitted on the continuations of 1 prompts"):
+        check_held_out([prompts[0]], {"source_toxicity": prompts})
