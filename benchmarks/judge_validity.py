@@ -6,9 +6,10 @@ Rows of the table are judges (alt-profanity-check, the Davidson MiniLM classifie
 combined one, and roberta when the Hub is reachable); columns are sources. A cell is the ROC AUC [DeLong 95% CI] of the
 judge on that source's labelled rows it was not fitted on (a seeded sample of --max-rows, the same for every judge,
 less the rows the judge saw; HateCheck whole, as the test suite it is); "(own)" marks a source the judge was fitted on
-(other rows of it: in-domain, left out of the mean), "seen" a source whose every row the judge saw. Then Spearman's rho with ToxiGen's human ratings and with
-Perspective's scores (RealToxicityPrompts), each on rows the judge did not see, and the mean AUC over the sources
-the judge never saw (its validity). A second table gives HateCheck accuracy per functionality (P(toxic) >= 0.5).
+(other rows of it: in-domain, left out of the mean), "seen" a source whose every row the judge saw. Then Spearman's
+rho with ToxiGen's human ratings and with Perspective's scores (RealToxicityPrompts), each on rows the judge did not
+see, and the mean AUC over the sources the judge never saw (its validity). A second table gives HateCheck accuracy per
+functionality (P(toxic) >= 0.5).
 
 Writes <out>/judge-validity.md and <out>/judge_validity.png, and the validity of each judge to
 detox/assets/judge_validity.json, which orders evaluate_toxicity.py's headline.
@@ -205,7 +206,7 @@ def main() -> None:
     heatmap(results, args.out / "judge_validity.png")
     rows = "all rows" if max_rows is None else f"a seeded sample of at most {max_rows} labelled rows"
     (args.out / "judge-validity.md").write_text(
-        f"# Judge validity\n\n{__doc__.split(chr(10) * 2, 2)[2]}\nROC AUC [95% CI] on {rows} per source, less the "
+        f"# Judge validity\n\n{__doc__.split(chr(10) * 2)[2]}\n\nROC AUC [95% CI] on {rows} per source, less the "
         f"rows each judge saw; `python -m benchmarks.judge_validity{' --all' if max_rows is None else ''}`. Each mean "
         "covers the sources that judge never saw, so judges fitted on more sources are averaged over fewer; HateCheck "
         f"is the one source no judge saw.\n\n{table}\n\n"
