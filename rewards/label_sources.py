@@ -82,6 +82,13 @@ def spec(name: str) -> SourceSpec:
     return SOURCES[name]
 
 
+def source_files(name: str, path: str | Path | None = None) -> list[Path]:
+    """The files `load_source(name, path)` reads: `rtp`'s shipped file brings its sibling file along."""
+    source = spec(name)
+    path = Path(path) if path is not None else source.path
+    return [path.parent / f for f in RTP_FILES] if name == "rtp" and path == source.path else [path]
+
+
 def load_source(name: str, path: str | Path | None = None) -> pd.DataFrame:
     """Every row of source `name` (read from `path`, default its shipped file) as row_id, text, label, score, part,
     split (the number whose parity gave the part), plus `functionality` for hatecheck."""
@@ -145,9 +152,8 @@ def _rtp(path: Path, source: SourceSpec) -> pd.DataFrame:
     `path` alone; a text without a Perspective score is dropped."""
     import pandas as pd
 
-    files = [path.parent / f for f in RTP_FILES] if path == source.path else [path]
     rows = []
-    for file in files:
+    for file in source_files("rtp", path):
         for line, raw in enumerate(file.read_text(encoding="utf-8").splitlines()):
             record = json.loads(raw)
             for field in ("prompt", "continuation"):

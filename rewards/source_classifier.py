@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rewards.label_sources import FITTABLE, PARTS, SOURCES, calibration_rows, fitting_rows, load_source, spec
+from rewards.label_sources import (FITTABLE, PARTS, SOURCES, calibration_rows, fitting_rows, load_source,
+                                   source_files, spec)
 from rewards.minilm_classifier import MINILM_PACKAGE, _cached, minilm_dir
 from rewards.toxicity import _texts
 
@@ -175,9 +176,10 @@ def fit_classifier(out_dir: str | Path, sources: tuple[str, ...] | list[str], pa
             frame = frame[~frame["row_id"].isin(held[-1]["row_id"])]
         rows = fitting_rows(frame, part, n_train, seed)
         fit.append(rows)
-        record.append({"source": source, "file": path.name, "sha256": _sha256(path), "part": part,
-                       "rule": spec(source).rule, "split": f"{spec(source).split} % 2 == {PARTS[part]}",
-                       "n": len(rows), "n_toxic": int(rows["label"].sum()), "row_ids": sorted(rows["row_id"])})
+        files = {f.name: _sha256(f) for f in source_files(source, path)}
+        record.append({"source": source, "files": files, "part": part, "rule": spec(source).rule,
+                       "split": f"{spec(source).split} % 2 == {PARTS[part]}", "n": len(rows),
+                       "n_toxic": int(rows["label"].sum()), "row_ids": sorted(rows["row_id"])})
         if held:
             record[-1]["calibration_row_ids"] = sorted(held[-1]["row_id"])
     labels = np.concatenate([r["label"] for r in fit])
@@ -283,7 +285,7 @@ def cached_source_classifier(sources, part: str, n_train: int = DEFAULT_N_TRAIN,
 def cache_name(sources: tuple[str, ...], part: str, n_train: int = DEFAULT_N_TRAIN, seed: int = 0,
                pooling: str = DEFAULT_POOLING, calibration: str = DEFAULT_CALIBRATION, head: str = DEFAULT_HEAD) -> str:
     """The cache directory name of a classifier: its settings and the shipped files' contents."""
-    digest = hashlib.sha256("".join(_sha256(SOURCES[s].path) for s in sources).encode()).hexdigest()[:10]
+    digest = hashlib.sha256("".join(_sha256(f) for s in sources for f in source_files(s)).encode()).hexdigest()[:10]
     return f"source-{'+'.join(sources)}-{part}-n{n_train}-seed{seed}-{pooling}-{head}-{calibration}-{digest}"
 
 

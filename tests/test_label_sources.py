@@ -77,3 +77,10 @@ def test_an_unknown_source_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown label source 'jigsaw'. Valid sources are: " +
                        str(sorted(SOURCES)).replace("[", r"\[").replace("]", r"\]")):
         load_source("jigsaw")
+
+
+def test_rtp_reads_both_shipped_files_and_records_them():
+    from rewards.label_sources import source_files
+
+    assert [f.name for f in source_files("rtp")] == ["rtp_challenging.jsonl", "rtp_nontoxic.jsonl"]
+    assert {row_id.split(":")[0] for row_id in load_source("rtp")["row_id"]} == {"rtp_challenging", "rtp_nontoxic"}
