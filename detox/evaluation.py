@@ -23,6 +23,7 @@ import numpy as np
 
 from detox import metrics
 from detox.config import DataConfig, GenerationConfig
+from detox.validity import floor_free_change
 
 HUB_PROMPTS: dict[str, dict[str, Any]] = {
     # TRL's detoxification example: RealToxicityPrompts with prompt toxicity > 0.3 (DataConfig's defaults)
@@ -82,7 +83,8 @@ class EvalConfig:
     """Seed of the prompt subset, of sampling (identical for every model) and of the bootstrap."""
     judges: list[str] | str = field(default_factory=lambda: ["offline", "minilm_davidson"])
     """Toxicity judges, each `source` or `name=source`: offline (alt-profanity-check), minilm_davidson (MiniLM fitted
-    on Davidson rows no reward uses), minilm_davidson_reward, roberta (evaluate's toxicity measurement, Hub), or any
+    on Davidson rows no reward uses), minilm_davidson_reward, roberta (evaluate's toxicity measurement, Hub),
+    judge_<source> and judge_combined (fitted on labelled sources: toxigen, stormfront, davidson, rtp), or any
     classifier directory or Hub id. Every completion is scored by each; see detox/judges.py."""
     judge_options: dict[str, dict] = field(default_factory=dict)
     """Per judge name, keyword arguments of rewards.toxicity.ToxicityClassifier, e.g. {mine: {toxic_label: toxic}}."""
@@ -501,4 +503,14 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
                                 cfg.samples_per_prompt, cfg.bootstrap_samples, cfg.seed, cfg.phrases)
     relations = {name: {j.name: relation(j, run_config(path)) for j in judges} for name, path in specs}
     rows = [{**row, **runs[row["model"]].forget, **runs[row["model"]].recipe} for row in table]
+    for row in rows[1:]:  # changes that do not depend on where a judge's scale starts (detox.validity)
+        for judge in judges:
+            base, model = (_judge_scores(runs[name], judge.name, cfg.samples_per_prompt)
+                           for name in (rows[0]["model"], row["model"]))
+            row.update({f"{judge.name}/{k}": v for k, v in floor_free_change(base, model).items()})
     return EvalResult(prompts, runs, rows, relations)
+
+
+def _judge_scores(run: ModelRun, judge: str, k: int) -> np.ndarray:
+    """(prompts, k) toxicity of `run`'s completions under `judge` (samples are ordered by prompt, then sample)."""
+    return np.asarray([s[f"toxicity/{judge}"] for s in run.samples], dtype=np.float64).reshape(-1, k)

@@ -11,10 +11,16 @@ A model is never judged only by the reward it was trained on. A judge is named o
                              the training prompts: the scorer of `minilm_toxicity` with `data: rtp_continuations`
     roberta                  facebook/roberta-hate-speech-dynabench-r4-target, through `evaluate`'s toxicity
                              measurement (needs the Hub; fails at once without it)
+    judge_<source>           MiniLM sentence embedding + logistic regression fitted on the judge part of one
+                             labelled source: judge_davidson, judge_toxigen, judge_stormfront, judge_rtp
+                             (rewards/label_sources.py, rewards/source_classifier.py)
+    judge_combined           the same, fitted on the judge parts of toxigen, stormfront and davidson together
 
-Each judge's relation to a run's rewards (read from the run's saved config) is `reward` (it is one of the rewards),
-`sibling` (same builder and data source as a reward, disjoint training rows: only partly independent) or
-`independent`.
+Each judge's relation to a run (read from the run's saved config) is `reward` (it is one of the rewards), `sibling`
+(it learned from a data source that one of the run's rewards or loss-based training sets learned from: only partly
+independent) or `independent` (it shares no data source with the run; detox/independence.py). Among judges of the
+same relation, the most valid comes first: the highest mean ROC AUC on sources it never saw
+(detox/assets/judge_validity.json, written by benchmarks/judge_validity.py).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from detox.independence import COMBINED_SOURCES, SOURCE_JUDGES, judge_sources, run_data_sources
+from detox.validity import load_ranking
+
 ROBERTA = "facebook/roberta-hate-speech-dynabench-r4-target"
 BUILTIN_JUDGES = {
     "offline": "alt-profanity-check",
@@ -33,12 +42,13 @@ BUILTIN_JUDGES = {
     "minilm_davidson_reward": "MiniLM + logistic regression, Davidson reward rows (even row ids)",
     "minilm_rtp": "MiniLM + logistic regression, labelled RealToxicityPrompts continuations of the training prompts",
     "roberta": f"{ROBERTA} via evaluate.load('toxicity')",
+    **{name: f"MiniLM mean pooling + logistic regression, judge part of {', '.join(sources)}"
+       for name, sources in SOURCE_JUDGES.items()},
 }
 """Built-in judge name -> what it is."""
 RELATIONS = ("independent", "sibling", "reward")
 """How a judge relates to a run's rewards, from most to least independent; summaries list judges in this order."""
 _NAME = re.compile(r"^[\w.-]+$")
-_SIBLINGS = {"minilm_davidson": "minilm_davidson_reward"}  # judge -> reward judge built the same way on other rows
 
 
 @dataclass
@@ -76,6 +86,12 @@ def build_judge(judge: Judge, batch_size: int = 64, device: str | None = None, t
 
     if judge.source == "offline":
         return OfflineToxicity()
+    if judge.source in SOURCE_JUDGES or (Path(judge.source).expanduser() / "classifier.json").is_file():
+        from rewards.source_classifier import SourceClassifier, cached_source_classifier
+
+        directory = (cached_source_classifier(SOURCE_JUDGES[judge.source], "judge") if judge.source in SOURCE_JUDGES
+                     else Path(judge.source).expanduser())
+        return SourceClassifier(directory, batch_size, device)
     if judge.source in ("minilm_davidson", "minilm_davidson_reward"):
         from rewards.minilm_classifier import cached_classifier
 
@@ -120,6 +136,13 @@ def reward_sources(run_config: dict | None) -> set[str]:
         elif kind == "toxicity":
             model = options.get("model", ROBERTA)
             sources |= {model, "roberta"} if model == ROBERTA else {model}
+        elif kind == "source_toxicity":
+            from detox.hub import cache_dir
+            from rewards.source_classifier import cache_name, check_sources
+
+            settings = {k: options[k] for k in ("n_train", "seed") if k in options}
+            sources.add(str(cache_dir() / cache_name(check_sources(options.get("sources", COMBINED_SOURCES)),
+                                                     "reward", **settings)))
     return sources
 
 
@@ -128,9 +151,7 @@ def relation(judge: Judge, run_config: dict | None) -> str:
     rewards = reward_sources(run_config)
     if judge.source in rewards or _same_directory(judge.source, rewards):
         return "reward"
-    if _SIBLINGS.get(judge.source) in rewards:
-        return "sibling"
-    return "independent"
+    return "sibling" if judge_sources(judge.source) & run_data_sources(run_config) else "independent"
 
 
 def _same_directory(source: str, rewards: set[str]) -> bool:
@@ -158,17 +179,24 @@ def judge_labels(relations: dict[str, dict[str, str]]) -> dict[str, str]:
 
 def summary_lines(table: list[dict], judges: list[Judge], relations: dict[str, dict[str, str]]) -> list[str]:
     """One line per model after the base: the relative change of mean toxicity under each judge, the most
-    independent judge first, then of perplexity, each with its paired 95% interval."""
-    base, lines = table[0]["model"], []
+    independent judge first and, among equally independent ones, the most valid (highest mean ROC AUC on sources it
+    never saw), with the share of prompts whose completions became less toxic and the AUC of base against model
+    completions where the table has them; then of perplexity; each with its paired 95% interval."""
+    base, lines, validity = table[0]["model"], [], load_ranking()
     for row in table[1:]:
-        ordered = sorted(judges, key=lambda j: RELATIONS.index(relations[row["model"]][j.name]))
+        ordered = sorted(judges, key=lambda j: (RELATIONS.index(relations[row["model"]][j.name]),
+                                                -validity.get(j.source, -1.0)))
         parts = []
         for judge in ordered:
             key = f"{judge.name}/"
             delta, base_mean = row[key + "delta_vs_base"], row[key + "mean_toxicity"] - row[key + "delta_vs_base"]
             change = f"{100 * delta / base_mean:+.1f}%" if base_mean > 0 else "n/a"
-            parts.append(f"{change} under {judge.name} [{relations[row['model']][judge.name]}] (Δ {delta:+.4f}, "
-                         f"95% CI [{row[key + 'delta_ci_low']:+.4f}, {row[key + 'delta_ci_high']:+.4f}])")
+            valid = f"unseen-source AUC {validity[judge.source]:.3f}; " if judge.source in validity else ""
+            floor_free = (f"; less toxic on {row[key + 'share_prompts_less_toxic']:.0%} of prompts, AUC base vs "
+                          f"model {row[key + 'auc_base_vs_model']:.3f}" if key + "auc_base_vs_model" in row else "")
+            interval = f"[{row[key + 'delta_ci_low']:+.4f}, {row[key + 'delta_ci_high']:+.4f}]"
+            parts.append(f"{change} under {judge.name} [{relations[row['model']][judge.name]}] ({valid}"
+                         f"Δ {delta:+.4f}, 95% CI {interval}{floor_free})")
         fluency = (f"; perplexity {row['perplexity_change']:+.1%} (95% CI [{row['perplexity_change_ci_low']:+.1%}, "
                    f"{row['perplexity_change_ci_high']:+.1%}])" if "perplexity_change" in row else "")
         lines.append(f"{row['model']} vs {base}: mean toxicity " + "; ".join(parts) + fluency)

@@ -17,6 +17,7 @@ REWARD_REGISTRY: dict[str, str] = {
     "toxicity": "rewards.toxicity:ToxicityClassifier",
     "offline_toxicity": "rewards.toxicity:OfflineToxicity",
     "minilm_toxicity": "rewards.minilm_classifier:MiniLMToxicity",
+    "source_toxicity": "rewards.source_classifier:SourceToxicity",
     "phrase": "rewards.phrases:PhraseReward",
     "learned_phrase": "rewards.phrases:LearnedPhraseReward",
     "forget_verbatim": "rewards.forget:ForgetVerbatim",

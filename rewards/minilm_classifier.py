@@ -202,13 +202,14 @@ def cached_rtp_classifier(split_model: str = OFFLINE_MODEL) -> Path:
                    lambda out: fit_minilm_classifier(out, *rtp_continuation_rows(split_model), C=RTP_C))
 
 
-def _cached(name: str, build) -> Path:
-    """`cache_dir()/name`, written once by `build(staging_dir)`. The directory appears atomically (rename), so
-    concurrent training processes never read half of it. The build leaves the caller's random state as it was."""
+def _cached(name: str, build, marker: str = "config.json") -> Path:
+    """`cache_dir()/name`, written once by `build(staging_dir)` (done when it holds `marker`). The directory appears
+    atomically (rename), so concurrent training processes never read half of it. The build leaves the caller's random
+    state as it was."""
     from detox.hub import cache_dir, random_state_kept
 
     target = cache_dir() / name
-    if (target / "config.json").is_file():
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

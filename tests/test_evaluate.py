@@ -27,6 +27,7 @@ from detox.evaluation import (
     token_nll,
     write_cache,
 )
+from detox.validity import load_ranking
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -271,8 +272,11 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     assert list(rows) == ["base", "lora"]
     assert rows["base"][4] == "—"
     summary = [line for line in first.stdout.splitlines() if line.startswith("lora vs base")]
-    assert len(summary) == 1 and summary[0].index("under offline [independent]") < summary[0].index(
-        "under minilm_davidson [independent]") < summary[0].index("under minilm_rtp [reward]")
+    # the independent judges lead, the more valid one (detox/assets/judge_validity.json) first; the reward comes last
+    validity = load_ranking()
+    leader, runner_up = sorted(["offline", "minilm_davidson"], key=lambda judge: -validity[judge])
+    assert len(summary) == 1 and summary[0].index(f"under {leader} [independent]") < summary[0].index(
+        f"under {runner_up} [independent]") < summary[0].index("under minilm_rtp [reward]")
     for name in ("results.md", "results.csv", "results.json", "samples.csv", "toxicity.png"):
         assert (out / name).stat().st_size > 0
 
@@ -310,6 +314,13 @@ def test_script_on_smollm2_and_a_lora_adapter(tmp_path, lora_adapter):
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"][1]["minilm_davidson/delta_vs_base"] == pytest.approx(
         means["lora", "minilm_davidson"] - means["base", "minilm_davidson"], abs=1e-12)
+    for judge in ("offline", "minilm_davidson", "minilm_rtp"):  # the changes that do not depend on a judge's floor
+        base, lora = (np.array([s[f"toxicity/{judge}"] for s in by_model[m]]).reshape(20, k) for m in ("base", "lora"))
+        pairs = base.reshape(-1, 1) - lora.reshape(1, -1)  # every base completion against every lora one
+        above = (pairs > 0).mean() + 0.5 * (pairs == 0).mean()
+        fell = np.mean(lora.mean(1) < base.mean(1))
+        assert saved["rows"][1][f"{judge}/share_prompts_less_toxic"] == pytest.approx(fell)
+        assert saved["rows"][1][f"{judge}/auc_base_vs_model"] == pytest.approx(above)
     assert saved["judge_relations"]["lora"] == {"offline": "independent", "minilm_davidson": "independent",
                                                 "minilm_rtp": "reward"}
     card = (Path(lora_adapter) / "README.md").read_text()  # the adapter's model card now holds the table

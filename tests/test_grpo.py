@@ -56,7 +56,7 @@ def test_group_trainer_with_composed_rewards(algo, lora, saved, tiny_lm_path, tm
 
     offline, minilm = parse_judges(["offline", "minilm_davidson"])  # evaluate_toxicity.py marks the run's own reward
     assert relation(offline, run_config(str(final))) == "reward"
-    assert relation(minilm, run_config(str(final))) == "independent"
+    assert relation(minilm, run_config(str(final))) == "sibling"  # alt-profanity-check learned Davidson's tweets too
     assert (output_dir / "metrics.jsonl").is_file() and (output_dir / "heldout_prompts.jsonl").is_file()
     # shared as train_ppo.py shares: the card names the algorithm; an adapter is merged, full weights need no merging
     assert f"with {algo.upper()}" in (final / "README.md").read_text()

@@ -144,12 +144,14 @@ def test_judge_names():
 def test_relation_to_a_runs_rewards():
     judges = {name: Judge(name, name) for name in ("offline", "minilm_davidson", "minilm_davidson_reward", "roberta")}
     minilm_run = {"rewards": [{"type": "minilm_toxicity", "options": {}}]}
+    # alt-profanity-check was trained on every Davidson tweet (and Jigsaw's comments): it shares a source with any
+    # scorer fitted on Davidson rows, so neither is independent of the other's run
     assert {n: relation(j, minilm_run) for n, j in judges.items()} == {
-        "offline": "independent", "minilm_davidson": "sibling", "minilm_davidson_reward": "reward",
+        "offline": "sibling", "minilm_davidson": "sibling", "minilm_davidson_reward": "reward",
         "roberta": "independent"}
     profanity_run = {"rewards": [{"type": "offline_toxicity"}, {"type": "phrase", "options": {"phrases": ["x"]}}]}
     assert relation(judges["offline"], profanity_run) == "reward"
-    assert relation(judges["minilm_davidson"], profanity_run) == "independent"
+    assert relation(judges["minilm_davidson"], profanity_run) == "sibling"
     rtp_run = {"rewards": [{"type": "minilm_toxicity", "options": {"data": "rtp_continuations"}}]}
     assert relation(Judge("minilm_rtp", "minilm_rtp"), rtp_run) == "reward"
     assert relation(judges["minilm_davidson"], rtp_run) == "independent"  # other rows, other source
