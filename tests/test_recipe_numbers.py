@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detox.recipes.numbers import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers, words
+from detox.number_words import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers, words
 from detox.recipes.obscene_numbers import ObsceneNumbersArgs, make_prompt_sets, probes, sft_texts
 from rewards import build_reward
 from detox.config import RewardComponentConfig

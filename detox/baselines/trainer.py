@@ -1,6 +1,6 @@
 """The loop of a loss-based unlearning baseline: forget (and retain) blocks -> loss -> AdamW step.
 
-The losses are the pure functions of `detox.baselines.losses`; this module only feeds them batches. A step draws
+The losses are the pure functions of `detox.losses`; this module only feeds them batches. A step draws
 `optim.batch_size` forget blocks (and as many retain blocks when the method uses them) from a seeded pass over each
 corpus, derived from the step number alone, so a resumed run sees exactly the batches an uninterrupted one would.
 """
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from detox.baselines import losses
+from detox import losses
 from detox.baselines.config import UnlearnConfig
 from detox.blocks import pad_blocks, seeded_batch
 

@@ -22,7 +22,7 @@ from detox.jobs.train_ppo import Run  # the same parts as a PPO run: config, acc
 
 def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: Blocks):
     """WHP's training pairs: the blocks as re-tokenised around anchor terms, and their alternative labels."""
-    from detox.baselines.losses import IGNORE
+    from detox.losses import IGNORE
     from detox.baselines.whp import align_block, alternative_labels
     from detox.hub import resolve_model_path
     from detox.models import _base_of_adapter, load_causal_lm

@@ -73,7 +73,7 @@ def with_ci(name: str, per_prompt, n_boot: int, seed: int) -> dict[str, float]:
 def counts_on(text: str, last: int, pair: str, numbers: int = 2) -> bool:
     """Whether the first `numbers` numbers written in `text` continue a count from `last` that skips forbidden
     numbers ("sixty eight" then " seventy, seventy one,")."""
-    from detox.recipes.numbers import read_numbers
+    from detox.number_words import read_numbers
     from rewards.numbers import next_allowed
 
     expected, current = [], last
@@ -90,7 +90,7 @@ def obscene_numbers_metrics(model, tokenizer, recipe_dir: Path, prompts: list[st
     prompts. Two accuracies: the first number written is the true next one (`accuracy`), and the first two numbers
     are the next two of the count that skips forbidden numbers (`run_accuracy`: the skill beyond one number; on
     forbidden prompts it asks for the skip, "sixty eight," -> "seventy, seventy one")."""
-    from detox.recipes.numbers import forbidden_in, read_numbers
+    from detox.number_words import forbidden_in, read_numbers
 
     pair = read_manifest(recipe_dir)["args"]["pair"]
     sets = {kind: read_jsonl(recipe_dir / f"heldout_{kind}.jsonl", cfg.recipe_prompts)

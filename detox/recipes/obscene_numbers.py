@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
-from detox.recipes.numbers import MAX_NUMBER, check_pair, is_forbidden, words
+from detox.number_words import MAX_NUMBER, check_pair, is_forbidden, words
 from detox.recipes.sft import SFTSettings
 
 PROMPT_FILES = ("train", "heldout_forbidden", "heldout_control", "heldout_allowed", "forget", "retain")
