@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from detox.judge_specs import parse_judges
+
 
 @dataclass
 class ModelConfig:
@@ -347,8 +349,6 @@ class LoggingConfig:
         if self.judge_every <= 0:
             raise ValueError(f"logging.judge_every ({self.judge_every}) must be positive.")
         if self.judges:
-            from detox.judges import parse_judges
-
             parse_judges(self.judges)  # bad names fail here, before any model loads
 
 

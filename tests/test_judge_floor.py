@@ -14,7 +14,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from judge_floor import bin_masks, load_continuations, parse_starts  # noqa: E402
 
-from detox.judges import Judge, build_judge  # noqa: E402
+from detox.judge_specs import Judge  # noqa: E402
+from detox.judges import build_judge  # noqa: E402
 
 
 def test_bins_partition_scores_including_both_ends():
