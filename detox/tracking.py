@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import yaml
 
 from detox.config import LoggingConfig
+from detox.plots import plot_curves
 
 METRIC_NAMES = (
     "objective/kl",  # mean KL(policy || reference) per sequence, in nats
@@ -256,8 +257,6 @@ class MainTracker(Tracker):
             _IMAGE_WRITERS[backend.name](backend.tracker, {k: Path(v) for k, v in images.items()}, step)
 
     def finish(self) -> None:
-        from detox.plots import plot_curves
-
         # Finish the trackers here rather than through accelerator.end_training(), which also destroys the process
         # group the caller may still need; emptying the list keeps a later end_training() from finishing twice.
         for backend in self.accelerator.trackers:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from detox.hub import OFFLINE_MODEL, resolve_model_path
+from detox.sharding import whole_model_loading
 from rewards.ngram_index import build_or_load_index
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -231,7 +232,6 @@ class ForgetLikelihood:
         # base), or "model" (a separate model)
         same_base = base_path is not None and _same_path(reference_path, base_path)
         self._mode = ("adapter" if reference_adapter is not None else "off") if same_base else "model"
-        from detox.sharding import whole_model_loading
         from peft import PeftModel
 
         with whole_model_loading():  # scoring models, never partitioned by ZeRO-3

@@ -17,19 +17,18 @@ from pathlib import Path
 
 import yaml
 
+from detox import tracking
+from detox.config import parse_config
+from detox.data import check_held_out, load_prompts, refuse_evaluation_only
+from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
+from detox.hub import resolve_model_path
 from detox.launch import prepare_output_dir, use_gloo_without_gpus, write_heldout
+from detox.models import load_tokenizer
+from rewards import RewardComposer
 
 
 def build(argv: list[str] | None = None):
     """Parse the config, load prompts and rewards, and set up TRL's trainer (which loads the model)."""
-    from detox import tracking
-    from detox.config import parse_config
-    from detox.data import check_held_out, load_prompts, refuse_evaluation_only
-    from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
-    from detox.hub import resolve_model_path
-    from detox.models import load_tokenizer
-    from rewards import RewardComposer
-
     cfg: GroupRunConfig = parse_config(argv, GroupRunConfig)  # an unknown field or algo fails here, before loading
     refuse_evaluation_only(cfg.data)
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
@@ -68,8 +67,6 @@ def build(argv: list[str] | None = None):
 def write_run_config(model_dir: Path, cfg) -> None:
     """The run config beside the model, secrets removed, as train_ppo.py leaves it: evaluate_toxicity.py reads it to
     mark which judge is the run's own reward."""
-    from detox import tracking
-
     (model_dir / "detox_config.yaml").write_text(yaml.safe_dump(tracking.redact(cfg), sort_keys=False))
 
 
