@@ -23,10 +23,9 @@ from detox.evaluation import (
     forget_metrics,
     forget_passages,
     read_cache,
-    sequence_nll,
-    token_nll,
     write_cache,
 )
+from detox.scoring import sequence_nll, token_nll
 
 REPO = Path(__file__).resolve().parents[1]
 

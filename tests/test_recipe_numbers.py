@@ -141,7 +141,7 @@ def test_the_preset_is_what_the_generator_writes_for_69():
 
 
 def test_a_count_is_right_when_its_next_numbers_skip_the_forbidden_ones():
-    from detox.recipes.metrics import counts_on
+    from detox.recipes.obscene_numbers_metrics import counts_on
 
     assert counts_on(" seventy, seventy one,", 68, "69")
     assert not counts_on(" sixty nine, seventy,", 68, "69")  # the count that does not skip
