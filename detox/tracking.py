@@ -312,13 +312,13 @@ def _tensorboard_images(writer, images: dict[str, Path], step: int) -> None:
 
 def _trackio_table(run, columns: list[str], data: list[list[Any]], step: int) -> None:
     import pandas as pd
-    import trackio
+    import trackio  # optional (the trackio extra): only a run that logs to trackio needs it
 
     run.log({"samples": trackio.Table(dataframe=pd.DataFrame(data, columns=columns))}, step=step)
 
 
 def _trackio_images(run, images: dict[str, Path], step: int) -> None:
-    import trackio
+    import trackio  # optional (the trackio extra): only a run that logs to trackio needs it
 
     run.log({k: trackio.Image(str(p)) for k, p in images.items()}, step=step)
 

@@ -33,20 +33,17 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detox.blocks import chunk_blocks
 from detox.config import FORGET_LOSSES
 from detox.data import ASSETS
 from detox.models import load_tokenizer
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.sft import SFTSettings, supervised_finetune
 from rewards.forget import AnchorTerms
-from rewards.make_reinforced import ReinforceArgs, chunk_blocks, make_reinforced
-
-if TYPE_CHECKING:
-    from rewards.forget import AnchorTerms
+from rewards.make_reinforced import ReinforceArgs, make_reinforced
 
 SHIPPED = {"builtin:tinyshakespeare": ASSETS / "tinyshakespeare.txt.gz"}
 ROMEO_AND_JULIET = "15601-20332"
