@@ -56,7 +56,7 @@ class ForgetVerbatim:
     """Reward = -(share of the completion's token n-grams found verbatim in the forget corpus), in [-1, 0].
 
     Options (the component's `options`):
-      corpus: path, list of paths, directory, or datasets id of the forget corpus (see `ngram_index.read_corpus`).
+      corpus: path, list of paths, directory, or datasets id of the forget corpus (see `detox.corpus.read_corpus`).
       n: n-gram length in tokens; 8 flags copied phrases, not shared idioms. Lower it for short, name-heavy text.
       tokenizer: tokenizer that splits corpus and completions; set it to the policy's tokenizer, whose
         `completion_ids` are then used directly (checked once by decoding; on mismatch the texts are re-tokenised).
