@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("detox", "rewards")
 """Top-level packages of the project; `rewards` stands on layer 2 beside detox.judges."""
-OUTSIDE = ("benchmarks", "tests")
+OUTSIDE = ("benchmarks", "tests", "tools")
 """Folders outside the package: they may import any package module, never a script."""
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -67,7 +67,7 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def project_files(root: Path) -> dict[str, Path]:
-    """Dotted name -> file of every package module, script (a .py at the root) and benchmark or test file."""
+    """Dotted name -> file of every package module, script (a .py at the root) and file of the OUTSIDE folders."""
     files = {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
     files |= {p.stem: p for p in sorted(root.glob("*.py"))}
     files |= {f"{folder}.{p.stem}": p for folder in OUTSIDE for p in sorted((root / folder).glob("*.py"))}
