@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.judge_features import DEFAULT_CACHE, evaluation_rows, source_features
-from detox.independence import SOURCE_JUDGES
+from detox.judge_specs import SOURCE_JUDGES
 from detox.validity import VALIDITY_FILE, auc_delong, functionality_accuracy, spearman
 from rewards.label_sources import SOURCES
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from detox.baselines.losses import IGNORE
+from detox.corpus import read_corpus
+from detox.data import CONTINUATION_SETS, continuation_records
+from detox.losses import IGNORE
 
 
 @dataclass
@@ -26,8 +28,6 @@ class Blocks:
 
 def _read(corpus: str, text_field: str, what: str) -> list[str]:
     """The corpus's texts; a corpus that cannot be read is an error that names the setting it came from."""
-    from rewards.ngram_index import read_corpus
-
     try:
         return read_corpus(corpus, text_field)
     except (FileNotFoundError, ValueError) as err:
@@ -37,8 +37,6 @@ def _read(corpus: str, text_field: str, what: str) -> list[str]:
 def _record_pairs(corpus: str, data, tokenizer, what: str) -> list[tuple[str, str]] | None:
     """(text, completion) per record of a builtin continuation set or of a corpus with `data.completion_field`;
     None for a corpus of plain texts."""
-    from detox.data import CONTINUATION_SETS, continuation_records
-
     if corpus in CONTINUATION_SETS:
         return [(r["text"], r["completion"]) for r in continuation_records(corpus, tokenizer)]
     if not data.completion_field:
@@ -50,12 +48,18 @@ def _record_pairs(corpus: str, data, tokenizer, what: str) -> list[tuple[str, st
     return pairs
 
 
+def chunk_blocks(token_id_lists: list[list[int]], eos_id: int, max_length: int) -> list[list[int]]:
+    """Concatenate documents (EOS after each) and cut into full `max_length` blocks; the ragged tail is dropped
+    unless it is the only block."""
+    stream = [t for ids in token_id_lists for t in (*ids, eos_id)]
+    blocks = [stream[i:i + max_length] for i in range(0, len(stream) - max_length + 1, max_length)]
+    return blocks or ([stream] if len(stream) >= 2 else [])
+
+
 def load_blocks(corpus: str, data, tokenizer, what: str) -> Blocks:
     """A corpus as token blocks: text + completion per record (`data.completion_field`, or a builtin continuation
     set), or the texts joined with EOS and cut into `data.max_length` blocks (`data.pack`; else each text's first
     `data.max_length` tokens). An empty corpus is an error."""
-    from rewards.make_reinforced import chunk_blocks
-
     pairs = _record_pairs(corpus, data, tokenizer, what)
     if pairs is not None:
         prompts = tokenizer([t for t, _ in pairs], add_special_tokens=False)["input_ids"]

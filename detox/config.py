@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from detox import config_help
+from detox.judge_specs import parse_judges
 
 
 @dataclass
@@ -359,8 +360,6 @@ class LoggingConfig:
         if self.judge_every <= 0:
             raise ValueError(f"logging.judge_every ({self.judge_every}) must be positive.")
         if self.judges:
-            from detox.judges import parse_judges
-
             parse_judges(self.judges)  # bad names fail here, before any model loads
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from detox.config import DataConfig
+from detox.hub import resolve_model_path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUILTIN = {
@@ -228,8 +229,6 @@ def _read_file(path: Path) -> Iterable[Any]:
 
 def _read_hub_dataset(name: str, split: str) -> Iterable[Any]:
     import datasets
-
-    from detox.hub import resolve_model_path
 
     resolve_model_path(name, what="data.prompts")  # fails fast, naming the offline preset, when the Hub is out of reach
     return datasets.load_dataset(name, split=split)

@@ -1,4 +1,4 @@
-"""Toxicity evaluation of several models on the same prompts, decoding and seeds (issue 4).
+"""Toxicity evaluation of several models on the same prompts, decoding and seeds.
 
 For each model: sample k completions per prompt, score each completion alone (as TRL's evaluate-toxicity script
 does) with every configured toxicity judge (detox.judges), and compute each completion's log-likelihood under one
@@ -17,12 +17,24 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
 
 from detox import metrics
-from detox.config import DataConfig, GenerationConfig
+from detox.config import DataConfig, GenerationConfig, from_dict
+from detox.corpus import read_corpus
+from detox.data import EVALUATION_ONLY, load_prompts, render_prompts
+from detox.generation import generate_completions
+from detox.hub import resolve_model_path
+from detox.judge_specs import parse_judges
+from detox.judges import build_judge, relation, run_config
+from detox.models import _base_of_adapter, load_causal_lm, load_tokenizer
+from detox.recipe_files import forget_prompt_file
+from detox.scoring import document_perplexity, sequence_nll
 from detox.validity import floor_free_change
 
 HUB_PROMPTS: dict[str, dict[str, Any]] = {
@@ -41,6 +53,8 @@ HUB_PROMPTS: dict[str, dict[str, Any]] = {
 FORGET_PROMPT_WORDS, FORGET_CONTINUATION_WORDS = 32, 16
 """A forget passage is 48 consecutive words: the model continues the first 32; ROUGE-L compares with the next 16."""
 _NAME = re.compile(r"^[\w.-]+$")
+RecipeMetrics = Callable[..., tuple[dict, list]]
+"""`(cfg, recipe_dir, name, model, tokenizer, completions, prompts) -> (metrics, rows)` of one model on a recipe."""
 
 
 @dataclass
@@ -153,13 +167,9 @@ class EvalConfig:
         return None
 
     def judge_list(self):
-        from detox.judges import parse_judges
-
         return parse_judges(self.judges, self.judge_options)
 
     def perplexity_model_path(self) -> str:
-        from detox.models import _base_of_adapter
-
         base = self.model_specs()[0][1]
         return self.perplexity_model or _base_of_adapter(base) or base
 
@@ -191,14 +201,10 @@ def log(message: str) -> None:
 
 def data_config(cfg: EvalConfig) -> DataConfig:
     """The prompt settings: `prompts` (or the run's data section), then the recipe's held-out file, then `data`."""
-    from detox.config import from_dict
-
     chosen = dict(HUB_PROMPTS.get(cfg.prompts, {"prompts": cfg.prompts}))
     settings = dict(run_config_dict(cfg.run_config).get("data") or {}) if cfg.run_config else chosen
     recipe = cfg.recipe_dir_path()
     if recipe is not None:
-        from detox.recipes.metrics import forget_prompt_file
-
         settings["prompts"] = str(forget_prompt_file(recipe))
     if cfg.run_config and cfg.prompts != EvalConfig.prompts:  # --prompts named beside --run_config: those prompts
         settings.update(chosen)
@@ -207,8 +213,6 @@ def data_config(cfg: EvalConfig) -> DataConfig:
 
 def run_config_dict(path: str) -> dict[str, Any]:
     """A run's saved config (config.yaml in its output directory) or any run config file, as plain data."""
-    import yaml
-
     file = Path(path) / "config.yaml" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"run_config '{path}': no such config file (a run directory holds config.yaml).")
@@ -218,8 +222,6 @@ def run_config_dict(path: str) -> dict[str, Any]:
 def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
     """The evaluation prompts: the chosen split of the source, then a seeded random subset of num_prompts, as the
     models read them (chat messages through the tokenizer's chat template, per data.chat_template)."""
-    from detox.data import EVALUATION_ONLY, load_prompts, render_prompts
-
     data = data_config(cfg)
     split = load_prompts(data, tokenizer)
     held_out_file = cfg.recipe_dir_path() is not None and "prompts" not in cfg.data  # a recipe's file is held out
@@ -238,8 +240,6 @@ def load_eval_prompts(cfg: EvalConfig, tokenizer) -> list[str]:
 
 def forget_passages(corpus: str, n: int, seed: int) -> list[tuple[str, str]]:
     """n (prompt, true continuation) pairs cut from `corpus` at word boundaries, keeping its original spacing."""
-    from rewards.ngram_index import read_corpus
-
     width = FORGET_PROMPT_WORDS + FORGET_CONTINUATION_WORDS
     windows = []
     for text in read_corpus(corpus):
@@ -257,14 +257,10 @@ class Scorers:
     """The perplexity model and the toxicity judges, each loaded on first use and kept for every model."""
 
     def __init__(self, cfg: EvalConfig):
-        import torch
-
         self.cfg, self.device = cfg, cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._lm = self._judges = None
 
     def load_lm(self, path: str, what: str):
-        from detox.models import load_causal_lm, load_tokenizer
-
         log(f"loading {what} {path}")
         kwargs = dict(trust_remote_code=self.cfg.trust_remote_code, what=what)
         return load_causal_lm(path, self.cfg.dtype, device=self.device, **kwargs), load_tokenizer(path, **kwargs)
@@ -275,8 +271,6 @@ class Scorers:
         return self._lm
 
     def judges(self) -> dict:
-        from detox.judges import build_judge
-
         if self._judges is None:
             self._judges = {j.name: build_judge(j, self.cfg.batch_size, self.cfg.device, self.cfg.trust_remote_code)
                             for j in self.cfg.judge_list()}
@@ -285,73 +279,18 @@ class Scorers:
     def check(self, paths: list[str]) -> None:
         """Fail before anything is generated when a judge, a model or the perplexity model cannot load (a Hub id
         offline)."""
-        from detox.hub import resolve_model_path
-        from detox.models import _base_of_adapter
-
         self.judges()
         for path, what in [*((p, "models") for p in paths), (self.cfg.perplexity_model_path(), "perplexity_model")]:
             resolve_model_path(_base_of_adapter(path) or path, what)
 
     def toxicity(self, texts: list[str], desc: str) -> dict[str, np.ndarray]:
         """Judge name -> (N,) P(toxic) of each text."""
-        from tqdm.auto import tqdm
-
         step, out = self.cfg.batch_size, {}
         for name, judge in self.judges().items():
             batches = tqdm(range(0, len(texts), step), desc=f"{desc} {name}")
             chunks = [judge.toxicity(texts[i : i + step]) for i in batches]
             out[name] = np.concatenate(chunks) if chunks else np.zeros(0)
         return out
-
-
-def sequence_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_size: int, desc: str):
-    """Summed NLL in nats (N,) of each target given its context, and the number of target tokens scored (N,).
-
-    Context and target are tokenised separately (no special tokens) and concatenated, as in generation; with an
-    empty context the target's first token has nothing to condition on and is not scored.
-    """
-    per_token = token_nll(model, tokenizer, contexts, targets, batch_size, desc)
-    nll = np.array([np.nansum(t) for t in per_token], dtype=float)
-    count = np.array([int(np.isfinite(t).sum()) for t in per_token], dtype=np.int64)
-    return nll, count
-
-
-def token_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_size: int, desc: str,
-              target_ids: list[list[int]] | None = None) -> list[np.ndarray]:
-    """NLL in nats of every token of each target given its context: one array per target, aligned with the target's
-    tokens (`target_ids`, or the target tokenised without special tokens), NaN where a token is not scored (the first
-    token of a target with an empty context)."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    ctx_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
-    tgt_ids = target_ids if target_ids is not None else tokenizer(list(targets), add_special_tokens=False)["input_ids"]
-    out = [np.full(len(t), np.nan) for t in tgt_ids]
-    device = next(model.parameters()).device
-    # batches of similar lengths: right padding to the longest row costs compute, not results
-    order = sorted(range(len(tgt_ids)), key=lambda i: len(ctx_ids[i]) + len(tgt_ids[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc=desc):
-        batch = order[start : start + batch_size]
-        rows = [(ctx_ids[i], ctx_ids[i] + tgt_ids[i]) for i in batch]
-        width = max(len(seq) for _, seq in rows)
-        if width < 2:
-            continue
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels, mask = torch.full_like(ids, -100), torch.zeros_like(ids)
-        for i, (ctx, seq) in enumerate(rows):  # right padding: positions are 0..len-1 without position_ids
-            ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq, dtype=torch.long), 1
-            first = max(len(ctx), 1)
-            labels[i, first : len(seq)] = ids[i, first : len(seq)]
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-        target = labels[:, 1:].to(device)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-        nll = nll.view(len(rows), -1).cpu().numpy()
-        for row, (i, (ctx, seq)) in enumerate(zip(batch, rows)):
-            first = max(len(ctx), 1)  # label position p is predicted at row position p - 1
-            out[i][first - len(ctx) :] = nll[row, first - 1 : len(seq) - 1]
-    return out
 
 
 def fingerprint(cfg: EvalConfig, path: str, prompts: list[str]) -> str:
@@ -400,12 +339,10 @@ def write_cache(path: Path, key: str, run: ModelRun) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], scorers: Scorers) -> ModelRun:
-    """Generate k completions per prompt, score them with every judge, and compute the perplexity model's NLL."""
-    import torch
-
-    from detox.generation import generate_completions
-
+def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], scorers: Scorers,
+                   recipe_metrics: RecipeMetrics | None = None) -> ModelRun:
+    """Generate k completions per prompt, score them with every judge, and compute the perplexity model's NLL; with a
+    recipe, add `recipe_metrics` of the model."""
     k = cfg.samples_per_prompt
     is_lm = path == cfg.perplexity_model_path()
     model, tokenizer = scorers.perplexity_lm() if is_lm else scorers.load_lm(path, f"model {name}")
@@ -417,8 +354,9 @@ def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], sc
         run.forget, run.forget_samples = forget_metrics(cfg, name, model, tokenizer)
     recipe = cfg.recipe_dir_path()
     if recipe is not None:
-        from detox.recipes.metrics import recipe_metrics
-
+        if recipe_metrics is None:
+            raise ValueError(f"recipe_dir '{recipe}': give run_evaluation the recipe metrics "
+                             f"(detox.recipes.metrics.recipe_metrics) to evaluate a recipe.")
         run.recipe, run.recipe_samples = recipe_metrics(cfg, recipe, name, model, tokenizer, completions, prompts)
     if not is_lm:  # free the model before the judges and the perplexity model run, and before the next model loads
         del model
@@ -439,8 +377,6 @@ def evaluate_model(cfg: EvalConfig, name: str, path: str, prompts: list[str], sc
 
 def forget_metrics(cfg: EvalConfig, name: str, model, tokenizer) -> tuple[dict[str, float], list[dict]]:
     """ROUGE-L of completions of forget passages vs their true continuations; perplexity on forget/retain text."""
-    from detox.generation import generate_completions
-
     out, samples = {}, []
     if cfg.forget_corpus:
         passages = forget_passages(cfg.forget_corpus, cfg.forget_passages, cfg.seed)
@@ -464,20 +400,9 @@ def passage_perplexity(key: str, model, tokenizer, corpus, cfg: EvalConfig) -> d
     return document_perplexity(key, model, tokenizer, texts, cfg, f"perplexity {Path(corpus).name}")
 
 
-def document_perplexity(key: str, model, tokenizer, documents: list[str], cfg: EvalConfig,
-                        desc: str | None = None) -> dict[str, float]:
-    """Perplexity of `documents`, each scored alone from its start, with its 95% bootstrap interval over documents,
-    keyed `key`."""
-    nll, count = sequence_nll(model, tokenizer, [""] * len(documents), documents, cfg.batch_size,
-                              desc or f"perplexity ({key})")
-    return metrics.perplexity_with_ci(key, nll, count, cfg.bootstrap_samples, cfg.seed)
-
-
-def run_evaluation(cfg: EvalConfig) -> EvalResult:
-    """Evaluate every model not already in the cache, then build the table."""
-    from detox.judges import relation, run_config
-    from detox.models import load_tokenizer
-
+def run_evaluation(cfg: EvalConfig, recipe_metrics: RecipeMetrics | None = None) -> EvalResult:
+    """Evaluate every model not already in the cache, then build the table. A recipe's metrics come from
+    `recipe_metrics` (the evaluate job passes detox.recipes.metrics.recipe_metrics: recipes stand above this loop)."""
     specs = cfg.model_specs()
     tokenizer = load_tokenizer(specs[0][1], cfg.trust_remote_code, what="models[0]")
     prompts = load_eval_prompts(cfg, tokenizer)
@@ -492,7 +417,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         if runs[name] is not None:
             log(f"{name}: cached results reused from {caches[name][0]}")
             continue
-        runs[name] = evaluate_model(cfg, name, path, prompts, scorers)
+        runs[name] = evaluate_model(cfg, name, path, prompts, scorers, recipe_metrics)
         write_cache(*caches[name], runs[name])
     for run in runs.values():
         hits = metrics.phrase_hits([s["completion"] for s in run.samples], cfg.phrases) if cfg.phrases else []

@@ -16,6 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from detox.hub import HubUnreachableError, _hub_reachable
+from detox.judges import run_config
+from detox.model_card import write_model_card
+from detox.models import load_causal_lm, load_tokenizer
+
 TRAINING_ONLY = ("value_head.safetensors",)
 """Files of final/ that only training needs; the merged directory and Hub uploads leave them out."""
 
@@ -28,10 +33,6 @@ def export_merged(model_dir: str | Path, out_dir: str | Path, dtype: str = "floa
     """Merge the LoRA adapter in `model_dir` into its base and write full safetensors weights, the tokenizer, the run
     config and a model card to `out_dir` (atomically); returns `out_dir`."""
     import yaml
-
-    from detox.judges import run_config
-    from detox.model_card import write_model_card
-    from detox.models import load_causal_lm, load_tokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "adapter_config.json").is_file():
@@ -61,8 +62,6 @@ def export_merged(model_dir: str | Path, out_dir: str | Path, dtype: str = "floa
 
 def hub_token(repo_id: str) -> str:
     """The HF_TOKEN for an upload to `repo_id`, after checking the Hub can be reached; fails at once otherwise."""
-    from detox.hub import HubUnreachableError, _hub_reachable
-
     if not _hub_reachable():
         raise HubUnreachableError(
             f"checkpoint.push_to_hub '{repo_id}': the Hugging Face Hub is unreachable from this machine "

@@ -3,7 +3,7 @@
 PPO's forget rewards read only what the policy samples, 20-30 tokens at a time, so text the policy rarely writes
 (a play's exact lines, its speakers' headers) gets little signal. This term reads the text itself: each PPO
 mini-batch adds `forget_loss.coef` × NPO's loss (or gradient ascent's) on `forget_loss.batch_size` blocks of the
-forget corpus. The losses are the baselines' pure functions (detox.baselines.losses); NPO's reference is PPO's own
+forget corpus. The losses are the pure functions of detox.losses, as in the baselines; NPO's reference is PPO's own
 (the starting model), whose log-likelihood of each block is computed once and kept. Which blocks a mini-batch draws
 depends only on its place in the run, so a resumed run draws the blocks an uninterrupted one would.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from detox.baselines import losses
+from detox import losses
 from detox.blocks import Blocks, load_blocks, pad_blocks, seeded_batch
 from detox.config import ForgetLossConfig
 

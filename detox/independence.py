@@ -12,15 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rewards.label_sources import FITTABLE
+from detox.judge_specs import COMBINED_SOURCES, SOURCE_JUDGES
 from rewards.toxicity import DEFAULT_MODEL as ROBERTA
 
 PROFANITY_CHECK_SOURCES = frozenset({"davidson", "jigsaw_toxic_comments"})
 ROBERTA_SOURCES = frozenset({"dynabench_hate"})
-COMBINED_SOURCES = ("toxigen", "stormfront", "davidson")
-"""The sources of the combined judge and, by default, of the `source_toxicity` reward."""
-SOURCE_JUDGES = {**{f"judge_{source}": (source,) for source in FITTABLE}, "judge_combined": COMBINED_SOURCES}
-"""Judge name -> the sources whose judge part its classifier is fitted on (rewards/source_classifier.py)."""
 _BUILTIN_JUDGE_SOURCES = {
     "offline": PROFANITY_CHECK_SOURCES,
     "minilm_davidson": {"davidson"},

@@ -16,106 +16,92 @@ A model is never judged only by the reward it was trained on. A judge is named o
                              (rewards/label_sources.py, rewards/source_classifier.py)
     judge_combined           the same, fitted on the judge parts of toxigen, stormfront and davidson together
 
-Each judge's relation to a run (read from the run's saved config) is `reward` (it is one of the rewards), `sibling`
-(it learned from a data source that one of the run's rewards or loss-based training sets learned from: only partly
-independent) or `independent` (it shares no data source with the run; detox/independence.py). Among judges of the
-same relation, the most valid comes first: the highest mean ROC AUC on sources it never saw
-(detox/assets/judge_validity.json, written by benchmarks/judge_validity.py).
+The specs that name judges, and the built-in names, are in detox.judge_specs (low, so that a config checks them before
+anything loads); `JUDGES` maps each built-in name to its builder. Each judge's relation to a run (read from the run's
+saved config) is `reward` (it is one of the rewards), `sibling` (it learned from a data source that one of the run's
+rewards or loss-based training sets learned from: only partly independent) or `independent` (it shares no data source
+with the run; detox/independence.py). Among judges of the same relation, the most valid comes first: the highest mean
+ROC AUC on sources it never saw (detox/assets/judge_validity.json, written by benchmarks/judge_validity.py).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import yaml
 
-from detox.independence import COMBINED_SOURCES, SOURCE_JUDGES, judge_sources, run_data_sources
+from detox.hub import cache_dir, resolve_model_path
+from detox.independence import judge_sources, run_data_sources
+from detox.judge_specs import COMBINED_SOURCES, ROBERTA, SOURCE_JUDGES, Judge
 from detox.validity import load_ranking
+from rewards.minilm_classifier import cached_classifier, cached_rtp_classifier
+from rewards.source_classifier import SourceClassifier, cache_name, cached_source_classifier, check_sources
+from rewards.toxicity import OfflineToxicity, ToxicityClassifier
 
-ROBERTA = "facebook/roberta-hate-speech-dynabench-r4-target"
-BUILTIN_JUDGES = {
-    "offline": "alt-profanity-check",
-    "minilm_davidson": "MiniLM + logistic regression, Davidson judge rows (odd row ids)",
-    "minilm_davidson_reward": "MiniLM + logistic regression, Davidson reward rows (even row ids)",
-    "minilm_rtp": "MiniLM + logistic regression, labelled RealToxicityPrompts continuations of the training prompts",
-    "roberta": f"{ROBERTA} via evaluate.load('toxicity')",
-    **{name: f"MiniLM mean pooling + logistic regression, judge part of {', '.join(sources)}"
-       for name, sources in SOURCE_JUDGES.items()},
-}
-"""Built-in judge name -> what it is."""
 RELATIONS = ("independent", "sibling", "reward")
 """How a judge relates to a run's rewards, from most to least independent; summaries list judges in this order."""
-_NAME = re.compile(r"^[\w.-]+$")
 
 
-@dataclass
-class Judge:
-    name: str
-    """Column name in tables and `judge/<name>/mean` in training logs."""
-    source: str
-    """Built-in judge name, classifier directory or Hub id."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of rewards.toxicity.ToxicityClassifier, for a directory or Hub id."""
+def _offline(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    return OfflineToxicity()
 
 
-def parse_judges(specs: list[str], options: dict[str, dict] | None = None) -> list[Judge]:
-    """`["offline", "rob=facebook/x"]` -> judges; a bare directory or id is named after its last component."""
-    judges = []
-    for spec in specs:
-        name, _, source = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        name = name or Path(source.rstrip("/")).name
-        judges.append(Judge(name, source, dict((options or {}).get(name, {}))))
-    names = [j.name for j in judges]
-    if not names or len(set(names)) < len(names) or not all(_NAME.match(n) for n in names):
-        raise ValueError(
-            f"judges: names {names} must be given, unique, and only letters, digits, '.', '_', '-'. Built-in "
-            f"judges: {sorted(BUILTIN_JUDGES)}; any classifier directory or Hub id works too (`name=path`)."
-        )
-    unknown = sorted(set(options or {}) - set(names))
-    if unknown:
-        raise ValueError(f"judge_options names {unknown}, which are not judges; judges are {names}.")
-    return judges
+def _minilm_davidson(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    return ToxicityClassifier(model=str(cached_classifier("judge")), batch_size=batch_size, device=device)
+
+
+def _minilm_davidson_reward(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    return ToxicityClassifier(model=str(cached_classifier("reward")), batch_size=batch_size, device=device)
+
+
+def _minilm_rtp(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    return ToxicityClassifier(model=str(cached_rtp_classifier()), batch_size=batch_size, device=device)
+
+
+def _source_judge(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    return SourceClassifier(cached_source_classifier(SOURCE_JUDGES[judge.source], "judge"), batch_size, device)
+
+
+def _classifier(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    """A classifier directory (a source classifier, or any sequence classifier) or a Hub id; the roberta judge
+    without options goes through `evaluate`."""
+    if (Path(judge.source).expanduser() / "classifier.json").is_file():
+        return SourceClassifier(Path(judge.source).expanduser(), batch_size, device)
+    if judge.source == ROBERTA and not judge.options:
+        resolve_model_path(ROBERTA, what=f"judge '{judge.name}'")  # offline: a clear error within a second
+        return _EvaluateToxicity()
+    options = {"batch_size": batch_size, "device": device, "trust_remote_code": trust_remote_code, **judge.options}
+    return ToxicityClassifier(model=judge.source, **options)
+
+
+def _roberta(judge: Judge, batch_size: int, device: str | None, trust_remote_code: bool):
+    return _classifier(replace(judge, source=ROBERTA), batch_size, device, trust_remote_code)
+
+
+JUDGES = {
+    "offline": _offline,
+    "minilm_davidson": _minilm_davidson,
+    "minilm_davidson_reward": _minilm_davidson_reward,
+    "minilm_rtp": _minilm_rtp,
+    "roberta": _roberta,
+    **{name: _source_judge for name in SOURCE_JUDGES},
+}
+"""Built-in judge name (detox.judge_specs.BUILTIN_JUDGES) -> its builder; any other source is a classifier directory
+or Hub id."""
 
 
 def build_judge(judge: Judge, batch_size: int = 64, device: str | None = None, trust_remote_code: bool = False):
     """An object with `.toxicity(texts) -> (N,) P(toxic)` for `judge`. A Hub judge offline fails at once."""
-    from rewards.toxicity import OfflineToxicity, ToxicityClassifier
-
-    if judge.source == "offline":
-        return OfflineToxicity()
-    if judge.source in SOURCE_JUDGES or (Path(judge.source).expanduser() / "classifier.json").is_file():
-        from rewards.source_classifier import SourceClassifier, cached_source_classifier
-
-        directory = (cached_source_classifier(SOURCE_JUDGES[judge.source], "judge") if judge.source in SOURCE_JUDGES
-                     else Path(judge.source).expanduser())
-        return SourceClassifier(directory, batch_size, device)
-    if judge.source in ("minilm_davidson", "minilm_davidson_reward"):
-        from rewards.minilm_classifier import cached_classifier
-
-        part = "judge" if judge.source == "minilm_davidson" else "reward"
-        return ToxicityClassifier(model=str(cached_classifier(part)), batch_size=batch_size, device=device)
-    if judge.source == "minilm_rtp":
-        from rewards.minilm_classifier import cached_rtp_classifier
-
-        return ToxicityClassifier(model=str(cached_rtp_classifier()), batch_size=batch_size, device=device)
-    source = ROBERTA if judge.source == "roberta" else judge.source
-    if source == ROBERTA and not judge.options:
-        from detox.hub import resolve_model_path
-
-        resolve_model_path(ROBERTA, what=f"judge '{judge.name}'")  # offline: a clear error within a second
-        return _EvaluateToxicity()
-    options = {"batch_size": batch_size, "device": device, "trust_remote_code": trust_remote_code, **judge.options}
-    return ToxicityClassifier(model=source, **options)
+    return JUDGES.get(judge.source, _classifier)(judge, batch_size, device, trust_remote_code)
 
 
 class _EvaluateToxicity:
     """`evaluate`'s toxicity measurement (the roberta dynabench classifier, P("hate")) behind `.toxicity`."""
 
     def __init__(self):
-        import evaluate
+        import evaluate  # lazy: importing evaluate costs seconds, and only this judge needs it
 
         self.measure = evaluate.load("toxicity", module_type="measurement")
 
@@ -137,9 +123,6 @@ def reward_sources(run_config: dict | None) -> set[str]:
             model = options.get("model", ROBERTA)
             sources |= {model, "roberta"} if model == ROBERTA else {model}
         elif kind == "source_toxicity":
-            from detox.hub import cache_dir
-            from rewards.source_classifier import cache_name, check_sources
-
             settings = {k: options[k] for k in ("n_train", "seed") if k in options}
             sources.add(str(cache_dir() / cache_name(check_sources(options.get("sources", COMBINED_SOURCES)),
                                                      "reward", **settings)))
@@ -161,8 +144,6 @@ def _same_directory(source: str, rewards: set[str]) -> bool:
 
 def run_config(model_path: str) -> dict | None:
     """The detox training config saved beside a model (`detox_config.yaml`), or None for any other model."""
-    import yaml
-
     path = Path(model_path) / "detox_config.yaml"
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
 

@@ -11,11 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+from detox.export import export_merged, push_to_hub
+
 
 def share(final: Path, ckpt) -> None:
     """`checkpoint.export merged` and `checkpoint.push_to_hub`: everything trained is already saved in `final`."""
-    from detox.export import export_merged, push_to_hub
-
     target = final
     if ckpt.export == "merged" and (final / "adapter_config.json").is_file():
         target = export_merged(final, final.parent / "merged")

@@ -124,6 +124,13 @@ def bootstrap_ci(
     return _percentile_interval(values[idx].mean(axis=1), alpha)
 
 
+def with_ci(name: str, per_prompt, n_boot: int, seed: int) -> dict[str, float]:
+    """{name: mean, name_ci_low, name_ci_high} of per-prompt values (the prompt is the resampled unit)."""
+    values = np.asarray(per_prompt, dtype=np.float64)
+    low, high = bootstrap_ci(values, n_boot, seed)
+    return {name: float(values.mean()), f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
 def paired_bootstrap_diff(
     a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> tuple[float, float]:

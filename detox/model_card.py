@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from detox.data import CONTINUATION_SETS
+from detox.hub import OFFLINE_MODEL, _looks_like_repo_id, hub_id
+
 EVAL_START, EVAL_END = "<!-- detox:evaluation:start -->", "<!-- detox:evaluation:end -->"
 BASE_LICENCES = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0",
@@ -73,8 +76,6 @@ def write_model_card(model_dir: Path, config: dict, merged: bool = False, final_
     """Write `model_dir/README.md` from the run config (a dict as saved in detox_config.yaml); returns its path.
     `final_dir` is where the model will live once a staging `model_dir` is moved into place; the card's commands
     name it."""
-    from detox.hub import hub_id
-
     base = hub_id(config["model"]["name_or_path"])
     lora = config["lora"]["enabled"] and not merged
     name = Path(config["checkpoint"]["output_dir"]).name
@@ -138,11 +139,7 @@ def _front_matter(base: str, config: dict, lora: bool) -> str:
 
 
 def _model_section(base: str, config: dict, lora: bool, merged: bool) -> str:
-    from detox.hub import OFFLINE_MODEL
-
     name = config["model"]["name_or_path"]
-    from detox.hub import _looks_like_repo_id
-
     on_hub = _looks_like_repo_id(base) and not Path(base).exists()
     lines = ["## Model\n", f"- Base model: [{base}](https://huggingface.co/{base})" if on_hub else
              f"- Base model: `{base}` (a local directory)"]
@@ -241,8 +238,6 @@ def _unlearning_section(config: dict) -> str:
 
 
 def _corpora_section(data: dict) -> str:
-    from detox.data import CONTINUATION_SETS
-
     lines = ["## Data\n"]
     for role in ("forget", "retain"):
         if data.get(role):

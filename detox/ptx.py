@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from detox.baselines import losses
+from detox import losses
 from detox.blocks import Blocks, load_blocks, pad_blocks, seeded_batch
 from detox.config import PtxConfig
 

@@ -65,7 +65,7 @@ def sharding_on_cpu(accelerator) -> None:
             plugin.set_mixed_precision(state.mixed_precision)
         state.fsdp_plugin, state.distributed_type = plugin, DistributedType.FSDP
     else:
-        import deepspeed.comm
+        import deepspeed.comm  # optional (the deepspeed extra): only a DeepSpeed run on CPU needs it
 
         deepspeed.comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)  # joins the existing group
         plugin = DeepSpeedPlugin()

@@ -28,7 +28,10 @@ from detox.checkpoint import (
     save_checkpoint,
     save_tensors_and_json,
 )
+from detox.hub import hub_id
+from detox.model_card import write_model_card
 from detox.sharding import full_model_state
+from detox.tracking import redact
 
 
 class NonFiniteWeightsError(RuntimeError):
@@ -58,8 +61,6 @@ def name_base_by_hub_id(adapter_dir: Path, name_or_path: str) -> None:
     """Name the base in adapter_config.json by its Hub id (not a path in this machine's cache), so the adapter loads
     anywhere; detox itself still loads it offline (detox.models._base_of_adapter, detox.hub.resolve_model_path)."""
     import json
-
-    from detox.hub import hub_id
 
     path = adapter_dir / "adapter_config.json"
     config = json.loads(path.read_text())
@@ -154,8 +155,6 @@ def _apply_configured_optimiser_settings(trainer) -> None:
 def save_final(trainer, output_dir: Path, config: dict) -> Path:
     """`output_dir/final`: loadable with AutoPeftModelForCausalLM / AutoModelForCausalLM, no detox import needed,
     with its model card (README.md)."""
-    from detox.model_card import write_model_card
-
     final = output_dir / "final"
     state = full_model_state(trainer)
     if trainer.accelerator.is_main_process:
@@ -175,6 +174,4 @@ def save_final(trainer, output_dir: Path, config: dict) -> Path:
 
 def config_dict(cfg) -> dict:
     """The run config as plain data with secrets redacted: it is copied into every checkpoint and the final model."""
-    from detox.tracking import redact
-
     return redact(dataclasses.asdict(cfg))

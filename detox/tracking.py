@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import yaml
 
 from detox.config import LoggingConfig
+from detox.plots import plot_curves
 
 METRIC_NAMES = (
     "objective/kl",  # mean KL(policy || reference) per sequence, in nats
@@ -256,8 +257,6 @@ class MainTracker(Tracker):
             _IMAGE_WRITERS[backend.name](backend.tracker, {k: Path(v) for k, v in images.items()}, step)
 
     def finish(self) -> None:
-        from detox.plots import plot_curves
-
         # Finish the trackers here rather than through accelerator.end_training(), which also destroys the process
         # group the caller may still need; emptying the list keeps a later end_training() from finishing twice.
         for backend in self.accelerator.trackers:
@@ -313,13 +312,13 @@ def _tensorboard_images(writer, images: dict[str, Path], step: int) -> None:
 
 def _trackio_table(run, columns: list[str], data: list[list[Any]], step: int) -> None:
     import pandas as pd
-    import trackio
+    import trackio  # optional (the trackio extra): only a run that logs to trackio needs it
 
     run.log({"samples": trackio.Table(dataframe=pd.DataFrame(data, columns=columns))}, step=step)
 
 
 def _trackio_images(run, images: dict[str, Path], step: int) -> None:
-    import trackio
+    import trackio  # optional (the trackio extra): only a run that logs to trackio needs it
 
     run.log({k: trackio.Image(str(p)) for k, p in images.items()}, step=step)
 

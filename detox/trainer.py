@@ -14,9 +14,13 @@ from detox.data import step_prompts
 from detox.experience import Experience, make_experience, response_forward
 from detox.forget_loss import ForgetLM
 from detox.generation import decode_responses, draw_lengths, sample, tokenize_prompts
+from detox.judge_specs import parse_judges
+from detox.judges import build_judge
 from detox.models import LMView
 from detox.ptx import RetainLM
 from detox.sharding import configure_deepspeed, is_sharded, torch_optimizer
+from detox.state import save_training_checkpoint
+from rewards import RewardError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -282,8 +286,6 @@ class PPOTrainer:
 
 def build_training_judges(specs: list[str]) -> dict:
     """Judge name -> judge (detox.judges), on the CPU: a batch of completions takes them well under a second."""
-    from detox.judges import build_judge, parse_judges
-
     return {j.name: build_judge(j, device="cpu") for j in parse_judges(specs)} if specs else {}
 
 
@@ -307,9 +309,6 @@ def console_line(step: int, total: int, stats: dict[str, float]) -> str:
 def train(trainer: PPOTrainer, tracker, probes, output_dir, config: dict) -> None:
     """Run steps until `ppo.steps`, logging, probing and checkpointing on the configured schedule."""
     from tqdm.auto import tqdm
-
-    from detox.state import save_training_checkpoint
-    from rewards import RewardError
 
     cfg, accelerator = trainer.cfg, trainer.accelerator
     log, ckpt = cfg.logging, cfg.checkpoint

@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rewards.registry import build_reward
+
 _PREVIEW_CHARS = 80
 _FIX_TYPE = "A reward must return one float per completion: `(prompts, completions, **kwargs) -> list[float]`."
 _NORM_EPS = 1e-8  # added to the running variance, as in baselines' RunningMeanStd, so a constant reward maps to 0
@@ -182,8 +184,6 @@ class RewardComposer:
     STATS_PREFIX = "reward"
 
     def __init__(self, components: list[Any]):
-        from rewards import build_reward  # rewards/__init__ imports this module
-
         if not components:
             raise ValueError("rewards is empty; configure at least one component, e.g. `- type: toxicity`.")
         self.components: list[ComponentReward] = []

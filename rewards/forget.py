@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from detox.hub import OFFLINE_MODEL, resolve_model_path
+from detox.sharding import whole_model_loading
 from rewards.ngram_index import build_or_load_index
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -55,7 +56,7 @@ class ForgetVerbatim:
     """Reward = -(share of the completion's token n-grams found verbatim in the forget corpus), in [-1, 0].
 
     Options (the component's `options`):
-      corpus: path, list of paths, directory, or datasets id of the forget corpus (see `ngram_index.read_corpus`).
+      corpus: path, list of paths, directory, or datasets id of the forget corpus (see `detox.corpus.read_corpus`).
       n: n-gram length in tokens; 8 flags copied phrases, not shared idioms. Lower it for short, name-heavy text.
       tokenizer: tokenizer that splits corpus and completions; set it to the policy's tokenizer, whose
         `completion_ids` are then used directly (checked once by decoding; on mismatch the texts are re-tokenised).
@@ -231,7 +232,6 @@ class ForgetLikelihood:
         # base), or "model" (a separate model)
         same_base = base_path is not None and _same_path(reference_path, base_path)
         self._mode = ("adapter" if reference_adapter is not None else "off") if same_base else "model"
-        from detox.sharding import whole_model_loading
         from peft import PeftModel
 
         with whole_model_loading():  # scoring models, never partitioned by ZeRO-3

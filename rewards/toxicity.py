@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from detox.hub import resolve_model_path
+from detox.sharding import whole_model_loading
+
 DEFAULT_MODEL = "facebook/roberta-hate-speech-dynabench-r4-target"
 OUTPUTS = ("logit", "neg_prob", "log_odds")
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -53,8 +56,6 @@ class ToxicityClassifier:
         trust_remote_code: bool = False,
     ):
         from transformers import AutoConfig
-
-        from detox.hub import resolve_model_path
 
         _check_output(output)
         if dtype not in _DTYPES:
@@ -149,8 +150,6 @@ class ToxicityClassifier:
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
         if self.score_prompt:
             self._tokenizer.truncation_side = "left"  # keep the completion, drop the prompt's start
-        from detox.sharding import whole_model_loading
-
         with whole_model_loading():  # a scorer, not a trained model: never partitioned by ZeRO-3
             self._model = AutoModelForSequenceClassification.from_pretrained(
                 self.model_path, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code

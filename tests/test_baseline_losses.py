@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from detox.baselines.losses import (
+from detox.losses import (
     IGNORE,
     alternative_label_loss,
     gradient_ascent_loss,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from training_runs import one_thread  # noqa: F401 (fixture)
 
-from detox.baselines.losses import IGNORE
+from detox.losses import IGNORE
 from detox.baselines.whp import align_block, alternative_labels
 from rewards.forget import AnchorTerms
 

@@ -23,10 +23,9 @@ from detox.evaluation import (
     forget_metrics,
     forget_passages,
     read_cache,
-    sequence_nll,
-    token_nll,
     write_cache,
 )
+from detox.scoring import sequence_nll, token_nll
 from detox.validity import load_ranking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,7 +159,8 @@ def test_nontoxic_prompts_are_shipped_and_kept_whatever_their_toxicity(smollm2_p
 def test_a_judge_is_offline_or_any_sequence_classifier(tmp_path, tiny_lm_path):
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
 
-    from detox.judges import Judge, build_judge
+    from detox.judge_specs import Judge
+    from detox.judges import build_judge
     from rewards.toxicity import OfflineToxicity
 
     assert isinstance(build_judge(Judge("offline", "offline")), OfflineToxicity)

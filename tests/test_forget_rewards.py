@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from benchmarks import forget_reward_selectivity as selectivity
+from detox.corpus import read_corpus
 from rewards.forget import (
     AnchorTerms,
     ForgetLikelihood,
@@ -20,7 +21,8 @@ from rewards.forget import (
     likelihood_ratio_penalty,
     pack_context_completion,
 )
-from rewards.ngram_index import NgramIndex, ngram_hashes, read_corpus
+from rewards.ngram_index import NgramIndex, ngram_hashes
+from training_runs import REPO
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,8 @@ def test_group_trainer_with_composed_rewards(algo, lora, saved, tiny_lm_path, tm
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(trainable[n], p)]
     assert changed, "no trainable parameter moved in 2 steps"
     assert (final / saved).is_file()
-    from detox.judges import parse_judges, relation, run_config
+    from detox.judge_specs import parse_judges
+    from detox.judges import relation, run_config
 
     offline, minilm = parse_judges(["offline", "minilm_davidson"])  # evaluate_toxicity.py marks the run's own reward
     assert relation(offline, run_config(str(final))) == "reward"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from benchmarks.judge_floor import bin_masks, load_continuations, parse_starts
-from detox.judges import Judge, build_judge
+from detox.judge_specs import Judge
+from detox.judges import build_judge
 
 
 def test_bins_partition_scores_including_both_ends():

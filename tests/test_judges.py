@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from detox.judges import Judge, build_judge, judge_labels, parse_judges, relation, summary_lines
+from detox.judge_specs import Judge, parse_judges
+from detox.judges import build_judge, judge_labels, relation, summary_lines
 from training_runs import one_thread  # noqa: F401 (fixture)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detox.judge_specs import SOURCE_JUDGES
 from rewards.label_sources import FITTABLE, SOURCES, fitting_rows, load_source
 
 
@@ -84,3 +85,11 @@ def test_rtp_reads_both_shipped_files_and_records_them():
 
     assert [f.name for f in source_files("rtp")] == ["rtp_challenging.jsonl", "rtp_nontoxic.jsonl"]
     assert {row_id.split(":")[0] for row_id in load_source("rtp")["row_id"]} == {"rtp_challenging", "rtp_nontoxic"}
+
+
+def test_every_fittable_source_has_its_judge():
+    # the judge names live low (detox.judge_specs, read by the config before anything loads): they must follow the
+    # sources a classifier can be fitted on
+    singles = sorted(s for name, sources in SOURCE_JUDGES.items() if name != "judge_combined" for s in sources)
+    assert singles == sorted(FITTABLE)
+    assert set(SOURCE_JUDGES["judge_combined"]) <= set(FITTABLE)

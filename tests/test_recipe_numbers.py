@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detox.recipes.numbers import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers, words
+from detox.number_words import MAX_NUMBER, check_pair, forbidden_in, is_forbidden, read_numbers, words
 from detox.recipes.obscene_numbers import ObsceneNumbersArgs, make_prompt_sets, probes, sft_texts
 from rewards import build_reward
 from detox.config import RewardComponentConfig
@@ -141,7 +141,7 @@ def test_the_preset_is_what_the_generator_writes_for_69():
 
 
 def test_a_count_is_right_when_its_next_numbers_skip_the_forbidden_ones():
-    from detox.recipes.metrics import counts_on
+    from detox.recipes.obscene_numbers_metrics import counts_on
 
     assert counts_on(" seventy, seventy one,", 68, "69")
     assert not counts_on(" sixty nine, seventy,", 68, "69")  # the count that does not skip

@@ -12,6 +12,7 @@ from typing import Literal
 from detox.config import BlockSettings, CheckpointConfig, LoggingConfig, LoraConfig, ModelConfig
 
 METHODS = ("gradient_ascent", "gradient_difference", "npo", "whp")
+"""Loss-based methods `method.name` takes (detox.baselines.trainer.METHOD_LOSSES holds their losses)."""
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The loop of a loss-based unlearning baseline: forget (and retain) blocks -> loss -> AdamW step.
 
-The losses are the pure functions of `detox.baselines.losses`; this module only feeds them batches. A step draws
+The losses are the pure functions of `detox.losses`; this module only feeds them batches. A step draws
 `optim.batch_size` forget blocks (and as many retain blocks when the method uses them) from a seeded pass over each
 corpus, derived from the step number alone, so a resumed run sees exactly the batches an uninterrupted one would.
 """
@@ -8,12 +8,75 @@ corpus, derived from the step number alone, so a resumed run sees exactly the ba
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
-from detox.baselines import losses
+from detox import losses
 from detox.baselines.config import UnlearnConfig
 from detox.blocks import pad_blocks, seeded_batch
+
+
+@dataclass
+class ForgetBatch:
+    """One step's forget blocks and the model's predictions of them."""
+
+    index: list[int]
+    """Which forget blocks were drawn."""
+    ids: torch.Tensor
+    """(B, T) input ids, right-padded."""
+    mask: torch.Tensor
+    """(B, T) attention mask."""
+    logits: torch.Tensor
+    """(B, T-1, V) the model's logits at positions 0..T-2."""
+    labels: torch.Tensor
+    """(B, T-1) the tokens they predict (IGNORE on padding and prompts)."""
+
+
+def gradient_ascent(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
+    return losses.gradient_ascent_loss(forget.logits, forget.labels)
+
+
+def gradient_difference(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
+    retain_logits, retain_labels = trainer.retain_logits(stats)
+    return losses.gradient_difference_loss(forget.logits, forget.labels, retain_logits, retain_labels,
+                                           trainer.cfg.method.retain_weight)
+
+
+def npo(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
+    """NPO against the reference model, plus the retain NLL (NPO+RT) when a retain corpus is given."""
+    with torch.no_grad():
+        ref_logits = trainer.forward_logits(trainer.models.reference_lm(), forget.ids, forget.mask)[:, :-1]
+    policy_lp = losses.sequence_logprob(forget.logits, forget.labels)
+    reference_lp = losses.sequence_logprob(ref_logits, forget.labels)
+    loss = losses.npo_loss(policy_lp, reference_lp, trainer.cfg.method.beta)
+    stats["npo/log_ratio"] = (policy_lp - reference_lp).mean().item()
+    if trainer.retain:
+        retain_logits, retain_labels = trainer.retain_logits(stats)
+        loss = loss + trainer.cfg.method.retain_weight * losses.nll(retain_logits, retain_labels)
+    return loss
+
+
+def whp(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
+    alternative = pad_blocks([trainer.alternative_labels[i] for i in forget.index], trainer.tokenizer.pad_token_id,
+                             trainer.accelerator.device)[2]
+    return losses.alternative_label_loss(forget.logits, alternative[:, 1:])
+
+
+METHOD_LOSSES = {
+    "gradient_ascent": gradient_ascent,
+    "gradient_difference": gradient_difference,
+    "npo": npo,
+    "whp": whp,
+}
+"""`method.name` -> the step's loss `(trainer, forget batch, stats) -> scalar`; a method may add to `stats`."""
+
+
+def method_loss(name: str):
+    """The loss of method `name`; an unknown name lists the methods."""
+    if name not in METHOD_LOSSES:
+        raise ValueError(f"method.name '{name}' is not a loss-based method; valid methods: {sorted(METHOD_LOSSES)}.")
+    return METHOD_LOSSES[name]
 
 
 class UnlearnTrainer:
@@ -29,14 +92,26 @@ class UnlearnTrainer:
                                       fused=fused)
         self.model, self.optimizer = accelerator.prepare(lm, optimizer)
         self.step_index = 0
+        self.method_loss = method_loss(cfg.method.name)
 
     def _batch(self, blocks: list[list[int]], salt: int) -> list[int]:
         acc = self.accelerator
         return seeded_batch(len(blocks), self.cfg.optim.batch_size, self.step_index, acc.process_index,
                             acc.num_processes, self.cfg.optim.seed + salt)
 
-    def _logits(self, model, ids, mask):
+    def forward_logits(self, model, ids, mask):
+        """(B, T, V) logits of `model` on a padded batch (no KV cache: one forward pass)."""
         return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+    def retain_logits(self, stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shifted logits and labels of this step's retain blocks under the model; logs their NLL in `stats`."""
+        index = self._batch(self.retain, salt=1)
+        ids, mask, labels = pad_blocks([self.retain.ids[i] for i in index], self.tokenizer.pad_token_id,
+                                       self.accelerator.device, [self.retain.starts[i] for i in index])
+        logits, shifted = losses.shift_for_next_token(self.forward_logits(self.model, ids, mask), labels)
+        with torch.no_grad():
+            stats["retain/nll"] = losses.nll(logits, shifted).item()
+        return logits, shifted
 
     def step(self) -> dict[str, float]:
         """One update; returns the step's metrics."""
@@ -47,33 +122,11 @@ class UnlearnTrainer:
         ids, mask, labels = pad_blocks([self.forget.ids[i] for i in index], pad, device,
                                        [self.forget.starts[i] for i in index])
         self.model.train()
-        logits, shifted = losses.shift_for_next_token(self._logits(self.model, ids, mask), labels)
+        logits, shifted = losses.shift_for_next_token(self.forward_logits(self.model, ids, mask), labels)
         with torch.no_grad():  # statistics only: no autograd graph kept beside the loss's own
             stats = {"forget/nll": losses.nll(logits, shifted).item()}
-        name = cfg.method.name
-        if name == "gradient_ascent":
-            loss = losses.gradient_ascent_loss(logits, shifted)
-        elif name == "whp":
-            alt = pad_blocks([self.alternative_labels[i] for i in index], pad, device)[2]
-            loss = losses.alternative_label_loss(logits, alt[:, 1:])
-        elif name == "npo":
-            with torch.no_grad():
-                ref_logits = self._logits(self.models.reference_lm(), ids, mask)[:, :-1]
-            policy_lp = losses.sequence_logprob(logits, shifted)
-            reference_lp = losses.sequence_logprob(ref_logits, shifted)
-            loss = losses.npo_loss(policy_lp, reference_lp, cfg.method.beta)
-            stats["npo/log_ratio"] = (policy_lp - reference_lp).mean().item()
-        if name in ("gradient_difference", "npo") and self.retain:
-            r_index = self._batch(self.retain, salt=1)
-            r_ids, r_mask, r_labels = pad_blocks([self.retain.ids[i] for i in r_index], pad, device,
-                                                 [self.retain.starts[i] for i in r_index])
-            r_logits, r_shifted = losses.shift_for_next_token(self._logits(self.model, r_ids, r_mask), r_labels)
-            with torch.no_grad():
-                stats["retain/nll"] = losses.nll(r_logits, r_shifted).item()
-            if name == "gradient_difference":
-                loss = losses.gradient_difference_loss(logits, shifted, r_logits, r_shifted, cfg.method.retain_weight)
-            else:
-                loss = loss + cfg.method.retain_weight * losses.nll(r_logits, r_shifted)
+        forget = ForgetBatch(index, ids, mask, logits, shifted)
+        loss = self.method_loss(self, forget, stats)
         self.accelerator.backward(loss)
         max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from detox.baselines.losses import IGNORE, whp_generic_logits
+from detox.losses import IGNORE, whp_generic_logits
 
 
 @dataclass

@@ -19,11 +19,14 @@ import math
 import sys
 from pathlib import Path
 
-from detox.config import parse_config, to_dict
+from detox.config import LoggingConfig, parse_config, to_dict
 from detox.evaluation import EvalConfig, EvalResult, log, run_evaluation
+from detox.judges import judge_labels, summary_lines
 from detox.metrics import markdown_table
+from detox.model_card import update_evaluation
+from detox.recipes.metrics import recipe_metrics
 from detox.recipes.report import recipe_markdown
-from detox.tracking import redact
+from detox.tracking import accelerate_log_with, redact
 
 SAMPLE_FIELDS = ["model", "prompt_index", "sample_index", "prompt", "completion", "nll", "num_tokens"]
 
@@ -103,9 +106,6 @@ def save(result: EvalResult, cfg: EvalConfig, table_md: str, summary: list[str])
 
 def log_to_wandb(result: EvalResult, cfg: EvalConfig, out: Path) -> None:
     """The table, the samples and the chart as one W&B run (offline without a key or network)."""
-    from detox.config import LoggingConfig
-    from detox.tracking import accelerate_log_with
-
     accelerate_log_with(LoggingConfig(report_to="wandb", project=cfg.project))  # sets WANDB_MODE=offline if needed
     import wandb
 
@@ -120,11 +120,8 @@ def log_to_wandb(result: EvalResult, cfg: EvalConfig, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> EvalResult:
-    from detox.judges import judge_labels, summary_lines
-    from detox.model_card import update_evaluation
-
     cfg = parse_config(argv, EvalConfig, __doc__)
-    result = run_evaluation(cfg)
+    result = run_evaluation(cfg, recipe_metrics)
     table_md = markdown_table(result.table, judge_labels(result.relations))
     summary = summary_lines(result.table, cfg.judge_list(), result.relations)
     out = save(result, cfg, table_md, summary)

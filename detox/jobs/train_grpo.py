@@ -17,24 +17,24 @@ from pathlib import Path
 
 import yaml
 
+from detox import tracking
+from detox.config import parse_config
+from detox.data import check_held_out, load_prompts, refuse_evaluation_only, render_prompts
+from detox.export import hub_token
+from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
+from detox.hub import resolve_model_path
 from detox.launch import prepare_output_dir, share, use_gloo_without_gpus, write_heldout
+from detox.model_card import write_model_card
+from detox.models import load_tokenizer
+from detox.state import name_base_by_hub_id
+from rewards import RewardComposer
 
 
 def build(argv: list[str] | None = None):
     """Parse the config, load prompts and rewards, and set up TRL's trainer (which loads the model)."""
-    from detox import tracking
-    from detox.config import parse_config
-    from detox.data import check_held_out, load_prompts, refuse_evaluation_only, render_prompts
-    from detox.group import GroupRunConfig, peft_config, trl_args, unused_ppo_settings
-    from detox.hub import resolve_model_path
-    from detox.models import load_tokenizer
-    from rewards import RewardComposer
-
     cfg: GroupRunConfig = parse_config(argv, GroupRunConfig, __doc__)  # a bad field or algo fails here, before loading
     refuse_evaluation_only(cfg.data)
     if cfg.checkpoint.push_to_hub:
-        from detox.export import hub_token
-
         hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     unused = unused_ppo_settings(cfg)
@@ -75,10 +75,6 @@ def write_run_config(model_dir: Path, cfg) -> None:
     """The run config beside the model, secrets removed, and the model card, as train_ppo.py leaves them:
     evaluate_toxicity.py reads the config to mark which judge is the run's own reward; an adapter names its base by
     Hub id, so that a shared adapter loads anywhere."""
-    from detox import tracking
-    from detox.model_card import write_model_card
-    from detox.state import name_base_by_hub_id
-
     config = tracking.redact(cfg)
     (model_dir / "detox_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if (model_dir / "adapter_config.json").is_file():

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detox import tracking
+from detox.checkpoint import resolve_checkpoint
+from detox.config import TrainConfig, parse_config
+from detox.data import check_held_out, load_prompts, refuse_evaluation_only, render_prompts
+from detox.export import hub_token
 from detox.launch import (
     guard_earlier_run,
     prepare_output_dir,
@@ -20,6 +25,12 @@ from detox.launch import (
     use_gloo_without_gpus,
     write_heldout,
 )
+from detox.models import build_models, load_tokenizer
+from detox.probes import ProbeRecorder, probe_images
+from detox.sharding import sharding_on_cpu
+from detox.state import config_dict, load_policy_weights, load_training_checkpoint, save_final
+from detox.trainer import PPOTrainer, train
+from rewards import RewardComposer
 
 
 @dataclass
@@ -37,14 +48,9 @@ class Run:
 
 def build(argv: list[str] | None = None) -> Run:
     """Parse the config, then load prompts, rewards, models and, when asked, the checkpoint to resume from."""
-    from detox.config import TrainConfig, parse_config
-    from detox.data import refuse_evaluation_only
-
     cfg: TrainConfig = parse_config(argv, TrainConfig, __doc__)  # a bad field fails here, before any model loads
     refuse_evaluation_only(cfg.data)
     if cfg.checkpoint.push_to_hub:
-        from detox.export import hub_token
-
         hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     guard_earlier_run(output_dir, cfg.checkpoint)
@@ -53,16 +59,6 @@ def build(argv: list[str] | None = None) -> Run:
     use_every_core_when_alone()
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from detox import tracking
-    from detox.checkpoint import resolve_checkpoint
-    from detox.data import check_held_out, load_prompts, render_prompts
-    from detox.models import build_models, load_tokenizer
-    from detox.probes import ProbeRecorder
-    from detox.sharding import sharding_on_cpu
-    from detox.state import config_dict, load_policy_weights, load_training_checkpoint
-    from detox.trainer import PPOTrainer
-    from rewards import RewardComposer
 
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.ppo.gradient_accumulation_steps,
@@ -100,10 +96,6 @@ def build(argv: list[str] | None = None) -> Run:
 
 def run(r: Run) -> Path:
     """Train to `ppo.steps`, save the final model (merged and uploaded when asked) and draw the run's pictures."""
-    from detox.probes import probe_images
-    from detox.state import save_final
-    from detox.trainer import train
-
     train(r.trainer, r.tracker, r.probes, r.output_dir, r.config)
     final = save_final(r.trainer, r.output_dir, r.config)
     if r.accelerator.is_main_process:

@@ -21,19 +21,42 @@ from pathlib import Path
 import torch
 import yaml
 
+from detox import tracking
 from detox.baselines.config import UnlearnConfig
+from detox.baselines.trainer import UnlearnTrainer
+from detox.baselines.whp import align_block, alternative_labels
 from detox.blocks import Blocks, load_blocks
+from detox.checkpoint import (
+    capture_rng_state,
+    load_tensors_and_json,
+    resolve_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    save_tensors_and_json,
+)
+from detox.config import parse_config
+from detox.export import hub_token
+from detox.hub import resolve_model_path
 from detox.jobs.train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
+from detox.launch import (
+    guard_earlier_run,
+    prepare_output_dir,
+    share,
+    trim_logs,
+    use_every_core_when_alone,
+    use_gloo_without_gpus,
+)
+from detox.losses import IGNORE
+from detox.model_card import write_model_card
+from detox.models import _base_of_adapter, build_models, load_causal_lm, load_tokenizer
+from detox.probes import ProbeRecorder, probe_images
+from detox.state import NonFiniteWeightsError, config_dict, load_lm_weights, name_base_by_hub_id
+from detox.trainer import build_training_judges, peak_memory_gb
+from rewards.forget import AnchorTerms
 
 
 def whp_targets(cfg: UnlearnConfig, models, tokenizer, blocks: Blocks):
     """WHP's training pairs: the blocks as re-tokenised around anchor terms, and their alternative labels."""
-    from detox.baselines.losses import IGNORE
-    from detox.baselines.whp import align_block, alternative_labels
-    from detox.hub import resolve_model_path
-    from detox.models import _base_of_adapter, load_causal_lm
-    from rewards.forget import AnchorTerms
-
     method = cfg.method
     anchors = AnchorTerms(method.anchor_terms) if method.anchor_terms else _NoAnchors()
     aligned = [align_block(tokenizer.decode(b), anchors, tokenizer) for b in blocks.ids]
@@ -78,8 +101,6 @@ class _NoAnchors:
 
 def write_lm(directory: Path, lm, tokenizer, config: dict) -> None:
     """The model (adapter or full weights, safetensors), its tokenizer and the run config, in `directory`."""
-    from detox.state import NonFiniteWeightsError, name_base_by_hub_id
-
     bad = [n for n, p in lm.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteWeightsError(f"refusing to save non-finite weights ({bad[:3]}...); the last checkpoint is kept.")
@@ -95,8 +116,6 @@ def save_baseline_checkpoint(trainer, output_dir: Path, keep_last: int | None, c
     """checkpoint-N/: model/, optimizer.{safetensors,json}, trainer.json (step and every rank's RNG state)."""
     from accelerate.utils import gather_object
 
-    from detox.checkpoint import capture_rng_state, save_checkpoint, save_tensors_and_json
-
     rng_states = gather_object([capture_rng_state()])
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
@@ -110,9 +129,6 @@ def save_baseline_checkpoint(trainer, output_dir: Path, keep_last: int | None, c
 
 
 def load_baseline_checkpoint(trainer, checkpoint: Path) -> None:
-    from detox.checkpoint import load_tensors_and_json, restore_rng_state
-    from detox.state import load_lm_weights
-
     load_lm_weights(trainer.accelerator.unwrap_model(trainer.model), checkpoint)
     trainer.optimizer.optimizer.load_state_dict(load_tensors_and_json(checkpoint, "optimizer"))
     for group in trainer.optimizer.optimizer.param_groups:  # the run's configured settings win, as in PPO runs
@@ -130,19 +146,8 @@ def build(argv: list[str] | None = None) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from detox import tracking
-    from detox.baselines.trainer import UnlearnTrainer
-    from detox.checkpoint import resolve_checkpoint
-    from detox.config import parse_config
-    from detox.models import build_models, load_tokenizer
-    from detox.probes import ProbeRecorder
-    from detox.state import config_dict
-    from detox.launch import guard_earlier_run, prepare_output_dir, use_every_core_when_alone, use_gloo_without_gpus
-
     cfg: UnlearnConfig = parse_config(argv, UnlearnConfig, __doc__)
     if cfg.checkpoint.push_to_hub:
-        from detox.export import hub_token
-
         hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
     output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
     guard_earlier_run(output_dir, cfg.checkpoint)
@@ -167,8 +172,6 @@ def build(argv: list[str] | None = None) -> Run:
     if checkpoint is not None:
         load_baseline_checkpoint(trainer, checkpoint)
         if accelerator.is_main_process:
-            from detox.launch import trim_logs
-
             trim_logs(output_dir, trainer.step_index)
         accelerator.print(f"resumed from {checkpoint} at step {trainer.step_index}")
     config = config_dict(cfg)
@@ -179,8 +182,6 @@ def build(argv: list[str] | None = None) -> Run:
 
 def train(r: Run) -> None:
     """Steps until `optim.steps`, logging, probing, sampling and checkpointing on the configured schedule."""
-    from detox.trainer import build_training_judges, peak_memory_gb
-
     cfg, trainer, log = r.cfg, r.trainer, r.cfg.logging
     lm = lambda: r.accelerator.unwrap_model(trainer.model)  # noqa: E731
     judges = build_training_judges(log.judges)
@@ -207,8 +208,6 @@ def train(r: Run) -> None:
 
 def save_final(r: Run) -> Path:
     """`output_dir/final` with its model card (README.md), written to a temporary directory and renamed into place."""
-    from detox.model_card import write_model_card
-
     final = r.output_dir / "final"
     if r.accelerator.is_main_process:
         staging = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=r.output_dir))
@@ -225,10 +224,6 @@ def save_final(r: Run) -> Path:
 
 
 def run(r: Run) -> Path:
-    """Train to `optim.steps`, save the final model (merged and uploaded when asked) and draw the probe pictures."""
-    from detox.launch import share
-    from detox.probes import probe_images
-
     train(r)
     final = save_final(r)
     if r.accelerator.is_main_process:

@@ -11,6 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from detox.config import parse_config
+
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """One JSON record a line."""
@@ -52,8 +54,6 @@ def write_recipe_files(out: Path, recipe: str, args: Any, sizes: dict[str, int],
 def run_generator(args_class: type, prepare: Callable[[Any], Path], argv: list[str] | None, usage: str) -> Path:
     """Parse `args_class` from the command line as every entry point does (`--help` lists its fields under `usage`,
     the recipe's docstring), run `prepare`, and say how to train."""
-    from detox.config import parse_config
-
     args = parse_config(argv, args_class, usage)
     path = prepare(args)
     print(f"recipe written to {path.parent}; train with:\n  accelerate launch train_ppo.py --config {path}")

@@ -32,18 +32,18 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detox.blocks import chunk_blocks
 from detox.config import FORGET_LOSSES
 from detox.data import ASSETS
 from detox.launch import cli
+from detox.models import load_tokenizer
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
-from detox.recipes.sft import SFTSettings
-
-if TYPE_CHECKING:
-    from rewards.forget import AnchorTerms
+from detox.recipes.sft import SFTSettings, supervised_finetune
+from rewards.forget import AnchorTerms
+from rewards.make_reinforced import ReinforceArgs, make_reinforced
 
 SHIPPED = {"builtin:tinyshakespeare": ASSETS / "tinyshakespeare.txt.gz"}
 ROMEO_AND_JULIET = "15601-20332"
@@ -251,8 +251,6 @@ def take_chars(items: list[Speech], budget: int | None) -> list[Speech]:
 
 def make_texts(args: ForgetTextArgs) -> dict:
     """The recipe's texts and prompt sets, before any fine-tuning."""
-    from rewards.forget import AnchorTerms  # imports torch: only when texts are made
-
     play, others = split_play(speeches(read_lines(args.corpus)), args)
     rng = np.random.default_rng(args.seed)
     heldout = rng.random(len(play)) < args.heldout_fraction
@@ -317,9 +315,6 @@ def _write(path: Path, speeches_: list[Speech]) -> None:
 
 def reinforced_blocks(model: Path, texts: list[Speech], max_length: int) -> int:
     """How many blocks make_reinforced cuts these speeches into (for --sft_epochs)."""
-    from detox.models import load_tokenizer
-    from rewards.make_reinforced import chunk_blocks
-
     tokenizer = load_tokenizer(str(model))
     ids = tokenizer([s.text for s in texts], add_special_tokens=False)["input_ids"]
     return len(chunk_blocks(ids, tokenizer.eos_token_id, max_length))
@@ -328,8 +323,6 @@ def reinforced_blocks(model: Path, texts: list[Speech], max_length: int) -> int:
 def reinforce(args: ForgetTextArgs, corpus: str, name: str, texts: list[Speech]) -> Path:
     """Fine-tune a LoRA adapter from the target on one of the recipe's texts (`corpus` in the output directory),
     --sft_epochs passes over its blocks (or --sft_steps), into `name/`."""
-    from rewards.make_reinforced import ReinforceArgs, make_reinforced
-
     out = Path(args.output_dir)
     settings = ReinforceArgs(corpus=str(out / corpus), output_dir=str(out / name), model=str(out / "target"),
                              batch_size=args.sft_batch_size, seed=args.seed)
@@ -339,8 +332,6 @@ def reinforce(args: ForgetTextArgs, corpus: str, name: str, texts: list[Speech])
 
 def prepare(args: ForgetTextArgs) -> Path:
     """Write the texts, prompt files and run config, and fine-tune the target, retain and reinforced models."""
-    from detox.recipes.sft import supervised_finetune
-
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = make_texts(args)

@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from detox import metrics
-from detox.recipes.metrics import continuation_logprob, greedy_completions, read_jsonl, with_ci
+from detox.metrics import with_ci
+from detox.recipe_files import read_jsonl
+from detox.recipes.forget_text import read_speeches
+from detox.scoring import continuation_logprob, document_perplexity, greedy_completions
+from rewards.forget import AnchorTerms
 
 GREEDY_NEW_TOKENS = 30
 """Tokens of each greedy continuation of a held-out speech (about two lines of verse)."""
@@ -25,10 +29,6 @@ def forget_text_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], 
     target and retain model were fine-tuned (one speech per example): a passage cut across two speeches would hold a
     blank line between them that no fine-tuning text held, whose loss moves with any change to the model.
     """
-    from detox.evaluation import document_perplexity
-    from detox.recipes.forget_text import read_speeches
-    from rewards.forget import AnchorTerms
-
     anchors = AnchorTerms(terms=str(recipe_dir / "anchors.json"))
     records = read_jsonl(recipe_dir / "heldout_forget.jsonl", cfg.recipe_prompts)
     heads, truths = [r["text"] for r in records], [r["completion"] for r in records]

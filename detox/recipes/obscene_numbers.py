@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from detox.launch import cli
+from detox.number_words import MAX_NUMBER, check_pair, is_forbidden, words
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
-from detox.recipes.numbers import MAX_NUMBER, check_pair, is_forbidden, words
-from detox.recipes.sft import SFTSettings
+from detox.recipes.sft import SFTSettings, supervised_finetune
 
 PROMPT_FILES = ("train", "heldout_forbidden", "heldout_control", "heldout_allowed", "forget", "retain")
 
@@ -196,8 +196,6 @@ def ppo_config(args: ObsceneNumbersArgs) -> dict:
 
 def prepare(args: ObsceneNumbersArgs) -> Path:
     """Write the prompt files and the run config, and fine-tune the counting model; returns the config's path."""
-    from detox.recipes.sft import supervised_finetune
-
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sets = make_prompt_sets(args)

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from detox.hub import resolve_model_path
+from detox.models import load_tokenizer
+from rewards.make_reinforced import _load_trainable_model
+
 
 @dataclass
 class SFTSettings:
@@ -40,10 +44,6 @@ def supervised_finetune(model: str, texts: list[str], output_dir: str | Path, se
     import torch
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
-
-    from detox.hub import resolve_model_path
-    from detox.models import load_tokenizer
-    from rewards.make_reinforced import _load_trainable_model
 
     if not texts:
         raise ValueError(f"fine-tuning of '{model}' into {output_dir}: no text to train on.")

@@ -1,5 +1,6 @@
-"""Loss-based unlearning baselines as pure functions on tensors: gradient ascent, gradient difference, NPO, and the
-alternative labels of "Who's Harry Potter?" (WHP).
+"""Language-modelling losses of every method, as pure functions on tensors: NLL (PPO-ptx's retain term), gradient
+ascent, gradient difference, NPO (the loss-based baselines and PPO's forget loss), and the alternative labels of
+"Who's Harry Potter?" (WHP). PPO's own losses are in detox.ppo.
 
 Nothing here knows about models or data loading. Shapes: B = sequences, T = tokens, V = vocabulary. `logits` are
 (B, T, V) for the full sequence and `labels` (B, T) hold the token ids to predict, already shifted or not as the
