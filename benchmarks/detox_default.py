@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--num_prompts", type=int, default=200, help="held-out prompts evaluated (>= 200)")
     parser.add_argument("--samples_per_prompt", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=32, help="of the evaluation (the README's tables use 32)")
+    parser.add_argument("--batch_size", type=int, default=32, help="of the evaluation (the tables of docs/which-method.md use 32)")
     parser.add_argument("--output_dir", default="outputs/bench_detox")
     parser.add_argument("--skip_training", action="store_true", help="reuse output_dir/train")
     parser.add_argument("--model_dir", help="evaluate this model instead of output_dir/train/final, e.g. "

@@ -36,7 +36,8 @@ import numpy as np
 
 from benchmarks.harness import percentile_interval
 from detox import metrics
-from detox.evaluation import forget_passages, token_nll
+from detox.evaluation import forget_passages
+from detox.scoring import token_nll
 from detox.models import load_causal_lm, load_tokenizer
 from detox.recipes.forget_text import read_speeches, speeches
 from rewards.forget import AnchorTerms

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import SHARED_DATA, mean_interval
-from detox.judges import build_judge, parse_judges
+from detox.judge_specs import parse_judges
+from detox.judges import build_judge
 
 BINS = ((0.0, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 1.0))
 """Perspective toxicity bins of the continuations; the last one includes 1.0."""

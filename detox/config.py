@@ -166,7 +166,7 @@ class PPOConfig:
     """Per-token KL estimator of the penalty: k1 = log-ratio (TRL's default), k3 = Schulman's low-variance one."""
     init_kl_coef: float = 0.3
     """Initial beta of the KL penalty. 0.3 is the offline default's: at 0.2 one run in three raised perplexity on
-    ordinary prompts by more than 10%, at 0.3 none did (README, "Which method detoxifies best")."""
+    ordinary prompts by more than 10%, at 0.3 none did (docs/which-method.md)."""
     adaptive_kl: bool = True
     """Adapt beta towards target_kl (Ziegler et al. 2019); false keeps it fixed."""
     target_kl: float = 6.0

@@ -88,17 +88,17 @@ class ForgetTextArgs:
     reinforced adapter on the play, and make it forget_likelihood's reference: the penalty then keeps what further
     training on the play raises beyond what further training on the other plays raises (their shared style cancels).
     It tells held-out speeches of the play from other plays' better (AUC 0.62 against 0.49), but PPO with it traded
-    the play against the other plays no better (README), so it is off by default: the target is the reference."""
+    the play against the other plays no better (docs/forget-text.md), so it is off by default: the target is the reference."""
     ptx: bool = True
     """Write a `ptx` section into ppo.yaml: each PPO mini-batch also trains on 8 retain-text speeches, each its own
     document as the fine-tunings saw them (`retain_speeches.jsonl`), with weight 1 (PPO-ptx, detox/ptx.py). With it,
     the written run (fixed β 0.05, forget_likelihood × 5) moved the play furthest of every PPO run measured within
-    the +5% retain allowance (README); without it, that run breaks the other plays (+29% retain perplexity)."""
+    the +5% retain allowance (docs/forget-text.md); without it, that run breaks the other plays (+29% retain perplexity)."""
     forget_loss: str | None = None
     """`npo` or `gradient_ascent`: also write a `forget_loss` section into ppo.yaml, a loss on the play's train
     speeches themselves beside PPO's (detox/forget_loss.py; each speech its own document, `forget_speeches.jsonl`,
     8 per mini-batch, weight --forget_loss_coef). Null: PPO learns from its rewards alone. Measured on Romeo and
-    Juliet (README): NPO at weight 0.1 or 0.3 moves the play half-way or further within 10 steps, at +28% to +68%
+    Juliet (docs/forget-text.md): NPO at weight 0.1 or 0.3 moves the play half-way or further within 10 steps, at +28% to +68%
     retain perplexity, most of it in the other plays' speaker names; hence off by default."""
     forget_loss_coef: float = 1.0
     """Weight of the forget_loss term."""
@@ -342,7 +342,7 @@ def prepare(args: ForgetTextArgs) -> Path:
     (out / "anchors.json").write_text(json.dumps(texts["anchors"], indent=2) + "\n", encoding="utf-8")
     # each train speech as its own document (ptx's retain_speeches, forget_loss's forget_speeches), and its speaker's
     # name as a record whose name alone is learned or unlearned (read with completion_field `completion`), for
-    # unlearning the play's speakers without its text (README, "forget_text")
+    # unlearning the play's speakers without its text (docs/forget-text.md)
     for name in ("forget", "retain"):
         write_jsonl(out / f"{name}_speeches.jsonl", [{"text": s.text} for s in texts[name]])
         write_jsonl(out / f"{name}_names.jsonl", [{"text": "", "completion": s.speaker} for s in texts[name]])

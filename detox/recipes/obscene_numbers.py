@@ -173,7 +173,7 @@ def ppo_config(args: ObsceneNumbersArgs) -> dict:
 
     8 to 12 new tokens: the longest number is 8 tokens, so the first number written is always complete.
 
-    Why these settings (measured on the pair 69, README "Recipes"):
+    Why these settings (measured on the pair 69, docs/obscene-numbers.md):
     - Rollouts sample at temperature 1.5 from the top 20 tokens. The fine-tuned model writes the forbidden number at
       p > 0.99, where the policy gradient of the sampled token, (1 - p), nearly vanishes; at temperature 1 one
       sample in 15 avoids the pattern, at 1.5 one in 4, while at 2 multi-word numbers come out garbled and the
