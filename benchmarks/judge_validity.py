@@ -26,9 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.judge_features import DEFAULT_CACHE, evaluation_rows, source_features
-from detox.judge_specs import SOURCE_JUDGES
+from detox.hub import OFFLINE_MODEL, resolve_model_path
+from detox.judge_specs import ROBERTA, SOURCE_JUDGES
+from detox.judges import _EvaluateToxicity
 from detox.validity import VALIDITY_FILE, auc_delong, functionality_accuracy, spearman
 from rewards.label_sources import SOURCES
+from rewards.minilm_classifier import cached_classifier, cached_rtp_classifier, rtp_continuation_rows, training_data
+from rewards.source_classifier import SourceClassifier, cached_source_classifier
+from rewards.toxicity import OfflineToxicity, ToxicityClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 GRADED = {"toxigen": "ToxiGen human rating", "rtp": "Perspective"}
@@ -71,12 +76,6 @@ class FeatureJudge(TextJudge):
 
 
 def build_judges() -> list[TextJudge]:
-    from detox.hub import OFFLINE_MODEL, resolve_model_path
-    from rewards.minilm_classifier import (cached_classifier, cached_rtp_classifier, rtp_continuation_rows,
-                                           training_data)
-    from rewards.source_classifier import SourceClassifier, cached_source_classifier
-    from rewards.toxicity import OfflineToxicity, ToxicityClassifier
-
     judges = [TextJudge("offline", OfflineToxicity(), {"davidson": None})]  # trained on every Davidson tweet
     for name, part in (("minilm_davidson", "judge"), ("minilm_davidson_reward", "reward")):
         directory = cached_classifier(part)
@@ -92,8 +91,6 @@ def build_judges() -> list[TextJudge]:
                 for entry in classifier.config["training_data"]}
         judges.append(FeatureJudge(name, classifier, seen))
     try:
-        from detox.judges import ROBERTA, _EvaluateToxicity
-
         resolve_model_path(ROBERTA, what="judge roberta")
         judges.append(TextJudge("roberta", _EvaluateToxicity(), {}))
     except Exception as err:  # the Hub is unreachable: the table says so

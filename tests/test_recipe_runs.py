@@ -46,7 +46,7 @@ def test_evaluation_reads_other_field_names_and_long_prompts_from_flags_or_a_run
     # without the field names the file is refused with an error that names the field to set
     with pytest.raises(ValueError, match="data.text_field"):
         load_eval_prompts(parse_config(["--prompts", str(path)], EvalConfig), tokenizer)
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown setting data.text_feld; did you mean data.text_field"):
         load_eval_prompts(parse_config(["--prompts", str(path), "--data.text_feld", "x"], EvalConfig), tokenizer)
 
 

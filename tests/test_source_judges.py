@@ -8,8 +8,9 @@ import pickle
 import numpy as np
 import pytest
 
+from detox.judge_specs import BUILTIN_JUDGES
 from detox.judges import Judge, relation, summary_lines
-from detox.validity import auc_delong, floor_free_change, functionality_accuracy
+from detox.validity import auc_delong, floor_free_change, functionality_accuracy, load_ranking
 from rewards.label_sources import load_source
 
 TOXIC, CLEAN = "you stupid bitch, fuck off and die", "thank you for the lovely dinner, see you soon"
@@ -167,9 +168,6 @@ def test_a_finetuned_classifier_reads_its_own_encoder(tmp_path):
 
 
 def test_the_shipped_validity_ranking_covers_every_offline_judge():
-    from detox.judges import BUILTIN_JUDGES
-    from detox.validity import load_ranking
-
     ranking = load_ranking()
     assert set(BUILTIN_JUDGES) - {"roberta"} <= set(ranking)  # rerun benchmarks/judge_validity.py after adding one
     assert all(0.0 <= auc <= 1.0 for auc in ranking.values())
