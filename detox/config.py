@@ -7,6 +7,7 @@ is an error that names it, raised before any model loads.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -432,8 +433,6 @@ def parse_config(argv: list[str] | None = None, cls: type = TrainConfig, usage: 
     `-h`/`--help` prints every setting of `cls` (detox.config_help), under `usage` (the script's docstring), and exits.
     An unknown setting, in a flag or in the file, is an error that suggests the closest valid ones.
     """
-    import sys
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(config_help.render_help(cls, usage), end="", flush=True)

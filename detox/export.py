@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from detox.hub import HubUnreachableError, _hub_reachable
 from detox.judges import run_config
 from detox.model_card import write_model_card
@@ -32,8 +34,6 @@ class UploadError(RuntimeError):
 def export_merged(model_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Merge the LoRA adapter in `model_dir` into its base and write full safetensors weights, the tokenizer, the run
     config and a model card to `out_dir` (atomically); returns `out_dir`."""
-    import yaml
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(

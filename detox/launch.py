@@ -7,11 +7,32 @@ functions, so that a run refuses, reports and exits the same way whichever train
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
+import signal
+import stat
 import sys
+import time
 from pathlib import Path
 
 from detox.export import export_merged, push_to_hub
+from detox.probes import probe_images
+
+
+def finish(r, final: Path) -> Path:
+    """What a run does once its final model is saved: the probe pictures go to the tracker, the tracker closes, and
+    the model is merged and uploaded when `checkpoint.export` and `checkpoint.push_to_hub` ask. `r` is a
+    detox.jobs.train_ppo.Run (a loss-based run has the same parts)."""
+    if r.accelerator.is_main_process:
+        images = probe_images(r.probes.save(r.output_dir, r.cfg.logging.probe_gamma))
+        r.tracker.log_images(images, step=r.trainer.step_index)
+    r.tracker.finish()
+    r.accelerator.print(f"saved {final}")
+    if r.accelerator.is_main_process:
+        share(final, r.cfg.checkpoint)
+    return final
 
 
 def share(final: Path, ckpt) -> None:
@@ -26,8 +47,6 @@ def share(final: Path, ckpt) -> None:
 
 def trim_logs(output_dir: Path, step: int) -> None:
     """Drop the rows an interrupted run logged after its last checkpoint: the resumed run logs those steps again."""
-    import json
-
     for name in ("metrics.jsonl", "samples.jsonl"):
         path = output_dir / name
         if path.is_file():
@@ -75,8 +94,6 @@ RUN_FILES = ("latest", "metrics.jsonl", "samples.jsonl")
 
 def guard_earlier_run(output_dir: Path, ckpt) -> None:
     """Refuse to start a fresh run on top of an earlier one unless told to resume it or to overwrite it."""
-    import shutil
-
     earlier = [name for name in RUN_FILES if (output_dir / name).exists()]
     if not earlier or ckpt.resume_from_checkpoint:
         return
@@ -107,8 +124,6 @@ def prepare_output_dir(path: Path) -> Path:
 def write_heldout(output_dir: Path, heldout: list, accelerator) -> None:
     """The held-out prompts, one JSON record a line, for evaluate_toxicity.py --prompts: text as {"prompt": {"text"}},
     chat messages as {"prompt": [messages]}, so evaluation renders them as training did."""
-    import json
-
     if accelerator.is_main_process:
         with (output_dir / "heldout_prompts.jsonl").open("w") as handle:
             for prompt in heldout:
@@ -158,8 +173,6 @@ def exit_process(code: int) -> None:
     done, the process leaves the groups, does what the exit hooks it skips would do (W&B's teardown, which finishes
     any run left open with this exit code; flushing logs and output), and exits at once.
     """
-    import logging
-
     import torch.distributed as dist
 
     grouped = dist.is_available() and dist.is_initialized()
@@ -208,10 +221,6 @@ def stop_launcher(launcher) -> None:
     stderr through a pipe, which must be drained first: a chunk it has read but not yet written when the signal lands
     is lost. This process ignores the launcher's own SIGTERM, so that it still exits with its code.
     """
-    import signal
-    import stat
-    import time
-
     if stat.S_ISFIFO(os.fstat(sys.stderr.fileno()).st_mode):
         import fcntl
         import struct

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,8 +325,6 @@ def _attach_lora(lm: nn.Module, lora_cfg: LoraConfig) -> nn.Module:
 
 
 def _reference_copy(lm: nn.Module, num_shared_layers: int | None) -> nn.Module:
-    import os
-
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.utils import create_reference_model
 

@@ -11,6 +11,7 @@ No pickle is written or read: tensors go to safetensors and everything else to J
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -60,8 +61,6 @@ def write_model(directory: Path, trainer, state: dict, config: dict | None = Non
 def name_base_by_hub_id(adapter_dir: Path, name_or_path: str) -> None:
     """Name the base in adapter_config.json by its Hub id (not a path in this machine's cache), so the adapter loads
     anywhere; detox itself still loads it offline (detox.models._base_of_adapter, detox.hub.resolve_model_path)."""
-    import json
-
     path = adapter_dir / "adapter_config.json"
     config = json.loads(path.read_text())
     config["base_model_name_or_path"] = hub_id(name_or_path)

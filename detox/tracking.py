@@ -23,6 +23,7 @@ import re
 import socket
 import struct
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -344,8 +345,6 @@ def _wandb_file(path: Path) -> Path:
 
 def _wandb_records(path: Path):
     """Yield the protobuf `Record`s of a .wandb file, checking each chunk's CRC."""
-    import zlib
-
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import resource
 import time
 from contextlib import contextmanager
 
@@ -293,7 +294,6 @@ def peak_memory_gb(device: torch.device) -> float:
     """Peak GPU memory of this process on CUDA, else its peak resident set size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 

@@ -4,6 +4,7 @@ graded scores, calibration error, and accuracy per HateCheck functionality. Pure
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +81,6 @@ def floor_free_change(base: np.ndarray, model: np.ndarray) -> dict[str, float]:
 
 def load_ranking(path: str | Path = VALIDITY_FILE) -> dict[str, float]:
     """Judge -> mean ROC AUC on the sources it never saw, as shipped (empty when the file is absent)."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         return {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -220,8 +221,6 @@ def _cached(name: str, build, marker: str = "config.json") -> Path:
 
 def training_data(classifier_dir: str | Path) -> dict | None:
     """What a classifier built here was fitted on (`detox_training_data` of its config.json), or None."""
-    import json
-
     config = Path(classifier_dir) / "config.json"
     return json.loads(config.read_text()).get("detox_training_data") if config.is_file() else None
 

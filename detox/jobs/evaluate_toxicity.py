@@ -19,6 +19,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from detox.config import LoggingConfig, parse_config, to_dict
 from detox.evaluation import EvalConfig, EvalResult, log, run_evaluation
 from detox.judges import judge_labels, summary_lines
@@ -58,7 +60,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def plot_toxicity(table: list[dict], judges: list[str], path: Path) -> None:
     """Bars of each model's mean toxicity under each judge, with 95% bootstrap intervals as error bars."""
-    import numpy as np
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     fig = Figure(figsize=(2.0 + 1.2 * len(table) * max(1, len(judges) / 2), 3.6))

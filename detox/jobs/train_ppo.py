@@ -17,16 +17,16 @@ from detox.config import TrainConfig, parse_config
 from detox.data import check_held_out, load_prompts, refuse_evaluation_only, render_prompts
 from detox.export import hub_token
 from detox.launch import (
+    finish,
     guard_earlier_run,
     prepare_output_dir,
-    share,
     trim_logs,
     use_every_core_when_alone,
     use_gloo_without_gpus,
     write_heldout,
 )
 from detox.models import build_models, load_tokenizer
-from detox.probes import ProbeRecorder, probe_images
+from detox.probes import ProbeRecorder
 from detox.sharding import sharding_on_cpu
 from detox.state import config_dict, load_policy_weights, load_training_checkpoint, save_final
 from detox.trainer import PPOTrainer, train
@@ -97,15 +97,7 @@ def build(argv: list[str] | None = None) -> Run:
 def run(r: Run) -> Path:
     """Train to `ppo.steps`, save the final model (merged and uploaded when asked) and draw the run's pictures."""
     train(r.trainer, r.tracker, r.probes, r.output_dir, r.config)
-    final = save_final(r.trainer, r.output_dir, r.config)
-    if r.accelerator.is_main_process:
-        images = probe_images(r.probes.save(r.output_dir, r.cfg.logging.probe_gamma))
-        r.tracker.log_images(images, step=r.trainer.step_index)
-    r.tracker.finish()
-    r.accelerator.print(f"saved {final}")
-    if r.accelerator.is_main_process:
-        share(final, r.cfg.checkpoint)
-    return final
+    return finish(r, save_final(r.trainer, r.output_dir, r.config))
 
 
 def main(argv: list[str] | None = None) -> Path:

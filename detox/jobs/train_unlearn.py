@@ -39,9 +39,9 @@ from detox.export import hub_token
 from detox.hub import resolve_model_path
 from detox.jobs.train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
 from detox.launch import (
+    finish,
     guard_earlier_run,
     prepare_output_dir,
-    share,
     trim_logs,
     use_every_core_when_alone,
     use_gloo_without_gpus,
@@ -49,7 +49,7 @@ from detox.launch import (
 from detox.losses import IGNORE
 from detox.model_card import write_model_card
 from detox.models import _base_of_adapter, build_models, load_causal_lm, load_tokenizer
-from detox.probes import ProbeRecorder, probe_images
+from detox.probes import ProbeRecorder
 from detox.state import NonFiniteWeightsError, config_dict, load_lm_weights, name_base_by_hub_id
 from detox.trainer import build_training_judges, peak_memory_gb
 from rewards.forget import AnchorTerms
@@ -225,15 +225,7 @@ def save_final(r: Run) -> Path:
 
 def run(r: Run) -> Path:
     train(r)
-    final = save_final(r)
-    if r.accelerator.is_main_process:
-        r.tracker.log_images(probe_images(r.probes.save(r.output_dir, r.cfg.logging.probe_gamma)),
-                             step=r.trainer.step_index)
-    r.tracker.finish()
-    r.accelerator.print(f"saved {final}")
-    if r.accelerator.is_main_process:
-        share(final, r.cfg.checkpoint)
-    return final
+    return finish(r, save_final(r))
 
 
 def main(argv: list[str] | None = None) -> Path:

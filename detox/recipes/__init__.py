@@ -11,6 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from detox.config import parse_config
 
 
@@ -42,8 +44,6 @@ def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], sampling:
 
 def write_recipe_files(out: Path, recipe: str, args: Any, sizes: dict[str, int], config: dict) -> Path:
     """recipe.json (the recipe's name, arguments and set sizes) and the run config ppo.yaml; returns ppo.yaml."""
-    import yaml
-
     manifest = {"recipe": recipe, "args": asdict(args), "sizes": sizes}
     (out / "recipe.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     config_path = out / "ppo.yaml"
