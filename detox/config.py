@@ -388,7 +388,7 @@ class CheckpointConfig:
         if self.save_every <= 0:
             raise ValueError(f"checkpoint.save_every ({self.save_every}) must be positive.")
         if self.push_to_hub is not None:
-            from huggingface_hub.utils import HFValidationError, validate_repo_id
+            from huggingface_hub.utils import HFValidationError, validate_repo_id  # lazy: parsing loads no Hub client
 
             try:
                 validate_repo_id(self.push_to_hub)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from huggingface_hub import HfApi
 
 from detox.hub import HubUnreachableError, _hub_reachable
 from detox.judges import run_config
@@ -83,8 +84,6 @@ def push_to_hub(model_dir: str | Path, repo_id: str) -> str:
 
     A failure leaves `model_dir` as it was and says how to retry.
     """
-    from huggingface_hub import HfApi
-
     token = hub_token(repo_id)
     api = HfApi(token=token)
     try:

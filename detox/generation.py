@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from detox.config import GenerationConfig
 
@@ -102,8 +103,6 @@ def generate_completions(
     The lengths come from a generator seeded by `seed`, and sampling runs under a forked RNG seeded the same way,
     so every model evaluated with the same prompts and seed gets the same prompt order, lengths and seeds.
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     expanded = [p for p in prompts for _ in range(num_return_sequences)]
     lengths = draw_lengths(len(expanded), gen, torch.Generator().manual_seed(seed))

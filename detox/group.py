@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from peft import LoraConfig
+
 from detox.config import PPOConfig, TrainConfig
 
 PPO_ONLY = ("gamma", "lam", "cliprange_value", "vf_coef", "ent_coef", "kl_estimator", "target_kl", "kl_horizon",
@@ -54,6 +56,7 @@ def unused_ppo_settings(cfg: GroupRunConfig) -> list[str]:
 
 def trl_args(cfg: GroupRunConfig, report_to: list[str] | None, output_dir: Path, reward_weights: list[float]) -> Any:
     """The GRPOConfig or RLOOConfig of the run."""
+    # lazy: only the GRPO/RLOO and SFT paths need TRL, and importing it costs seconds
     from trl import GRPOConfig, RLOOConfig
 
     ppo, gen = cfg.ppo, cfg.generation
@@ -100,7 +103,6 @@ def peft_config(cfg: GroupRunConfig):
     """The LoRA adapter TRL attaches, from `lora:`; None trains all weights."""
     if not cfg.lora.enabled:
         return None
-    from peft import LoraConfig
 
     lora = cfg.lora
     return LoraConfig(

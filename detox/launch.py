@@ -17,6 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+import torch
+import torch.distributed as dist
+
 from detox.export import export_merged, push_to_hub
 from detox.probes import probe_images
 
@@ -57,8 +61,6 @@ def trim_logs(output_dir: Path, step: int) -> None:
 def use_gloo_without_gpus() -> None:
     """Several processes started by torchrun (or `accelerate launch` with accelerate_configs/multi_cpu.yaml) on a
     machine without CUDA: tell accelerate to join them over gloo on the CPU instead of running each one alone."""
-    import torch
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "true"
 
@@ -70,8 +72,6 @@ def use_every_core_when_alone() -> None:
     default's speed on a 2-core machine. When this is the only process, there is no GPU and the launcher left one
     thread, take all physical cores instead, unless DETOX_CPU_THREADS says how many to use.
     """
-    import torch
-
     chosen = os.environ.get("DETOX_CPU_THREADS")
     if chosen is not None:
         if not chosen.isdigit() or int(chosen) < 1:
@@ -81,8 +81,6 @@ def use_every_core_when_alone() -> None:
     alone = int(os.environ.get("WORLD_SIZE", "1")) == 1 and not torch.cuda.is_available()
     from_launcher = "ACCELERATE_MIXED_PRECISION" in os.environ and os.environ.get("OMP_NUM_THREADS") == "1"
     if alone and from_launcher:
-        import psutil
-
         cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
         if cores > 1:
             torch.set_num_threads(cores)
@@ -173,8 +171,6 @@ def exit_process(code: int) -> None:
     done, the process leaves the groups, does what the exit hooks it skips would do (W&B's teardown, which finishes
     any run left open with this exit code; flushing logs and output), and exits at once.
     """
-    import torch.distributed as dist
-
     grouped = dist.is_available() and dist.is_initialized()
     launcher = lone_accelerate_launcher() if code else None
     if not (grouped or launcher):
@@ -199,7 +195,6 @@ def lone_accelerate_launcher():
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
         return None
-    import psutil
 
     try:
         parent = psutil.Process(os.getppid())
@@ -222,7 +217,7 @@ def stop_launcher(launcher) -> None:
     is lost. This process ignores the launcher's own SIGTERM, so that it still exits with its code.
     """
     if stat.S_ISFIFO(os.fstat(sys.stderr.fileno()).st_mode):
-        import fcntl
+        import fcntl  # lazy: POSIX only, and only a launched process that failed needs them
         import struct
         import termios
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
 GIB = 2**30
 ADAM_STATES = 2
 """AdamW keeps two moments per trainable parameter, in the parameter's dtype."""
@@ -105,10 +109,6 @@ class StepShape:
 
 def architecture_of(config) -> Architecture:
     """Count a transformers config's parameters by building it on the meta device (no memory is allocated)."""
-    import torch
-    from torch import nn
-    from transformers import AutoModelForCausalLM
-
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     layers = next(m for m in model.modules() if isinstance(m, nn.ModuleList))

@@ -169,7 +169,7 @@ def rouge_l_lcs(prediction: str, reference: str) -> float:
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 of a completion against the true continuation; the `rouge-score` package when installed."""
     try:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # optional: the LCS fallback below works without it
     except ImportError:
         return rouge_l_lcs(prediction, reference)
     return float(rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure)

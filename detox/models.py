@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from detox.config import LoraConfig, ModelConfig
 from detox.hub import OFFLINE_MODEL, resolve_model_path
@@ -23,8 +27,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, what: str = "model.name_or_path"):
     """Tokenizer padded on the left (prompts end where generation starts), with a pad token."""
-    from transformers import AutoTokenizer
-
     path = resolve_model_path(_base_of_adapter(name_or_path) or name_or_path, what)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     tokenizer.padding_side = "left"
@@ -44,14 +46,10 @@ def load_causal_lm(
 
     An adapter directory is loaded onto its base (from adapter_config.json) and merged, so callers see one model.
     """
-    from transformers import AutoModelForCausalLM
-
     base = _base_of_adapter(name_or_path)
     path = resolve_model_path(base or name_or_path, what)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     if base is not None:
-        from peft import PeftModel
-
         model = PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
     if device is not None:
         model.to(device)
@@ -69,8 +67,6 @@ def _base_of_adapter(name_or_path: str) -> str | None:
         return None
     run = Path(name_or_path) / "detox_config.yaml"
     if run.is_file():
-        import yaml
-
         trained_on = (yaml.safe_load(run.read_text()).get("model") or {}).get("name_or_path")
         if trained_on == OFFLINE_MODEL or (trained_on and Path(trained_on).expanduser().is_dir()):
             return trained_on
@@ -230,8 +226,6 @@ class Models:
 
 def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
     """Load the policy, attach LoRA and the value head, and build the reference model."""
-    from transformers import AutoModelForCausalLM
-
     path = resolve_model_path(model_cfg.name_or_path, "model.name_or_path")
     lm = AutoModelForCausalLM.from_pretrained(
         path,
@@ -304,9 +298,6 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def _attach_lora(lm: nn.Module, lora_cfg: LoraConfig) -> nn.Module:
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-
     peft_config = PeftLoraConfig(
         r=lora_cfg.r,
         lora_alpha=lora_cfg.alpha,
@@ -326,6 +317,7 @@ def _attach_lora(lm: nn.Module, lora_cfg: LoraConfig) -> nn.Module:
 
 def _reference_copy(lm: nn.Module, num_shared_layers: int | None) -> nn.Module:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # lazy: after TRL_EXPERIMENTAL_SILENCE is set, and only a full-weights reference copy needs TRL
     from trl.experimental.utils import create_reference_model
 
     try:

@@ -85,8 +85,8 @@ def _draw(ax, panel: _Panel, series: dict[str, tuple[list[int], list[float]]]) -
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only drawing a picture needs matplotlib
+    from matplotlib.figure import Figure  # lazy: only drawing a picture needs matplotlib
 
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)

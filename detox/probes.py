@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from detox.config import ProbeConfig
 
@@ -68,10 +69,10 @@ def draw_heatmap(probs: np.ndarray, steps: list[int], labels: list[str], gamma: 
     The grey levels are drawn as an RGB uint8 image, not through a colormap (whose float lookup truncates some
     levels by one), so each cell's pixel value in the PNG equals its heatmap_array value exactly.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only drawing a picture needs matplotlib
+    from matplotlib.cm import ScalarMappable  # lazy: only drawing a picture needs matplotlib
+    from matplotlib.colors import Normalize  # lazy: only drawing a picture needs matplotlib
+    from matplotlib.figure import Figure  # lazy: only drawing a picture needs matplotlib
 
     grey = heatmap_array(probs, gamma)
     n_steps, n_tokens = grey.shape
@@ -96,9 +97,9 @@ def draw_heatmap(probs: np.ndarray, steps: list[int], labels: list[str], gamma: 
 def draw_change(probs: np.ndarray, steps: list[int], labels: list[str], title: str):
     """Matplotlib Figure: each watched token's probability divided by its first recorded value, one line per token on
     a log axis. Rare tokens (p ~ 0.001) that the heatmap shows as near-black read here as clear falls and rises."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only drawing a picture needs matplotlib
+    from matplotlib.figure import Figure  # lazy: only drawing a picture needs matplotlib
+    from matplotlib.ticker import FormatStrFormatter  # lazy: only drawing a picture needs matplotlib
 
     probs = np.asarray(probs, dtype=np.float64)
     fig = Figure(figsize=(6.0, 3.6), dpi=80)
@@ -123,8 +124,6 @@ def draw_change(probs: np.ndarray, steps: list[int], labels: list[str], title: s
 
 def _bar_frame(probs: np.ndarray, labels: list[str], title: str):
     """One GIF frame (PIL greyscale image): bars linear in probability, value above each bar."""
-    from PIL import Image, ImageDraw, ImageFont
-
     font = ImageFont.load_default(size=12)
     slot, left, top, plot_h = 70, 40, 30, 150
     image = Image.new("L", (left + slot * len(probs) + 10, top + plot_h + 40), color=255)

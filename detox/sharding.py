@@ -13,7 +13,9 @@ import contextlib
 import os
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.state import PartialState
+from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin, gather_object
+from transformers.integrations import deepspeed
 
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
@@ -23,8 +25,6 @@ def whole_model_loading():
     """Load a model that no engine trains (a reward or judge classifier, a reinforced model) whole, even inside a
     DeepSpeed ZeRO-3 run: there transformers' `from_pretrained` partitions every new model across the ranks
     (`zero3_init_flag`), and a partitioned classifier called outside the engine fails ("'weight' must be 2-D")."""
-    from transformers.integrations import deepspeed
-
     saved = deepspeed._hf_deepspeed_config_weak_ref
     deepspeed._hf_deepspeed_config_weak_ref = None
     try:
@@ -47,9 +47,6 @@ def sharding_on_cpu(accelerator) -> None:
     CPU accelerator both run over gloo, so this hands accelerate's state the plugin the launcher configured (from its
     environment variables), and accelerate's own preparation for that engine takes over.
     """
-    from accelerate.state import PartialState
-    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
-
     wanted = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
     if not wanted or accelerator.distributed_type != DistributedType.MULTI_CPU:
         return
@@ -99,13 +96,12 @@ def optimizer_state(trainer) -> dict:
     """
     accelerator, optimizer = trainer.accelerator, trainer.optimizer.optimizer
     if accelerator.distributed_type == DistributedType.FSDP:
+        # lazy: torch.distributed.checkpoint takes ~0.7 s to import; only FSDP runs need it
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_optimizer_state_dict(trainer.model, optimizer, options=options)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        from accelerate.utils import gather_object
-
         state = dict(optimizer.state_dict())
         state["loss_scaler"] = _numbers(state["loss_scaler"])
         state["zero_stage"] = int(state["zero_stage"])
@@ -118,6 +114,7 @@ def load_optimizer_state(trainer, state: dict) -> None:
     """Inverse of `optimizer_state`: every rank loads the saved state and keeps its own slice."""
     accelerator, optimizer = trainer.accelerator, trainer.optimizer.optimizer
     if accelerator.distributed_type == DistributedType.FSDP:
+        # lazy: torch.distributed.checkpoint takes ~0.7 s to import; only FSDP runs need it
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(trainer.model, optimizer, optim_state_dict=state,

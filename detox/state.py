@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 
 from detox import sharding
@@ -69,8 +70,6 @@ def name_base_by_hub_id(adapter_dir: Path, name_or_path: str) -> None:
 
 def save_training_checkpoint(trainer, output_dir: Path, keep_last: int | None, config: dict) -> Path | None:
     """Checkpoint the run after `trainer.step_index` steps (atomically); every rank must call this."""
-    from accelerate.utils import gather_object
-
     rng_states = gather_object([capture_rng_state()])
     model_state, optimizer_state = full_model_state(trainer), sharding.optimizer_state(trainer)
     trainer.accelerator.wait_for_everyone()

@@ -29,6 +29,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 from detox.config import LoggingConfig
 from detox.plots import plot_curves
@@ -279,13 +281,13 @@ def _json_value(value: Any) -> Any:
 
 
 def _wandb_table(run, columns: list[str], data: list[list[Any]], step: int) -> None:
-    import wandb
+    import wandb  # lazy: only runs that report to W&B need it, and importing wandb costs seconds
 
     run.log({"samples": wandb.Table(columns=columns, data=data)}, step=step)
 
 
 def _wandb_images(run, images: dict[str, Path], step: int) -> None:
-    import wandb
+    import wandb  # lazy: only runs that report to W&B need it, and importing wandb costs seconds
 
     media = {k: wandb.Video(str(p)) if p.suffix.lower() == ".gif" else wandb.Image(str(p)) for k, p in images.items()}
     run.log(media, step=step)
@@ -300,8 +302,6 @@ def _tensorboard_table(writer, columns: list[str], data: list[list[Any]], step: 
 
 def _tensorboard_images(writer, images: dict[str, Path], step: int) -> None:
     # The encoded file goes into the summary as is: tensorboard shows PNGs, and animates GIFs, without decoding.
-    from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
 
     for tag, path in images.items():
         with Image.open(path) as image:
@@ -312,7 +312,7 @@ def _tensorboard_images(writer, images: dict[str, Path], step: int) -> None:
 
 
 def _trackio_table(run, columns: list[str], data: list[list[Any]], step: int) -> None:
-    import pandas as pd
+    import pandas as pd  # lazy: pandas takes ~0.3 s to import; only .csv and .parquet files need it
     import trackio  # optional (the trackio extra): only a run that logs to trackio needs it
 
     run.log({"samples": trackio.Table(dataframe=pd.DataFrame(data, columns=columns))}, step=step)
@@ -345,6 +345,7 @@ def _wandb_file(path: Path) -> Path:
 
 def _wandb_records(path: Path):
     """Yield the protobuf `Record`s of a .wandb file, checking each chunk's CRC."""
+    # lazy: only runs that report to W&B need it, and importing wandb costs seconds
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()

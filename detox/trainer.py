@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+from tqdm.auto import tqdm
 
 from detox import ppo
 from detox.config import TrainConfig
@@ -308,8 +309,6 @@ def console_line(step: int, total: int, stats: dict[str, float]) -> str:
 
 def train(trainer: PPOTrainer, tracker, probes, output_dir, config: dict) -> None:
     """Run steps until `ppo.steps`, logging, probing and checkpointing on the configured schedule."""
-    from tqdm.auto import tqdm
-
     cfg, accelerator = trainer.cfg, trainer.accelerator
     log, ckpt = cfg.logging, cfg.checkpoint
     bar = tqdm(total=cfg.ppo.steps, initial=trainer.step_index, desc="ppo", disable=not accelerator.is_main_process)

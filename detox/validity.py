@@ -17,7 +17,7 @@ VALIDITY_FILE = Path(__file__).resolve().parent / "assets" / "judge_validity.jso
 def auc_delong(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
     """ROC AUC of `scores` (N,) for binary `labels` (N,) with its 95% interval from DeLong's variance (DeLong,
     DeLong & Clarke-Pearson, 1988; the midrank form of Sun & Xu, 2014): (auc, low, high)."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy.stats takes ~0.7 s to import; only the validity statistics need it
 
     labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
     pos, neg = scores[labels], scores[~labels]
@@ -35,7 +35,7 @@ def auc_delong(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, fl
 
 def spearman(scores: np.ndarray, reference: np.ndarray) -> float:
     """Spearman rank correlation of a judge's scores with graded reference scores (human rating, Perspective)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy.stats takes ~0.7 s to import; only the validity statistics need it
 
     return float(spearmanr(scores, reference).statistic)
 

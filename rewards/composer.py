@@ -219,7 +219,7 @@ class RewardComposer:
 
     def __call__(self, prompts: list[str], completions: list[str], **kwargs):
         """Score a batch; returns (total (N,), {name: raw (N,)}) as float32 torch tensors on CPU."""
-        import torch
+        import torch  # lazy: `import rewards` stays free of torch (tests/test_rewards.py)
 
         raw = {c.__name__: c.raw(prompts, completions, **kwargs) for c in self.components}
         scores = np.stack([c.transform(raw[c.__name__]) for c in self.components], axis=1)  # (N, K)

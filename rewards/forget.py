@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from detox.hub import OFFLINE_MODEL, resolve_model_path
 from detox.sharding import whole_model_loading
@@ -47,8 +49,6 @@ def _adapter_base(directory: Path) -> str | None:
 
 
 def _load_tokenizer(name_or_path: str, what: str):
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path, what=what))
 
 
@@ -204,8 +204,6 @@ class ForgetLikelihood:
         self._model = None
 
     def _load(self) -> None:
-        from transformers import AutoModelForCausalLM
-
         path = Path(self.reinforced).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(
@@ -232,7 +230,6 @@ class ForgetLikelihood:
         # base), or "model" (a separate model)
         same_base = base_path is not None and _same_path(reference_path, base_path)
         self._mode = ("adapter" if reference_adapter is not None else "off") if same_base else "model"
-        from peft import PeftModel
 
         with whole_model_loading():  # scoring models, never partitioned by ZeRO-3
             if base_path is not None:

@@ -33,6 +33,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers.utils import logging as hf_logging
 
 from detox.data import BUILTIN, CONTINUATION_SETS, continuation_records
 from detox.hub import OFFLINE_MODEL, cache_dir, random_state_kept
@@ -73,7 +76,7 @@ def minilm_dir() -> Path:
 def davidson_rows(data_csv: str | Path, n: int, seed: int, part: str | None = None):
     """`n` tweets of `part` ("reward", "judge" or None for any row), half toxic (class 0 hate or 1 offensive) and half
     clean (class 2), shuffled. Returns (texts, labels with 1 = toxic, row ids from the file's first column)."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas takes ~0.3 s to import; only .csv and .parquet files need it
 
     if part is not None and part not in DAVIDSON_PARTS:
         raise ValueError(f"part '{part}' is not one of {sorted(DAVIDSON_PARTS)} (or None for any row).")
@@ -150,10 +153,7 @@ def fit_minilm_classifier(out_dir: str | Path, texts: list[str], labels: np.ndar
     """Fit a logistic-regression head (inverse regularisation `C`, classes weighted to balance) on frozen MiniLM
     features of `texts`, make it the classification head, record `provenance` and `C` in the config
     (`detox_training_data`) and save model + tokenizer."""
-    import torch
-    from sklearn.linear_model import LogisticRegression
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
+    from sklearn.linear_model import LogisticRegression  # lazy: only fitting a classifier head needs scikit-learn
 
     source = minilm_dir()
     torch.manual_seed(seed)
@@ -258,8 +258,6 @@ class MiniLMToxicity(ToxicityClassifier):
 
 def _pooled_features(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.ndarray:
     """BERT pooler output (tanh(W h_[CLS])), i.e. exactly what the classification head reads; (N, hidden)."""
-    import torch
-
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):

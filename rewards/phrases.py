@@ -154,6 +154,8 @@ class LearnedPhraseReward:
         self._fit(_string_list(forbidden, "forbidden"), _string_list(allowed, "allowed"), C)
 
     def _vectorizer(self, vocabulary: dict[str, int] | None = None):
+        # lazy: only fitting a classifier head needs scikit-learn
+            # lazy: only fitting a classifier head needs scikit-learn
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         return TfidfVectorizer(
@@ -210,7 +212,7 @@ class LearnedPhraseReward:
     @classmethod
     def load(cls, path: str | Path, prompt_tail_chars: int = 0) -> "LearnedPhraseReward":
         return cls(model_path=str(path), prompt_tail_chars=prompt_tail_chars)
-
+  # lazy: only fitting a classifier head needs scikit-learn
     def _load(self, path: Path) -> None:
         from sklearn.linear_model import LogisticRegression
 

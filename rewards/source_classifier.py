@@ -20,10 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from safetensors.numpy import load_file
+from safetensors.torch import save_file
+from transformers import AutoModel, AutoTokenizer
 
 from detox.sharding import whole_model_loading
-from rewards.label_sources import (FITTABLE, PARTS, SOURCES, calibration_rows, fitting_rows, load_source,
-                                   source_files, spec)
+from rewards.label_sources import (
+    FITTABLE,
+    PARTS,
+    SOURCES,
+    calibration_rows,
+    fitting_rows,
+    load_source,
+    source_files,
+    spec,
+)
 from rewards.minilm_classifier import MINILM_PACKAGE, _cached, minilm_dir
 from rewards.toxicity import _texts
 
@@ -63,9 +75,6 @@ class MiniLMEncoder:
         self._model = self._tokenizer = None
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
         self._tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         with whole_model_loading():
             model = AutoModel.from_pretrained(self.weights or minilm_dir())
@@ -74,8 +83,6 @@ class MiniLMEncoder:
     def encode_all(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Both poolings of `texts` from one pass: {pooling: (N, hidden)}. Texts run in length order so a batch pads
         little; rows come back in the order given."""
-        import torch
-
         if self._model is None:
             self._load()
         order = np.argsort([len(t) for t in texts], kind="stable")
@@ -99,8 +106,6 @@ class MiniLMEncoder:
 
 def mean_pool(hidden, mask):
     """Mean of the hidden states (B, T, H) over the positions where mask (B, T) is 1, L2-normalised: (B, H)."""
-    import torch
-
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
     return torch.nn.functional.normalize(mean, dim=-1)
@@ -108,7 +113,7 @@ def mean_pool(hidden, mask):
 
 def fit_head(features: np.ndarray, labels: np.ndarray, C: float = 1.0) -> tuple[np.ndarray, float]:
     """Logistic regression (classes weighted to balance) on (N, H) features: (weight (H,), bias)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: only fitting a classifier head needs scikit-learn
 
     head = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(features, labels)
     return head.coef_[0].astype(np.float32), float(head.intercept_[0])
@@ -119,9 +124,6 @@ def finetune(texts: list[str], labels: np.ndarray, seed: int = 0, epochs: int = 
     """Train MiniLM and a linear head on mean-pooled features end to end (binary cross-entropy, classes weighted to
     balance as the logistic regression's are). Returns (encoder in eval mode, weight (H,), bias) such that the
     log-odds of toxic is weight . mean_pool(encoder(text)) + bias."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
     torch.manual_seed(seed)
     tokenizer, encoder = AutoTokenizer.from_pretrained(minilm_dir()), AutoModel.from_pretrained(minilm_dir())
     head = torch.nn.Linear(encoder.config.hidden_size, 1)
@@ -147,7 +149,7 @@ def finetune(texts: list[str], labels: np.ndarray, seed: int = 0, epochs: int = 
 
 def fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(a, b) of P(toxic) = sigmoid(a * score + b), fitted on held-out (score, label) pairs (Platt, 1999)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: only fitting a classifier head needs scikit-learn
 
     platt = LogisticRegression(C=1e6, max_iter=5000).fit(scores.reshape(-1, 1), labels)
     return float(platt.coef_[0, 0]), float(platt.intercept_[0])
@@ -220,9 +222,6 @@ def check_sources(sources) -> tuple[str, ...]:
 
 
 def save_head(out_dir: str | Path, weight: np.ndarray, bias: float, config: dict) -> None:
-    import torch
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({"weight": torch.as_tensor(weight, dtype=torch.float32), "bias": torch.tensor(float(bias))},
@@ -240,8 +239,6 @@ class SourceClassifier:
     """A saved source classifier: `.score(texts)` the calibrated log-odds of "toxic", `.toxicity(texts)` P(toxic)."""
 
     def __init__(self, directory: str | Path, batch_size: int = 64, device: str | None = None):
-        from safetensors.numpy import load_file
-
         self.directory = Path(directory)
         self.config = read_config(directory)
         if self.config is None or not (self.directory / HEAD_FILE).is_file():

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from detox.hub import resolve_model_path
 from detox.sharding import whole_model_loading
@@ -55,8 +57,6 @@ class ToxicityClassifier:
         max_length: int | None = None,
         trust_remote_code: bool = False,
     ):
-        from transformers import AutoConfig
-
         _check_output(output)
         if dtype not in _DTYPES:
             raise ValueError(f"rewards[].options.dtype '{dtype}' is not one of {list(_DTYPES)}.")
@@ -111,8 +111,6 @@ class ToxicityClassifier:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Classifier logits (N, num_labels) as float32, computed in batches of `batch_size` without gradients."""
-        import torch
-
         if self._model is None:
             self._load()
         out = []
@@ -143,9 +141,6 @@ class ToxicityClassifier:
         return logits[:, self.nontoxic_index] - logits[:, self.toxic_index]
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
         if self.score_prompt:

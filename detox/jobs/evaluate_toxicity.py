@@ -108,7 +108,7 @@ def save(result: EvalResult, cfg: EvalConfig, table_md: str, summary: list[str])
 def log_to_wandb(result: EvalResult, cfg: EvalConfig, out: Path) -> None:
     """The table, the samples and the chart as one W&B run (offline without a key or network)."""
     accelerate_log_with(LoggingConfig(report_to="wandb", project=cfg.project))  # sets WANDB_MODE=offline if needed
-    import wandb
+    import wandb  # lazy: only runs that report to W&B need it, and importing wandb costs seconds
 
     run = wandb.init(project=cfg.project, job_type="evaluation", dir=str(out), config=redact(to_dict(cfg)))
     samples, keys = [s for r in result.runs.values() for s in r.samples], table_keys(result.table)

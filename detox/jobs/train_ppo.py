@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
 from detox import tracking
 from detox.checkpoint import resolve_checkpoint
 from detox.config import TrainConfig, parse_config
@@ -57,8 +60,6 @@ def build(argv: list[str] | None = None) -> Run:
 
     use_gloo_without_gpus()
     use_every_core_when_alone()
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.ppo.gradient_accumulation_steps,

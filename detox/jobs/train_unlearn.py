@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
 
 from detox import tracking
 from detox.baselines.config import UnlearnConfig
@@ -114,8 +116,6 @@ def write_lm(directory: Path, lm, tokenizer, config: dict) -> None:
 
 def save_baseline_checkpoint(trainer, output_dir: Path, keep_last: int | None, config: dict) -> None:
     """checkpoint-N/: model/, optimizer.{safetensors,json}, trainer.json (step and every rank's RNG state)."""
-    from accelerate.utils import gather_object
-
     rng_states = gather_object([capture_rng_state()])
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
@@ -143,9 +143,6 @@ def load_baseline_checkpoint(trainer, checkpoint: Path) -> None:
 
 def build(argv: list[str] | None = None) -> Run:
     """Parse the config, load the corpora and models, prepare WHP labels, and resume when asked."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     cfg: UnlearnConfig = parse_config(argv, UnlearnConfig, __doc__)
     if cfg.checkpoint.push_to_hub:
         hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training

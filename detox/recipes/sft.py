@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from peft import LoraConfig
+
 from detox.hub import resolve_model_path
 from detox.models import load_tokenizer
 from rewards.make_reinforced import _load_trainable_model
@@ -40,9 +43,9 @@ class SFTSettings:
 
 def supervised_finetune(model: str, texts: list[str], output_dir: str | Path, settings: SFTSettings) -> Path:
     """Fine-tune `model` on `texts` (language modelling on every token), merge the adapters, save to `output_dir`."""
-    import datasets
-    import torch
-    from peft import LoraConfig
+    import datasets  # lazy: datasets takes ~0.4 s to import; only Hub and saved-dataset sources need it
+
+    # lazy: only the GRPO/RLOO and SFT paths need TRL, and importing it costs seconds
     from trl import SFTConfig, SFTTrainer
 
     if not texts:
