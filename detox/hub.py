@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -156,8 +157,6 @@ def _convert_gguf(gguf_dir: str, target: Path) -> Path:
     try:
         os.replace(staging, target)
     except OSError:  # another process finished first; its copy is identical
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
     return target
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate.utils import gather_object
+from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from detox import sharding
@@ -121,8 +122,6 @@ def load_lm_weights(lm, checkpoint: Path) -> None:
     """Load `checkpoint/model` (a LoRA adapter, or full weights in safetensors shards) into `lm` in place."""
     model_dir = checkpoint / "model"
     if hasattr(lm, "disable_adapter"):  # a peft model
-        from peft import set_peft_model_state_dict
-
         set_peft_model_state_dict(lm, load_file(model_dir / "adapter_model.safetensors"))
         return
     state = {}

@@ -154,16 +154,14 @@ class LearnedPhraseReward:
         self._fit(_string_list(forbidden, "forbidden"), _string_list(allowed, "allowed"), C)
 
     def _vectorizer(self, vocabulary: dict[str, int] | None = None):
-        # lazy: only fitting a classifier head needs scikit-learn
-            # lazy: only fitting a classifier head needs scikit-learn
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: only the learned phrase reward needs it
 
         return TfidfVectorizer(
             analyzer="char_wb", ngram_range=self.ngram_range, sublinear_tf=True, lowercase=False, vocabulary=vocabulary
         )
 
     def _fit(self, forbidden: list[str], allowed: list[str], C: float) -> None:
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # lazy: only the learned phrase reward needs scikit-learn
 
         if not forbidden or not allowed:
             raise ValueError(
@@ -212,9 +210,8 @@ class LearnedPhraseReward:
     @classmethod
     def load(cls, path: str | Path, prompt_tail_chars: int = 0) -> "LearnedPhraseReward":
         return cls(model_path=str(path), prompt_tail_chars=prompt_tail_chars)
-  # lazy: only fitting a classifier head needs scikit-learn
     def _load(self, path: Path) -> None:
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # lazy: only the learned phrase reward needs scikit-learn
 
         if not (path / "config.json").is_file() or not (path / "weights.npz").is_file():
             raise FileNotFoundError(
