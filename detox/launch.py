@@ -21,8 +21,21 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from detox.export import export_merged, push_to_hub
+from detox.export import export_merged, hub_token, push_to_hub
 from detox.probes import probe_images
+
+
+def start_run(ckpt) -> Path:
+    """What a trainer does before it loads anything: check the Hub token when the run will upload (offline or without
+    a token it fails now, not after training), make the output directory, refuse to overwrite an earlier run, and set
+    up CPU processes. Returns the output directory."""
+    if ckpt.push_to_hub:
+        hub_token(ckpt.push_to_hub)
+    output_dir = prepare_output_dir(Path(ckpt.output_dir))
+    guard_earlier_run(output_dir, ckpt)
+    use_gloo_without_gpus()
+    use_every_core_when_alone()
+    return output_dir
 
 
 def finish(r, final: Path) -> Path:

@@ -18,16 +18,7 @@ from detox import tracking
 from detox.checkpoint import resolve_checkpoint
 from detox.config import TrainConfig, parse_config
 from detox.data import check_held_out, load_prompts, refuse_evaluation_only, render_prompts
-from detox.export import hub_token
-from detox.launch import (
-    finish,
-    guard_earlier_run,
-    prepare_output_dir,
-    trim_logs,
-    use_every_core_when_alone,
-    use_gloo_without_gpus,
-    write_heldout,
-)
+from detox.launch import finish, start_run, trim_logs, write_heldout
 from detox.models import build_models, load_tokenizer
 from detox.probes import ProbeRecorder
 from detox.sharding import sharding_on_cpu
@@ -53,13 +44,7 @@ def build(argv: list[str] | None = None) -> Run:
     """Parse the config, then load prompts, rewards, models and, when asked, the checkpoint to resume from."""
     cfg: TrainConfig = parse_config(argv, TrainConfig, __doc__)  # a bad field fails here, before any model loads
     refuse_evaluation_only(cfg.data)
-    if cfg.checkpoint.push_to_hub:
-        hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
-    output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
-    guard_earlier_run(output_dir, cfg.checkpoint)
-
-    use_gloo_without_gpus()
-    use_every_core_when_alone()
+    output_dir = start_run(cfg.checkpoint)
 
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.ppo.gradient_accumulation_steps,

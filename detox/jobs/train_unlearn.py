@@ -37,17 +37,9 @@ from detox.checkpoint import (
     save_tensors_and_json,
 )
 from detox.config import parse_config
-from detox.export import hub_token
 from detox.hub import resolve_model_path
 from detox.jobs.train_ppo import Run  # the same parts as a PPO run: config, accelerator, trainer, tracker, probes
-from detox.launch import (
-    finish,
-    guard_earlier_run,
-    prepare_output_dir,
-    trim_logs,
-    use_every_core_when_alone,
-    use_gloo_without_gpus,
-)
+from detox.launch import finish, start_run, trim_logs
 from detox.losses import IGNORE
 from detox.model_card import write_model_card
 from detox.models import _base_of_adapter, build_models, load_causal_lm, load_tokenizer
@@ -144,12 +136,7 @@ def load_baseline_checkpoint(trainer, checkpoint: Path) -> None:
 def build(argv: list[str] | None = None) -> Run:
     """Parse the config, load the corpora and models, prepare WHP labels, and resume when asked."""
     cfg: UnlearnConfig = parse_config(argv, UnlearnConfig, __doc__)
-    if cfg.checkpoint.push_to_hub:
-        hub_token(cfg.checkpoint.push_to_hub)  # offline or without a token: fail now, not after training
-    output_dir = prepare_output_dir(Path(cfg.checkpoint.output_dir))
-    guard_earlier_run(output_dir, cfg.checkpoint)
-    use_gloo_without_gpus()
-    use_every_core_when_alone()
+    output_dir = start_run(cfg.checkpoint)
     accelerator = Accelerator(log_with=tracking.accelerate_log_with(cfg.logging), project_dir=str(output_dir))
     set_seed(cfg.optim.seed, device_specific=True)
     checkpoint = (resolve_checkpoint(cfg.checkpoint.resume_from_checkpoint, output_dir)
