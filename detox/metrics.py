@@ -166,6 +166,13 @@ def rouge_l_lcs(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def rouge_l_recall(prediction: str, reference: str) -> float:
+    """ROUGE-L recall: the longest common subsequence of words over the reference's length (rouge-score's
+    tokenisation), as TOFU scores a greedy answer against the true one."""
+    ref = _rouge_tokens(reference)
+    return _lcs_length(_rouge_tokens(prediction), ref) / len(ref) if ref else 0.0
+
+
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 of a completion against the true continuation; the `rouge-score` package when installed."""
     try:

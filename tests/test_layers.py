@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "detox", "detox.config", "detox.baselines", "detox.baselines.config", "detox.judge_specs", "detox.hub",
         "detox.sharding", "detox.ppo", "detox.losses", "detox.metrics", "detox.number_words", "detox.checkpoint",
         "detox.tracking", "detox.plots", "detox.memory_model", "detox.config_help", "detox.validity",
+        "detox.tofu_metrics",
     )),
     ("middle", (
         "detox.data", "detox.corpus", "detox.models", "detox.generation", "detox.scoring", "detox.blocks",
