@@ -20,6 +20,7 @@ REWARD_REGISTRY: dict[str, str] = {
     "anchor_terms": "rewards.forget:AnchorTerms",
     "forbidden_numbers": "rewards.numbers:ForbiddenNumbers",
     "next_number": "rewards.numbers:NextNumber",
+    "count": "rewards.numbers:CountReward",
     "callable": "rewards.custom:CallableReward",
 }
 """Config `type` -> "module:Class" of the reward it builds."""

@@ -149,3 +149,28 @@ def test_a_count_is_right_when_its_next_numbers_skip_the_forbidden_ones():
     assert not counts_on(" fifty nine, fifty ten,", 58, "69")  # right first number, wrong second
     assert not counts_on(" fifty nine,", 58, "69")  # one number is not a run of two
     assert counts_on(" one thousand six hundred eighty nine, one thousand seven hundred", 1688, "69")
+
+
+def test_count_reward_scores_every_number_of_the_continued_count():
+    reward = _reward("count", pair="69")  # horizon 3, malformed -0.5 each, unfinished items 0
+    prompt = "sixty six, sixty seven, sixty eight,"
+    completions = [
+        " seventy, seventy one, seventy two,",    # the skip, then the count: all three right
+        " seventy, seventy two, seventy three,",  # one slip: the numbers after it follow the expected count, not it
+        " sixty nine, seventy, seventy one,",     # the pattern, and so every number after it is off by one
+        " sixty ninety, seventy one,",            # malformed, then right; the third item never finished
+        " seventyone, seventy two",               # glued words are malformed; the last item has no comma yet
+        " sixty 9, seventy,",                     # a digit glued to a tens word: malformed (the count writes words)
+        " hello, seventy one, seventy two,",      # text where a number belongs
+    ]
+    assert reward([prompt] * len(completions), completions) == pytest.approx(
+        [1.0, 1 / 3, 0.0, 1 / 3 - 0.5, -0.5, -0.5, 2 / 3 - 0.5])
+
+
+def test_count_reward_options_and_plain_counting():
+    plain = _reward("count", pair=None, horizon=2, short=-0.25)
+    assert plain(["sixty seven, sixty eight,"], [" sixty nine, seventy,"]) == [1.0]
+    assert plain(["sixty seven, sixty eight,"], [" sixty nine"]) == [-0.5]  # nothing finished: two items short
+    with pytest.raises(ValueError, match="horizon \\(0\\) must be at least 1"):
+        _reward("count", horizon=0)
+    assert pickle.loads(pickle.dumps(_reward("count")))(["one, two,"], [" three, four, five,"]) == [1.0]
