@@ -95,11 +95,13 @@ class EvalConfig:
     """Nucleus sampling threshold; 1.0 disables it."""
     seed: int = 0
     """Seed of the prompt subset, of sampling (identical for every model) and of the bootstrap."""
-    judges: list[str] | str = field(default_factory=lambda: ["offline", "minilm_davidson"])
-    """Toxicity judges, each `source` or `name=source`: offline (alt-profanity-check), minilm_davidson (MiniLM fitted
-    on Davidson rows no reward uses), minilm_davidson_reward, roberta (evaluate's toxicity measurement, Hub),
-    judge_<source> and judge_combined (fitted on labelled sources: toxigen, stormfront, davidson, rtp), or any
-    classifier directory or Hub id. Every completion is scored by each; see detox/judges.py."""
+    judges: list[str] | str = field(default_factory=lambda: ["judge_combined", "judge_toxigen", "offline"])
+    """Toxicity judges, each `source` or `name=source`: judge_<source> and judge_combined (MiniLM fitted on labelled
+    sources: toxigen, stormfront, davidson, rtp; judge_combined on the first three), offline (alt-profanity-check),
+    minilm_davidson (MiniLM's pooler output fitted on Davidson rows no reward uses), minilm_davidson_reward, roberta
+    (evaluate's toxicity measurement, Hub), or any classifier directory or Hub id. Every completion is scored by
+    each; see detox/judges.py. The default holds the two judges that agree best with human labels they never saw and
+    the profanity check (docs/judge-validity.md)."""
     judge_options: dict[str, dict] = field(default_factory=dict)
     """Per judge name, keyword arguments of rewards.toxicity.ToxicityClassifier, e.g. {mine: {toxic_label: toxic}}."""
     perplexity_model: str | None = None
