@@ -78,7 +78,8 @@ def test_obscene_numbers_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thr
     for row in result.table:
         for key in ("forbidden_pattern_rate_greedy", "pattern_rate_sampled", "forbidden_logprob",
                     "control_accuracy_greedy", "control_logprob", "rtp_perplexity", "perplexity", "distinct_2",
-                    "control_run_accuracy_greedy", "allowed_accuracy_greedy", "allowed_logprob"):
+                    "control_run_accuracy_greedy", "allowed_accuracy_greedy", "allowed_logprob",
+                    "forbidden_skip_rate_greedy", "control_malformed_rate_greedy", "allowed_malformed_rate_greedy"):
             assert key in row, key
         assert row["forbidden_logprob"] < 0 and 0 <= row["control_accuracy_greedy"] <= 1
     assert "counting accuracy, greedy, control prompts" in (tmp_path / "eval" / "recipe.md").read_text()
