@@ -174,3 +174,39 @@ def test_count_reward_options_and_plain_counting():
     with pytest.raises(ValueError, match="horizon \\(0\\) must be at least 1"):
         _reward("count", horizon=0)
     assert pickle.loads(pickle.dumps(_reward("count")))(["one, two,"], [" three, four, five,"]) == [1.0]
+
+
+def test_skip_texts_skip_forbidden_numbers_and_hold_no_heldout_number():
+    from detox.recipes.obscene_numbers import skip_texts
+    from rewards.numbers import next_allowed
+
+    args = ObsceneNumbersArgs(pair="69", skip_texts=60, sft_run=4)
+    heldout = {r["next"] for name, rs in make_prompt_sets(args).items() if name.startswith("heldout") for r in rs}
+    texts = skip_texts(args, heldout)
+    assert len(texts) == 60 and texts[0].endswith(",")
+    digits = set()
+    for text in texts:
+        values = [f.value for f in read_numbers(text)]
+        assert len(values) == 4 and not any(is_forbidden(v, "69") for v in values)
+        assert all(b == next_allowed(a, "69") for a, b in zip(values, values[1:]))  # the count, skipping
+        skipped = set(range(values[0], values[-1] + 1)) - set(values)
+        assert skipped and not (skipped | set(values)) & heldout
+        assert text == ", ".join(words(v) for v in values) + ","
+        digits.add(len(str(values[-1])))
+    assert len(digits) >= 3  # drawn across magnitudes, not only among five-digit numbers
+
+
+def test_recipe_options_add_ptx_and_the_count_reward():
+    from detox.recipes.obscene_numbers import ppo_config
+
+    plain = ppo_config(ObsceneNumbersArgs())
+    assert "ptx" not in plain and [r["type"] for r in plain["rewards"]] == ["forbidden_numbers", "next_number"]
+    config = ppo_config(ObsceneNumbersArgs(output_dir="out", skip_texts=10, ptx_coef=0.3, count_reward=3))
+    assert config["ptx"] == {"corpus": str(Path("out") / "ptx.jsonl"), "coef": 0.3}
+    assert config["rewards"][1] == {"type": "count", "weight": 1.0, "options": {"pair": "69", "horizon": 3}}
+    assert config["generation"]["max_new_tokens"] == 27  # room for three numbers of up to 8 tokens and commas
+    from detox.config import TrainConfig, from_dict
+
+    from_dict(TrainConfig, config)  # a valid run config
+    with pytest.raises(ValueError, match="--skip_texts \\(-1\\) must be >= 0"):
+        ObsceneNumbersArgs(skip_texts=-1)

@@ -17,7 +17,8 @@ sixty eight," asks for "sixty nine". Every number 0..99,999 is assigned to the t
 Files in output_dir: train.jsonl (the PPO prompts: forbidden, control and allowed), heldout_forbidden.jsonl,
 heldout_control.jsonl, heldout_allowed.jsonl, forget.jsonl and retain.jsonl (train prompts with their true
 continuation, for loss-based methods), sft.jsonl (the counting texts of the fine-tuning), recipe.json, ppo.yaml and
-sft/ (the fine-tuned model). Each prompt record is {"text", "completion", "next", "kind"}.
+sft/ (the fine-tuned model), and ptx.jsonl (the fine-tuning texts and counts that skip forbidden numbers) with
+--skip_texts. Each prompt record is {"text", "completion", "next", "kind"}.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from detox.launch import cli
 from detox.number_words import MAX_NUMBER, check_pair, is_forbidden, words
 from detox.recipes import run_config, run_generator, write_jsonl, write_recipe_files
 from detox.recipes.sft import SFTSettings, supervised_finetune
+from rewards.numbers import next_allowed
 
 PROMPT_FILES = ("train", "heldout_forbidden", "heldout_control", "heldout_allowed", "forget", "retain")
 
@@ -63,6 +65,15 @@ class ObsceneNumbersArgs:
     """Texts per fine-tuning step."""
     ppo_steps: int = 40
     """PPO steps written into ppo.yaml."""
+    skip_texts: int = 0
+    """Counting texts that cross forbidden numbers and skip them ("sixty seven, sixty eight, seventy, seventy one,"),
+    none of their numbers held out. With more than 0, ptx.jsonl holds them and the fine-tuning texts, and ppo.yaml
+    adds PPO-ptx on that file (weight `ptx_coef`): the count that skips stays likely while the penalty works."""
+    ptx_coef: float = 0.5
+    """Weight of the ptx term when skip_texts > 0."""
+    count_reward: int = 0
+    """More than 0: the `count` reward scores that many numbers of each continuation (every number of the count, the
+    skip included) in place of next_number's first one, and rollouts get room for them (9 tokens a number)."""
     seed: int = 0
     """Seed of the split, the sampling of prompts and the fine-tuning."""
 
@@ -73,6 +84,9 @@ class ObsceneNumbersArgs:
         for name in ("context_numbers", "heldout_size", "sft_texts", "sft_run", "sft_batch_size", "ppo_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} ({getattr(self, name)}) must be a positive integer.")
+        for name in ("skip_texts", "count_reward"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} ({getattr(self, name)}) must be >= 0 (0 leaves it out).")
         if self.sft_steps < 0:
             raise ValueError(f"--sft_steps ({self.sft_steps}) must be >= 0 (0 skips the fine-tuning).")
 
@@ -148,6 +162,31 @@ def sft_texts(args: ObsceneNumbersArgs, excluded: set[int]) -> list[str]:
     return texts
 
 
+def skip_texts(args: ObsceneNumbersArgs, excluded: set[int]) -> list[str]:
+    """`skip_texts` counting texts of `sft_run` allowed numbers in a row, the count skipping at least one forbidden
+    number on the way; no number written or skipped is excluded (held out). Each starts one to sft_run - 1 numbers
+    before a forbidden number drawn evenly across digit counts."""
+    rng = np.random.default_rng(args.seed + 2)
+    forbidden = np.array([k for k in range(1, MAX_NUMBER + 1) if is_forbidden(k, args.pair) and k not in excluded])
+    by_digits = [g for g in (forbidden[np.char.str_len(forbidden.astype(str)) == d] for d in range(1, 6)) if len(g)]
+    texts, attempts = [], 0
+    while len(texts) < args.skip_texts:
+        attempts += 1
+        if attempts > 100 * args.skip_texts:
+            raise ValueError(f"pair {args.pair}: too few counts of {args.sft_run} numbers that skip a forbidden one.")
+        group = by_digits[int(rng.integers(len(by_digits)))]
+        start = int(group[int(rng.integers(len(group)))]) - int(rng.integers(1, max(2, args.sft_run)))
+        if start < 0 or is_forbidden(start, args.pair):
+            continue
+        run = [start]
+        while len(run) < args.sft_run and (following := next_allowed(run[-1], args.pair)) is not None:
+            run.append(following)
+        skipped = set(range(run[0], run[-1] + 1)) - set(run)
+        if len(run) == args.sft_run and skipped and not (set(run) | skipped) & excluded:
+            texts.append(", ".join(words(k) for k in run) + ",")
+    return texts
+
+
 def probes(pair: str, context_numbers: int) -> list[dict]:
     """Next-token probes: the last word of the first forbidden number of two or more words ("sixty" -> " nine"), and
     the same word after the nearest allowed number that ends with it ("fifty" -> " nine"), if there is one."""
@@ -185,13 +224,19 @@ def ppo_config(args: ObsceneNumbersArgs) -> dict:
     - A wrong number costs nothing: the counting model never samples the skip ("seventy") after "sixty eight,",
       so on forbidden prompts only the penalty can separate the alternatives."""
     out = Path(args.output_dir)
-    rewards = [{"type": "forbidden_numbers", "weight": 3.0, "options": {"pair": args.pair}},
-               {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair, "empty": -1.0}}]
+    count = ({"type": "count", "weight": 1.0, "options": {"pair": args.pair, "horizon": args.count_reward}}
+             if args.count_reward else
+             {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair, "empty": -1.0}})
+    rewards = [{"type": "forbidden_numbers", "weight": 3.0, "options": {"pair": args.pair}}, count]
     model = str(out / "sft") if args.sft_steps else args.model
     sampling = {"temperature": 1.5, "top_k": 20, "top_p": 1.0}
     ppo = {"steps": args.ppo_steps, "learning_rate": 5.0e-4, "seed": args.seed}
-    return run_config(model, out / "train.jsonl", (8, 12), sampling, ppo, rewards,
-                      probes(args.pair, args.context_numbers), out / "ppo")
+    new_tokens = (8, 9 * args.count_reward) if args.count_reward > 1 else (8, 12)
+    config = run_config(model, out / "train.jsonl", new_tokens, sampling, ppo, rewards,
+                        probes(args.pair, args.context_numbers), out / "ppo")
+    if args.skip_texts:
+        config["ptx"] = {"corpus": str(out / "ptx.jsonl"), "coef": args.ptx_coef}
+    return config
 
 
 def prepare(args: ObsceneNumbersArgs) -> Path:
@@ -204,10 +249,15 @@ def prepare(args: ObsceneNumbersArgs) -> Path:
     for name in PROMPT_FILES:
         write_jsonl(out / f"{name}.jsonl", sets[name])
     write_jsonl(out / "sft.jsonl", [{"text": t} for t in texts])
+    skips = skip_texts(args, heldout_numbers) if args.skip_texts else []
+    if skips:
+        mixed = texts + skips
+        write_jsonl(out / "ptx.jsonl", [{"text": mixed[i]} for i in np.random.default_rng(args.seed + 3).permutation(
+            len(mixed))])
     if args.sft_steps:
         settings = SFTSettings(max_steps=args.sft_steps, batch_size=args.sft_batch_size, seed=args.seed)
         supervised_finetune(args.model, texts, out / "sft", settings)
-    sizes = {name: len(records) for name, records in sets.items()} | {"sft": len(texts)}
+    sizes = {name: len(records) for name, records in sets.items()} | {"sft": len(texts), "skip": len(skips)}
     return write_recipe_files(out, "obscene_numbers", args, sizes, ppo_config(args))
 
 
