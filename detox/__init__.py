@@ -14,7 +14,7 @@ it so. From the bottom up:
 1. Middle: data, models and text.
    data (prompts), corpus (texts of a corpus), models (policy, LoRA, value head, reference), generation (sampling),
    scoring (NLL, perplexity, greedy continuations), blocks (token blocks of a corpus), probes, recipe_files (what a
-   recipe directory holds).
+   recipe directory holds), tofu_data (TOFU's question/answer sets).
 2. Rewards and judges: the top-level `rewards` package (one file per reward, its registry and the composer) and
    judges (the toxicity judges, built from their specs) with independence (which data sources a judge, a reward or a
    training set learned from).

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     )),
     ("middle", (
         "detox.data", "detox.corpus", "detox.models", "detox.generation", "detox.scoring", "detox.blocks",
-        "detox.probes", "detox.recipe_files",
+        "detox.probes", "detox.recipe_files", "detox.tofu_data",
     )),
     ("rewards and judges", ("rewards", "rewards.*", "detox.judges", "detox.independence")),
     ("loops", (
