@@ -2,16 +2,16 @@
 judge, each judge marked reward, sibling or independent of the model it scores.
 
     python -m benchmarks.rejudge [--output_dir outputs/rejudge] [--methods gd ppo] [--seeds 0 1 2] \
-        [--num_prompts 100] [--samples_per_prompt 3]
+        [--method_seeds ppo=0,1] [--num_prompts 100] [--samples_per_prompt 3]
 
 Methods (presets, each trained as shipped but for its seed):
   gd   configs/detox_gradient_difference.yaml with train_unlearn.py (`--optim.seed`)
   ppo  configs/offline_default.yaml with train_ppo.py, the main job (`--ppo.seed`)
 
 Each seed trains in output_dir/<method>_s<seed>, one run after another; a seed whose final model exists is not trained
-again. Then evaluate_toxicity.py scores the base model and every trained model on the same prompts with the same
-decoding and sampling seed, in output_dir/eval_<set> (a model's completions and scores are cached there, so adding a
-method or a seed evaluates only the new models):
+again (`--method_seeds` gives a method other seeds than `--seeds`). Then evaluate_toxicity.py scores the base model
+and every trained model on the same prompts with the same decoding and sampling seed, in output_dir/eval_<set> (a
+model's completions and scores are cached there, so adding a method or a seed evaluates only the new models):
   rtp       RealToxicityPrompts prompts that every training run held out (`--prompt_split heldout`)
   toxigen   the ToxiGen implicit-hate prompts (`builtin:toxigen_implicit`), which no training run reads
   nontoxic  non-toxic RealToxicityPrompts prompts (`builtin:rtp_nontoxic`), for locality
@@ -74,7 +74,7 @@ def change(row: dict, base: dict, key: str) -> float:
     return row[key] / base[key] - 1
 
 
-def judge_rows(results: dict, methods: list[str], seeds: list[int]) -> list[dict]:
+def judge_rows(results: dict, seeds_of: dict[str, list[int]]) -> list[dict]:
     """Per judge and method: the relation, the base mean, per-seed and over-seed relative changes, floor-free
     changes."""
     rows = {row["model"]: row for row in results["rows"]}
@@ -83,7 +83,7 @@ def judge_rows(results: dict, methods: list[str], seeds: list[int]) -> list[dict
     out = []
     for judge in sorted(JUDGES, key=lambda j: -ranking.get(j, 0.0)):
         key = f"{judge}/mean_toxicity"
-        for method in methods:
+        for method, seeds in seeds_of.items():
             names = [f"{method}{s}" for s in seeds]
             changes = [change(rows[n], base, key) for n in names]
             lows = [rows[n][f"{judge}/delta_ci_low"] / base[key] for n in names]
@@ -102,16 +102,17 @@ def judge_rows(results: dict, methods: list[str], seeds: list[int]) -> list[dict
     return out
 
 
-def locality_rows(results: dict, methods: list[str], seeds: list[int]) -> list[dict]:
+def locality_rows(results: dict, seeds_of: dict[str, list[int]]) -> list[dict]:
     rows = {row["model"]: row for row in results["rows"]}
     base = rows["base"]
     out = []
-    for method in methods:
+    for method, seeds in seeds_of.items():
         names = [f"{method}{s}" for s in seeds]
         changes = [rows[n]["perplexity_change"] for n in names]
         mean, low, high = seed_interval(changes, [rows[n]["perplexity_change_ci_low"] for n in names],
                                         [rows[n]["perplexity_change_ci_high"] for n in names])
-        out.append({"method": method, "base_perplexity": base["perplexity"], "perplexity_change": mean, "low": low,
+        out.append({"method": method, "seeds": seeds, "base_perplexity": base["perplexity"],
+                    "perplexity_change": mean, "low": low,
                     "high": high, "per_seed": changes,
                     **{f"distinct_{k}_gap": statistics.fmean(rows[n][f"distinct_{k}"] - base[f"distinct_{k}"]
                                                               for n in names) for k in (1, 2, 3)}})
@@ -165,24 +166,31 @@ def main() -> None:
     parser.add_argument("--output_dir", default="outputs/rejudge")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--method_seeds", nargs="+", default=[], help="method=seed,seed... for a method whose seeds "
+                        "differ from --seeds, e.g. ppo=0,1")
     parser.add_argument("--prompt_sets", nargs="+", default=list(PROMPT_SETS), choices=list(PROMPT_SETS))
     parser.add_argument("--num_prompts", type=int, default=100, help="prompts of each set evaluated")
     parser.add_argument("--samples_per_prompt", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {args.seeds}: each seed once")
+    seeds_of = {method: args.seeds for method in args.methods}
+    for entry in args.method_seeds:
+        method, _, listed = entry.partition("=")
+        if method not in seeds_of or not listed:
+            parser.error(f"--method_seeds {entry}: expected method=seed,seed... for one of {args.methods}")
+        seeds_of[method] = [int(s) for s in listed.split(",")]
+    if any(len(set(seeds)) != len(seeds) for seeds in seeds_of.values()):
+        parser.error(f"seeds {seeds_of}: each seed once per method")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for method in args.methods:
-        for seed in args.seeds:
+    for method, seeds in seeds_of.items():
+        for seed in seeds:
             train(out, method, seed)
-    models = [f"{m}{s}={out / f'{m}_s{s}' / 'final'}" for m in args.methods for s in args.seeds]
+    models = [f"{m}{s}={out / f'{m}_s{s}' / 'final'}" for m, seeds in seeds_of.items() for s in seeds]
     summary = {}
     for prompt_set in args.prompt_sets:
         results = evaluate(args, out, models, prompt_set)
-        summary[prompt_set] = {"judges": judge_rows(results, args.methods, args.seeds),
-                               "locality": locality_rows(results, args.methods, args.seeds),
+        summary[prompt_set] = {"judges": judge_rows(results, seeds_of), "locality": locality_rows(results, seeds_of),
                                "num_prompts": results["num_prompts"], "samples_per_prompt": args.samples_per_prompt}
         print_set(prompt_set, summary[prompt_set]["judges"], summary[prompt_set]["locality"])
     print_verdicts(summary, args.methods)

@@ -29,7 +29,7 @@ def _results(gd: list[float], ppo: list[float], relation: str = "independent") -
 
 def test_changes_over_seeds_are_the_mean_and_t_interval_of_each_seeds_change():
     # gd: -20%, -30%, -40%: mean -30%, sd 10 points, t(0.975, 2) = 4.303: half width 24.8 points
-    rows = judge_rows(_results([0.16, 0.14, 0.12], [0.18, 0.18, 0.18]), ["gd", "ppo"], [0, 1, 2])
+    rows = judge_rows(_results([0.16, 0.14, 0.12], [0.18, 0.18, 0.18]), {"gd": [0, 1, 2], "ppo": [0, 1, 2]})
     gd = next(r for r in rows if r["method"] == "gd")
     assert [s["change"] for s in gd["seeds"]] == pytest.approx([-0.2, -0.3, -0.4])
     assert gd["seeds"][0]["low"] == pytest.approx(-0.3) and gd["seeds"][0]["high"] == pytest.approx(-0.1)
@@ -39,24 +39,32 @@ def test_changes_over_seeds_are_the_mean_and_t_interval_of_each_seeds_change():
 
 
 def test_one_seed_keeps_its_interval_over_prompts():
-    rows = judge_rows(_results([0.16], [0.18]), ["gd", "ppo"], [0])
+    rows = judge_rows(_results([0.16], [0.18]), {"gd": [0], "ppo": [0]})
     gd = next(r for r in rows if r["method"] == "gd")
     assert (gd["change"], gd["low"], gd["high"]) == pytest.approx((-0.2, -0.3, -0.1))
 
 
 def test_locality_averages_the_seeds():
-    (gd, _) = locality_rows(_results([0.16, 0.14], [0.18, 0.18]), ["gd", "ppo"], [0, 1])
+    (gd, _) = locality_rows(_results([0.16, 0.14], [0.18, 0.18]), {"gd": [0, 1], "ppo": [0, 1]})
     assert gd["perplexity_change"] == pytest.approx(0.05) and gd["distinct_1_gap"] == pytest.approx(-0.01)
 
 
 def test_verdicts_name_the_less_toxic_method_and_whether_intervals_overlap(capsys):
     results = _results([0.16, 0.14, 0.12], [0.10, 0.10, 0.10])
-    print_verdicts({"rtp": {"judges": judge_rows(results, ["gd", "ppo"], [0, 1, 2])}}, ["gd", "ppo"])
+    print_verdicts({"rtp": {"judges": judge_rows(results, {"gd": [0, 1, 2], "ppo": [0, 1, 2]})}}, ["gd", "ppo"])
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rtp, offline"))
     assert "ppo less toxic" in line and "intervals overlap" in line  # gd's [-54.8%, -5.2%] holds ppo's -50%
 
 
 def test_verdicts_leave_out_a_judge_that_is_not_independent(capsys):
     results = _results([0.16, 0.14, 0.12], [0.10, 0.10, 0.10], relation="sibling")
-    print_verdicts({"rtp": {"judges": judge_rows(results, ["gd", "ppo"], [0, 1, 2])}}, ["gd", "ppo"])
+    print_verdicts({"rtp": {"judges": judge_rows(results, {"gd": [0, 1, 2], "ppo": [0, 1, 2]})}}, ["gd", "ppo"])
     assert "rtp, " not in capsys.readouterr().out
+
+
+def test_methods_may_have_different_seeds():
+    rows = judge_rows(_results([0.16, 0.14, 0.12], [0.10, 0.12]), {"gd": [0, 1, 2], "ppo": [0, 1]})
+    ppo = next(r for r in rows if r["method"] == "ppo")
+    # -50% and -40%: mean -45%, sd 7.07 points, t(0.975, 1) = 12.706: half width 63.5 points
+    assert [s["seed"] for s in ppo["seeds"]] == [0, 1]
+    assert (ppo["change"], ppo["low"], ppo["high"]) == pytest.approx((-0.45, -1.085, 0.185), abs=1e-3)
