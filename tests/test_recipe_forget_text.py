@@ -174,7 +174,7 @@ def test_forget_text_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread)
     result = evaluate_toxicity.main([
         "--models", f"target={recipe / 'target'}", f"ppo={recipe / 'ppo' / 'final'}", "--run_config", str(config),
         "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "4", "--max_new_tokens", "6",
-        "--recipe_prompts", "2", "--output_dir", str(tmp_path / "eval")])
+        "--recipe_prompts", "2", "--judges", "offline", "--output_dir", str(tmp_path / "eval")])
     rows = {row["model"]: row for row in result.table}
     for name in ("target", "ppo"):
         assert rows[name]["forget_perplexity"] == pytest.approx(by_model[name]["play_perplexity"], rel=1e-4)

@@ -73,7 +73,7 @@ def test_obscene_numbers_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thr
     result = evaluate_toxicity.main([
         "--models", f"sft={recipe / 'sft'}", f"ppo={run_dir / 'final'}", "--run_config", str(run_dir),
         "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "8", "--max_new_tokens", "12",
-        "--recipe_prompts", "3", "--output_dir", str(tmp_path / "eval"),
+        "--recipe_prompts", "3", "--judges", "offline", "--output_dir", str(tmp_path / "eval"),
     ])
     for row in result.table:
         for key in ("forbidden_pattern_rate_greedy", "pattern_rate_sampled", "forbidden_logprob",
