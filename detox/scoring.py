@@ -30,9 +30,17 @@ def token_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_s
     """NLL in nats of every token of each target given its context: one array per target, aligned with the target's
     tokens (`target_ids`, or the target tokenised without special tokens), NaN where a token is not scored (the first
     token of a target with an empty context)."""
+    return token_scores(model, tokenizer, contexts, targets, batch_size, desc, target_ids)[0]
+
+
+def token_scores(model, tokenizer, contexts: list[str], targets: list[str], batch_size: int, desc: str,
+                 target_ids: list[list[int]] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """token_nll's arrays, and beside each a bool array: whether the model's most likely next token (teacher-forced,
+    greedy) is the target's token there (False where a token is not scored)."""
     ctx_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
     tgt_ids = target_ids if target_ids is not None else tokenizer(list(targets), add_special_tokens=False)["input_ids"]
     out = [np.full(len(t), np.nan) for t in tgt_ids]
+    hits_out = [np.zeros(len(t), dtype=bool) for t in tgt_ids]
     device = next(model.parameters()).device
     # batches of similar lengths: right padding to the longest row costs compute, not results
     order = sorted(range(len(tgt_ids)), key=lambda i: len(ctx_ids[i]) + len(tgt_ids[i]))
@@ -53,10 +61,12 @@ def token_nll(model, tokenizer, contexts: list[str], targets: list[str], batch_s
         target = labels[:, 1:].to(device)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
         nll = nll.view(len(rows), -1).cpu().numpy()
+        hits = (logits.argmax(dim=-1) == target).cpu().numpy()
         for row, (i, (ctx, seq)) in enumerate(zip(batch, rows)):
             first = max(len(ctx), 1)  # label position p is predicted at row position p - 1
             out[i][first - len(ctx) :] = nll[row, first - 1 : len(seq) - 1]
-    return out
+            hits_out[i][first - len(ctx) :] = hits[row, first - 1 : len(seq) - 1]
+    return out, hits_out
 
 
 def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:

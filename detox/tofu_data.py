@@ -119,3 +119,25 @@ def authors(rows: list[dict]) -> list[list[dict]]:
     if len(rows) % QA_PER_AUTHOR:
         raise ValueError(f"{len(rows)} rows are not whole authors of {QA_PER_AUTHOR} pairs.")
     return [rows[i : i + QA_PER_AUTHOR] for i in range(0, len(rows), QA_PER_AUTHOR)]
+
+
+TEMPLATES = ("chat", "plain")
+
+
+def qa_prompt(tokenizer, question: str, template: str) -> str:
+    """The text a model reads before answering `question`: the tokenizer's chat template with the question as the
+    user's turn and the assistant's turn opened (`chat`, as open-unlearning formats TOFU for chat models), or
+    "Question: ...\\nAnswer:" (`plain`). Training, PPO prompts and every metric use this one function."""
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'chat': the tokenizer has no chat template; use template 'plain'.")
+        return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+    if template == "plain":
+        return f"Question: {question}\nAnswer:"
+    raise ValueError(f"template '{template}' is not one of {list(TEMPLATES)}.")
+
+
+def qa_answer(answer: str, template: str) -> str:
+    """The answer as it follows qa_prompt: after "Answer:" with a space; after a chat template as it stands."""
+    return f" {answer}" if template == "plain" else answer

@@ -96,16 +96,11 @@ def model_utility(values: Mapping[str, float]) -> float:
     return 0.0 if np.any(parts == 0) else float(stats.hmean(parts))
 
 
-def extraction_strength(predicted: Sequence[int], answer: Sequence[int]) -> float:
-    """1 − k/n, k the first position from which the teacher-forced greedy predictions match the answer's n tokens to
-    the end (k = n when even the last token is wrong: 0)."""
-    predicted, answer = list(predicted), list(answer)
-    if len(predicted) != len(answer):
-        raise ValueError(f"extraction_strength: {len(predicted)} predictions for an answer of {len(answer)} tokens.")
-    n = len(answer)
-    if n == 0:
-        return 0.0
-    k = n
-    while k > 0 and predicted[k - 1] == answer[k - 1]:
+def extraction_strength(hits: Sequence[bool]) -> float:
+    """1 − k/n for an answer of n tokens whose teacher-forced greedy predictions are right (`hits`) from token k to
+    the end, k the smallest such (k = n when even the last token is wrong: 0)."""
+    hits = [bool(h) for h in hits]
+    k = len(hits)
+    while k > 0 and hits[k - 1]:
         k -= 1
-    return 1.0 - k / n
+    return 1.0 - k / len(hits) if hits else 0.0

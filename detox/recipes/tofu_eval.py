@@ -1,0 +1,101 @@
+"""TOFU's metrics of one model (detox.tofu_metrics defines each), from its losses on the answers of TOFU's sets and
+its greedy answers, under open-unlearning's key names.
+
+Per model: forget (the forget split's questions), retain (TOFU's 400 retain questions with perturbed answers), real
+authors (`ra`) and world facts (`wf`):
+- `<set>_Q_A_Prob`: mean length-normalised probability of the true answer (on ra and wf, `_normalised`: its share
+  over the wrong options);
+- `<set>_Q_A_ROUGE`: mean ROUGE-L recall of the greedy answer;
+- `<set>_Truth_Ratio`: forget as mean min(R, 1/R), the others as mean max(0, 1 - R); forget and retain also give the
+  paraphrased and perturbed answers' probabilities (`_PARA_Prob`, `_PERT_Prob`);
+- `model_utility` (harmonic mean of the nine retain-side values), `extraction_strength` on the forget answers, and,
+  given the retain model's forget truth ratios, `forget_quality` (KS-test p-value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detox import tofu_metrics as tm
+from detox.scoring import greedy_completions, token_scores
+from detox.tofu_data import qa_answer, qa_prompt
+
+SETS = {"forget": "forget", "retain": "retain", "ra": "real_authors", "wf": "world_facts"}
+"""Key prefix -> what the set is."""
+
+
+@dataclass
+class AnswerScores:
+    """Mean NLL per token (N,) of each answer, and teacher-forced greedy hits per token (list of (n_i,) bool)."""
+
+    nll: np.ndarray
+    hits: list[np.ndarray]
+
+
+def score_answers(model, tokenizer, questions: list[str], answers: list[str], template: str,
+                  batch_size: int, desc: str) -> AnswerScores:
+    prompts = [qa_prompt(tokenizer, q, template) for q in questions]
+    per_token, hits = token_scores(model, tokenizer, prompts, [qa_answer(a, template) for a in answers], batch_size,
+                                   desc)
+    empty = [i for i, t in enumerate(per_token) if not np.isfinite(t).any()]
+    if empty:
+        raise ValueError(f"{desc}: answer {empty[0] + 1} ({answers[empty[0]]!r}) has no token to score.")
+    return AnswerScores(np.array([np.nanmean(t) for t in per_token]), hits)
+
+
+def _wrong_nll(model, tokenizer, rows: list[dict], template: str, batch_size: int, desc: str) -> np.ndarray:
+    """(N, M) mean NLL per token of each row's M wrong answers."""
+    width = {len(r["perturbed_answer"]) for r in rows}
+    if len(width) != 1:
+        raise ValueError(f"{desc}: rows hold {sorted(width)} perturbed answers; every row needs the same number.")
+    m = width.pop()
+    flat = score_answers(model, tokenizer, [r["question"] for r in rows for _ in range(m)],
+                         [a for r in rows for a in r["perturbed_answer"]], template, batch_size, desc)
+    return flat.nll.reshape(len(rows), m)
+
+
+def set_values(prefix: str, model, tokenizer, rows: list[dict], template: str, batch_size: int,
+               max_new_tokens: int) -> tuple[dict[str, float], np.ndarray, AnswerScores]:
+    """One set's values (keys `<prefix>_...`), its per-question truth ratios and its true answers' scores."""
+    questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
+    true = score_answers(model, tokenizer, questions, answers, template, batch_size, f"TOFU {prefix} answers")
+    wrong = _wrong_nll(model, tokenizer, rows, template, batch_size, f"TOFU {prefix} perturbed answers")
+    greedy = greedy_completions(model, tokenizer, [qa_prompt(tokenizer, q, template) for q in questions],
+                                max_new_tokens, batch_size)
+    values = {f"{prefix}_Q_A_ROUGE": float(np.mean([tm.rouge_l_recall(g, a) for g, a in zip(greedy, answers)]))}
+    if prefix in ("forget", "retain"):
+        para = score_answers(model, tokenizer, questions, [r["paraphrased_answer"] for r in rows], template,
+                             batch_size, f"TOFU {prefix} paraphrased answers")
+        ratios = tm.truth_ratios(para.nll, wrong)
+        values |= {f"{prefix}_Q_A_Prob": float(tm.normalized_probability(true.nll).mean()),
+                   f"{prefix}_Q_A_PARA_Prob": float(tm.normalized_probability(para.nll).mean()),
+                   f"{prefix}_Q_A_PERT_Prob": float(tm.normalized_probability(wrong).mean()),
+                   f"{prefix}_Truth_Ratio": (tm.forget_truth_ratio if prefix == "forget" else tm.kept_truth_ratio)(
+                       ratios)}
+    else:
+        ratios = tm.truth_ratios(true.nll, wrong)
+        values |= {f"{prefix}_Q_A_Prob_normalised": float(tm.probability_with_options(true.nll, wrong).mean()),
+                   f"{prefix}_Truth_Ratio": tm.kept_truth_ratio(ratios)}
+    return values, ratios, true
+
+
+def tofu_values(model, tokenizer, sets: dict[str, list[dict]], template: str, batch_size: int,
+                max_new_tokens: int = 64, retain_model_ratios: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Every TOFU value of `model` on `sets` (SETS' prefixes -> rows), and its per-question forget truth ratios
+    (what forget quality compares with the retain model's)."""
+    missing = [p for p in SETS if p not in sets]
+    if missing:
+        raise ValueError(f"TOFU evaluation: sets {missing} missing; it needs {list(SETS)}.")
+    values, forget_ratios = {}, None
+    for prefix in SETS:
+        found, ratios, true = set_values(prefix, model, tokenizer, sets[prefix], template, batch_size, max_new_tokens)
+        values |= found
+        if prefix == "forget":
+            forget_ratios = ratios
+            values["extraction_strength"] = float(np.mean([tm.extraction_strength(h) for h in true.hits]))
+    values["model_utility"] = tm.model_utility(values)
+    if retain_model_ratios is not None:
+        values["forget_quality"] = tm.forget_quality(forget_ratios, retain_model_ratios)
+    return values, forget_ratios
