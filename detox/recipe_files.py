@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-FORGET_PROMPTS = {"obscene_numbers": "heldout_forbidden.jsonl", "forget_text": "heldout_forget.jsonl"}
-"""Each recipe's held-out forget prompts: what evaluate_toxicity.py samples from when given the recipe."""
+FORGET_PROMPTS = {"obscene_numbers": "heldout_forbidden.jsonl", "forget_text": "heldout_forget.jsonl",
+                  "tofu": "forget.jsonl"}
+"""Each recipe's held-out forget prompts: what evaluate_toxicity.py samples from when given the recipe (TOFU's
+protocol has none held out: its metrics read the forget questions themselves, with paraphrased and wrong answers)."""
 
 
 def forget_prompt_file(recipe_dir: str | Path) -> Path:
@@ -26,7 +28,7 @@ def read_manifest(recipe_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"recipe_dir '{recipe_dir}' has no recipe.json; make it with `python -m detox.recipes.obscene_numbers "
-            f"--output_dir {recipe_dir}` (or the forget_text recipe)."
+            f"--output_dir {recipe_dir}` (or the forget_text or tofu recipe)."
         )
     return json.loads(path.read_text(encoding="utf-8"))
 

@@ -21,6 +21,7 @@ REWARD_REGISTRY: dict[str, str] = {
     "forbidden_numbers": "rewards.numbers:ForbiddenNumbers",
     "next_number": "rewards.numbers:NextNumber",
     "count": "rewards.numbers:CountReward",
+    "answer_overlap": "rewards.qa:AnswerOverlap",
     "callable": "rewards.custom:CallableReward",
 }
 """Config `type` -> "module:Class" of the reward it builds."""

@@ -101,6 +101,9 @@ def save(result: EvalResult, cfg: EvalConfig, table_md: str, summary: list[str])
     if recipe_samples:
         _write_jsonl(out / "recipe_samples.jsonl", recipe_samples)
         (out / "recipe.md").write_text(recipe_markdown(result.table) + "\n", encoding="utf-8")
+        # each model's recipe metrics alone, under the recipe's own key names (a tofu recipe's are open-unlearning's)
+        recipe_values = {name: run.recipe for name, run in result.runs.items() if run.recipe}
+        (out / "recipe_metrics.json").write_text(json.dumps(_plain(recipe_values), indent=2) + "\n", encoding="utf-8")
     plot_toxicity(result.table, judges, out / "toxicity.png")
     return out
 

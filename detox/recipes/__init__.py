@@ -2,6 +2,7 @@
 
 - `obscene_numbers`: counting in English words without ever writing a number whose digits hold a forbidden pair.
 - `forget_text`: forgetting one play of Tiny Shakespeare while modelling the others as before.
+- `tofu`: TOFU's fictitious authors (Maini et al. 2024), the field's unlearning benchmark.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def run_config(model: str, prompts: Path, new_tokens: tuple[int, int], sampling:
     }
 
 
-def write_recipe_files(out: Path, recipe: str, args: Any, sizes: dict[str, int], config: dict) -> Path:
-    """recipe.json (the recipe's name, arguments and set sizes) and the run config ppo.yaml; returns ppo.yaml."""
-    manifest = {"recipe": recipe, "args": asdict(args), "sizes": sizes}
+def write_recipe_files(out: Path, recipe: str, args: Any, sizes: dict[str, int], config: dict,
+                       extra: dict | None = None) -> Path:
+    """recipe.json (the recipe's name, arguments, set sizes and any `extra` entries) and the run config ppo.yaml;
+    returns ppo.yaml."""
+    manifest = {"recipe": recipe, "args": asdict(args), "sizes": sizes, **(extra or {})}
     (out / "recipe.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     config_path = out / "ppo.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

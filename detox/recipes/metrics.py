@@ -17,11 +17,13 @@ from detox.evaluation import log
 from detox.recipe_files import read_manifest
 from detox.recipes.forget_text_metrics import forget_text_metrics
 from detox.recipes.obscene_numbers_metrics import obscene_numbers_metrics
+from detox.recipes.tofu_eval import tofu_metrics
 from detox.scoring import continuation_logprob
 
 RECIPE_METRICS = {
     "obscene_numbers": obscene_numbers_metrics,
     "forget_text": forget_text_metrics,
+    "tofu": tofu_metrics,
 }
 """Recipe name (recipe.json's `recipe`) -> `metrics(model, tokenizer, recipe_dir, prompts, completions, cfg)`,
 which returns (flat metrics with their intervals, per-prompt rows)."""

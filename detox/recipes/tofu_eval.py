@@ -14,16 +14,24 @@ authors (`ra`) and world facts (`wf`):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from detox import tofu_metrics as tm
+from detox.evaluation import log
+from detox.models import load_causal_lm, load_tokenizer
+from detox.recipe_files import read_jsonl, read_manifest
 from detox.scoring import greedy_completions, token_scores
-from detox.tofu_data import qa_answer, qa_prompt
+from detox.tofu_data import qa_answer, qa_prompt, read_set
 
 SETS = {"forget": "forget", "retain": "retain", "ra": "real_authors", "wf": "world_facts"}
 """Key prefix -> what the set is."""
+MAX_NEW_TOKENS = 64
+"""Tokens of each greedy answer (TOFU's answers are about 25 words)."""
 
 
 @dataclass
@@ -99,3 +107,55 @@ def tofu_values(model, tokenizer, sets: dict[str, list[dict]], template: str, ba
     if retain_model_ratios is not None:
         values["forget_quality"] = tm.forget_quality(forget_ratios, retain_model_ratios)
     return values, forget_ratios
+
+
+def recipe_sets(recipe_dir: Path, manifest: dict, limit: int | None) -> dict[str, list[dict]]:
+    """TOFU's evaluation sets for a tofu recipe's split: the split's forget questions with their perturbed answers,
+    the retain evaluation questions the target learned (TOFU's 400, less any whose author a smaller tier left out),
+    real authors and world facts; each cut to its first `limit` rows (null: all, as TOFU reports)."""
+    root = manifest["args"].get("tofu_root")
+    learned = {r["question"] for r in read_jsonl(recipe_dir / "retain.jsonl")}
+    sets = {"forget": read_set(f"{manifest['split']}_perturbed", root),
+            "retain": [r for r in read_set("retain_perturbed", root) if r["question"] in learned],
+            "ra": read_set("real_authors_perturbed", root), "wf": read_set("world_facts_perturbed", root)}
+    if not sets["retain"]:
+        raise ValueError(f"{recipe_dir}/retain.jsonl holds none of TOFU's retain evaluation questions (its first "
+                         f"authors); generate the recipe with --retain_authors 20 or more.")
+    return {k: rows[:limit] if limit is not None else rows for k, rows in sets.items()}
+
+
+def retain_model_ratios(recipe_dir: Path, manifest: dict, sets: dict, cfg) -> np.ndarray | None:
+    """The retain model's per-question forget truth ratios, computed once and kept beside it
+    (`tofu_forget_ratios.json`, keyed by the questions and template); None when the recipe has no retain model."""
+    path = manifest.get("retain_model")
+    if not path:
+        return None
+    questions = [r["question"] for r in sets["forget"]]
+    cache = Path(path) / "tofu_forget_ratios.json"
+    key = {"template": manifest["template"], "questions": questions}
+    if cache.is_file():
+        kept = json.loads(cache.read_text(encoding="utf-8"))
+        if kept.get("key") == key:
+            return np.asarray(kept["ratios"], dtype=np.float64)
+    log(f"TOFU: forget truth ratios of the retain model {path}")
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_causal_lm(path, cfg.dtype, device=device, what="retain_model"), load_tokenizer(path)
+    _, ratios, _ = set_values("forget", model, tokenizer, sets["forget"], manifest["template"], cfg.batch_size,
+                              MAX_NEW_TOKENS)
+    cache.write_text(json.dumps({"key": key, "ratios": ratios.tolist()}) + "\n", encoding="utf-8")
+    return ratios
+
+
+def tofu_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], completions: list[list[str]],
+                 cfg) -> tuple[dict, list]:
+    """The tofu recipe's metrics of one model, under open-unlearning's key names (see the module's docstring), with
+    forget quality against the split's retain model; rows: each forget question's truth ratio."""
+    manifest = read_manifest(recipe_dir)
+    sets = recipe_sets(Path(recipe_dir), manifest, cfg.recipe_prompts)
+    reference = retain_model_ratios(Path(recipe_dir), manifest, sets, cfg)
+    values, ratios = tofu_values(model, tokenizer, sets, manifest["template"], cfg.batch_size, MAX_NEW_TOKENS,
+                                 reference)
+    values |= {f"{prefix}_questions": len(rows) for prefix, rows in sets.items()}
+    rows = [{"kind": "forget", "question": r["question"], "truth_ratio": float(t)}
+            for r, t in zip(sets["forget"], ratios)]
+    return values, rows
