@@ -41,8 +41,8 @@ class MethodConfig:
     Eldan & Russinovich 2023), or rmu (hidden states on forget text steered to a random vector, Li et al. 2024)."""
     retain_weight: float = 1.0
     """Weight of the retain NLL in gradient_difference, and in npo and simnpo when data.retain is given. In rmu, the
-    weight (RMU's alpha) of the retain hidden-state MSE, which starts at 0 while the forget MSE starts near
-    steering_coef^2 / hidden size, so rmu usually wants a much larger weight: tune it."""
+    weight (RMU's alpha) of the retain hidden-state MSE, which starts at 0 while the forget MSE starts of the order
+    of steering_coef^2 / hidden size, so rmu usually wants a much larger weight: tune it."""
     beta: float = 0.1
     """NPO's and SimNPO's inverse temperature: small beta behaves like gradient ascent, large beta saturates sooner.
     SimNPO divides the log-probability by the sequence length, so it is run with a larger beta than NPO's."""
