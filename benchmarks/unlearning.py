@@ -1,7 +1,7 @@
 """Reward-based unlearning (PPO at several KL strengths) against the loss-based methods it replaces, on one recipe.
 
     python -m benchmarks.unlearning --recipe obscene_numbers|forget_text|detox [--ppo_steps 40] [--kl 0.05 0.2 1.0]
-        [--methods gradient_ascent gradient_difference npo whp] [--output_dir outputs/bench_unlearning]
+        [--methods gradient_ascent gradient_difference npo simnpo whp rmu] [--output_dir outputs/bench_unlearning]
 
 Every method starts from the same model (the recipe's fine-tuned one, or SmolLM2 for detox), trains on the same
 recipe data and is evaluated by the same command on the same held-out prompts. Budget: equal examples. A PPO run of
@@ -25,11 +25,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from benchmarks.harness import REPO, module, run, script
+from detox.baselines.config import METHODS, RETAIN_METHODS
 from detox.config import parse_config
 from detox.data import continuation_records
 from detox.models import load_tokenizer
-
-BASELINES = ("gradient_ascent", "gradient_difference", "npo", "whp")
 
 
 @dataclass
@@ -178,7 +177,7 @@ def train_baseline(recipe: Recipe, method: str, lr: float, args, root: Path) -> 
                      "--logging.report_to", "none", "--checkpoint.output_dir", out, "--checkpoint.overwrite", "true")
     if recipe.completion_field:
         command += ["--data.completion_field", recipe.completion_field]
-    if method in ("gradient_difference", "npo"):
+    if method in RETAIN_METHODS:
         command += ["--data.retain", recipe.retain]
     if method == "whp":
         command += ["--method.reinforced", reinforced_model(recipe, args, root)]
@@ -259,7 +258,7 @@ def plot(recipe_name: str, recipe: Recipe, rows: list[dict], path: Path) -> None
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
-    parser.add_argument("--methods", nargs="+", default=list(BASELINES), choices=BASELINES)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--kl", nargs="*", type=float, default=[0.05, 0.2, 1.0], help="PPO KL coefficients (fixed)")
     parser.add_argument("--ppo_steps", type=int, default=40)
     parser.add_argument("--ppo_batch_size", type=int, default=16, help="the presets' ppo.batch_size")

@@ -8,8 +8,8 @@ it so. From the bottom up:
    config (the run dataclasses; baselines.config for the loss-based baselines) and config_help (--help and the
    unknown-setting suggestions), judge_specs (judge names and specs),
    hub (model and cache paths), sharding (DeepSpeed and FSDP helpers), ppo (PPO's math: GAE, losses, KL), losses
-   (every other method's loss: NLL, gradient ascent and difference, NPO, WHP), metrics (table statistics, bootstrap
-   intervals), validity (a judge's agreement with human labels: AUC, Spearman, calibration), tofu_metrics (TOFU's unlearning
+   (every other method's loss: NLL, gradient ascent and difference, NPO, SimNPO, WHP, RMU's hidden-state losses),
+   metrics (table statistics, bootstrap intervals), validity (a judge's agreement with human labels: AUC, Spearman, calibration), tofu_metrics (TOFU's unlearning
    metrics: truth ratio, forget quality, model utility), number_words (numbers written in English words), checkpoint, tracking, plots, memory_model.
 1. Middle: data, models and text.
    data (prompts), corpus (texts of a corpus), models (policy, LoRA, value head, reference), generation (sampling),

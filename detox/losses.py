@@ -1,14 +1,15 @@
 """Language-modelling losses of every method, as pure functions on tensors: NLL (PPO-ptx's retain term), gradient
-ascent, gradient difference, NPO (the loss-based baselines and PPO's forget loss), and the alternative labels of
-"Who's Harry Potter?" (WHP). PPO's own losses are in detox.ppo.
+ascent, gradient difference, NPO (the loss-based baselines and PPO's forget loss), SimNPO, the alternative labels of
+"Who's Harry Potter?" (WHP), and RMU's hidden-state losses. PPO's own losses are in detox.ppo.
 
 Nothing here knows about models or data loading. Shapes: B = sequences, T = tokens, V = vocabulary. `logits` are
 (B, T, V) for the full sequence and `labels` (B, T) hold the token ids to predict, already shifted or not as the
-function says; a label of IGNORE (-100, as in transformers) leaves its position out.
+function says; a label of IGNORE (-100, as in transformers) leaves its position out. H = hidden size.
 
 References: Jang et al. 2023 (gradient ascent for unlearning, arXiv:2210.01504); Liu et al. 2022 / Maini et al. 2024
 (gradient difference, TOFU arXiv:2401.06121); Zhang et al. 2024 (NPO, arXiv:2404.05868); Eldan & Russinovich 2023
-("Who's Harry Potter?", arXiv:2310.02238).
+("Who's Harry Potter?", arXiv:2310.02238); Fan et al. 2024 (SimNPO, arXiv:2410.07163); Li et al. 2024 (RMU, WMDP
+arXiv:2403.03218).
 """
 
 from __future__ import annotations
@@ -87,6 +88,23 @@ def npo_loss(policy_logprob: torch.Tensor, reference_logprob: torch.Tensor, beta
     return (2.0 / beta) * F.softplus(beta * log_ratio).mean()
 
 
+def simnpo_loss(policy_logprob: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: float = 0.0) -> torch.Tensor:
+    """SimNPO (Fan et al. 2024): NPO without a reference model, on the length-normalised log-probability.
+
+    L = -(2/β) E[log σ(-(β/|y|) log π_θ(y|x) - γ)] = (2/β) E[softplus((β/|y|) log π_θ(y|x) + γ)].
+    policy_logprob (B,) summed log-probabilities of forget sequences, lengths (B,) their counted tokens |y|; γ is the
+    reward margin. Dividing by |y| scores each sequence by its mean token log-probability, so its length does not
+    scale its loss.
+    """
+    if beta <= 0:
+        raise ValueError(f"SimNPO beta ({beta}) must be positive.")
+    if bool((lengths <= 0).any()):
+        raise ValueError(f"SimNPO over a sequence with no counted token (lengths {lengths.tolist()}): every forget "
+                         f"sequence needs at least one label that is not IGNORE.")
+    mean_logprob = policy_logprob / lengths.to(policy_logprob.dtype)
+    return (2.0 / beta) * F.softplus(beta * mean_logprob + gamma).mean()
+
+
 def whp_generic_logits(baseline_logits: torch.Tensor, reinforced_logits: torch.Tensor, alpha: float) -> torch.Tensor:
     """WHP's generic prediction (Eldan & Russinovich 2023, eq. 1): v_generic = v_base - α · ReLU(v_reinforced - v_base).
 
@@ -110,3 +128,34 @@ def whp_labels(generic_logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor
 def alternative_label_loss(logits: torch.Tensor, alternative_labels: torch.Tensor) -> torch.Tensor:
     """Fine-tune on the original text towards the generic labels: NLL of the alternative labels, aligned positions."""
     return nll(logits, alternative_labels)
+
+
+def rmu_control_vector(hidden_size: int, steering_coef: float, seed: int) -> torch.Tensor:
+    """RMU's target c · u (Li et al. 2024): u has entries drawn uniformly from [0, 1), normalised to unit
+    length; the same `seed` gives the same vector, so a resumed run steers towards the same one. -> (H,) float32."""
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.rand(hidden_size, generator=generator)
+    return steering_coef * u / u.norm()
+
+
+def _masked_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, what: str) -> torch.Tensor:
+    """Mean over the tokens where `mask` holds of the mean squared difference over H: (B, T, H), (..., H), (B, T)."""
+    count = mask.sum()
+    if int(count) == 0:
+        raise ValueError(f"{what} over no token: the mask is empty.")
+    squared = (hidden.float() - target.float()).pow(2).mean(dim=-1)
+    return torch.where(mask, squared, torch.zeros_like(squared)).sum() / count
+
+
+def rmu_forget_loss(hidden: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """RMU's forget term: the mean over counted tokens of ||h - c·u||² / H, which pushes the layer's states on the
+    forget text towards the fixed random vector `target` (`rmu_control_vector`). hidden (B, T, H), mask (B, T) bool,
+    target (H,) -> scalar."""
+    return _masked_mse(hidden, target, mask, "rmu_forget_loss")
+
+
+def rmu_retain_loss(hidden: torch.Tensor, frozen_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's retain term: the mean over counted tokens of ||h - h_frozen||² / H, which keeps the layer's states on
+    the retain text where the frozen model puts them. hidden, frozen_hidden (B, T, H) (no gradient reaches the
+    frozen one), mask (B, T) bool -> scalar."""
+    return _masked_mse(hidden, frozen_hidden.detach(), mask, "rmu_retain_loss")

@@ -57,6 +57,10 @@ CITATIONS = {
                            "2022; as used in TOFU: Maini, P. et al. (2024), arXiv:2401.06121.",
     "npo": "Zhang, R. et al. (2024). Negative Preference Optimization: From Catastrophic Collapse to Effective "
            "Unlearning. arXiv:2404.05868.",
+    "simnpo": "Fan, C. et al. (2024). Simplicity Prevails: Rethinking Negative Preference Optimization for LLM "
+              "Unlearning. arXiv:2410.07163.",
+    "rmu": "Li, N. et al. (2024). The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning (RMU). "
+           "arXiv:2403.03218.",
     "ptx": "Ouyang, L. et al. (2022). Training language models to follow instructions with human feedback "
            "(PPO-ptx). arXiv:2203.02155.",
     "grpo": "Shao, Z. et al. (2024). DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language "
@@ -67,7 +71,8 @@ CITATIONS = {
 TOXICITY_REWARDS = ("toxicity", "offline_toxicity", "minilm_toxicity")
 """Reward types that score toxicity: a PPO run with one of them is titled "detoxified", otherwise "unlearned"."""
 METHODS = {"gradient_ascent": "gradient ascent", "gradient_difference": "gradient difference",
-           "npo": "negative preference optimization (NPO)", "whp": "WHP's alternative labels"}
+           "npo": "negative preference optimization (NPO)", "simnpo": "SimNPO", "whp": "WHP's alternative labels",
+           "rmu": "representation misdirection (RMU)"}
 """train_unlearn.py's method names, as a card titles them."""
 _FRAMEWORKS = ("detox", "torch", "transformers", "peft", "accelerate", "trl", "datasets", "evaluate")
 
@@ -227,7 +232,13 @@ def _unlearning_section(config: dict) -> str:
         "npo": f"NPO's loss on the forget corpus (β = {m['beta']}), relative to the starting model"
                + (f", plus {m['retain_weight']} × the retain corpus' negative log-likelihood"
                   if config["data"].get("retain") else ""),
+        "simnpo": f"SimNPO's loss on the forget corpus (β = {m['beta']}, γ = {m['gamma']}), with no reference model"
+                  + (f", plus {m['retain_weight']} × the retain corpus' negative log-likelihood"
+                     if config["data"].get("retain") else ""),
         "whp": f"fine-tuning towards WHP's alternative labels (α = {m['alpha']})",
+        "rmu": f"RMU at layer {m['layer']}: the forget corpus' hidden states steered towards a random vector of norm "
+               f"{m['steering_coef']}, plus {m['retain_weight']} × the distance of the retain corpus' hidden states "
+               f"from the starting model's",
     }[m["name"]]
     return "\n".join([
         "## Method\n",

@@ -14,8 +14,12 @@ from detox.losses import (
     gradient_difference_loss,
     nll,
     npo_loss,
+    rmu_control_vector,
+    rmu_forget_loss,
+    rmu_retain_loss,
     sequence_logprob,
     shift_for_next_token,
+    simnpo_loss,
     whp_generic_logits,
     whp_labels,
 )
@@ -117,3 +121,74 @@ def test_whp_labels_flip_the_prediction_the_text_reinforced():
     assert labels.tolist() == [[1, IGNORE]]
     # The fine-tuning loss is the NLL of those labels: position 0 with logits (0, 0) -> ln 2.
     assert alternative_label_loss(torch.zeros(1, 2, 2), labels).item() == pytest.approx(LOG2)
+
+
+def test_simnpo_by_hand_on_two_lengths():
+    # Sequence 1: log pi = -2 over 2 tokens -> mean -1; sequence 2: log pi = -6 over 3 tokens -> mean -2.
+    # beta = 2, gamma = 0.5: softplus(2 * -1 + 0.5) = ln(1 + e^-1.5), softplus(2 * -2 + 0.5) = ln(1 + e^-3.5),
+    # L = (2 / 2) * mean of the two.
+    policy = torch.tensor([-2.0, -6.0])
+    lengths = torch.tensor([2, 3])
+    expected = (math.log1p(math.exp(-1.5)) + math.log1p(math.exp(-3.5))) / 2
+    assert simnpo_loss(policy, lengths, beta=2.0, gamma=0.5).item() == pytest.approx(expected)
+    # The same summed log-probability over more tokens is a higher mean token log-probability, and a higher
+    # log-probability of the forget text is a higher loss.
+    assert simnpo_loss(torch.tensor([-6.0]), torch.tensor([6]), beta=2.0).item() > \
+        simnpo_loss(torch.tensor([-6.0]), torch.tensor([3]), beta=2.0).item()
+
+
+def test_simnpo_grows_with_the_log_probability_and_checks_its_input():
+    lengths = torch.tensor([4])
+    low, high = (simnpo_loss(torch.tensor([lp]), lengths, beta=2.5) for lp in (-8.0, -4.0))
+    assert high.item() > low.item()
+    # gamma = 0 at log pi = 0: (2 / beta) ln 2, as NPO at log-ratio 0.
+    assert simnpo_loss(torch.tensor([0.0]), lengths, beta=2.5).item() == pytest.approx(2 / 2.5 * LOG2)
+    with pytest.raises(ValueError, match="beta"):
+        simnpo_loss(torch.zeros(1), lengths, beta=0.0)
+    with pytest.raises(ValueError, match="no counted token"):
+        simnpo_loss(torch.zeros(2), torch.tensor([3, 0]), beta=1.0)
+
+
+def test_simnpo_gradient_is_npo_weight_over_length():
+    # dL/d logpi = (2/beta) * sigmoid(beta * logpi / |y| + gamma) * beta / |y| = 2 sigmoid(.) / |y|.
+    # logpi = -4, |y| = 4, beta = 1, gamma = 1: sigmoid(-1 + 1) = 1/2, so the gradient is 2 * 1/2 / 4 = 0.25.
+    policy = torch.tensor([-4.0], requires_grad=True)
+    simnpo_loss(policy, torch.tensor([4]), beta=1.0, gamma=1.0).backward()
+    assert policy.grad.item() == pytest.approx(0.25)
+
+
+def test_rmu_control_vector_is_seeded_and_has_norm_c():
+    u = rmu_control_vector(8, steering_coef=6.5, seed=3)
+    assert u.norm().item() == pytest.approx(6.5)
+    assert (u >= 0).all()  # entries drawn from [0, 1) before scaling
+    assert torch.equal(u, rmu_control_vector(8, 6.5, seed=3))
+    assert not torch.equal(u, rmu_control_vector(8, 6.5, seed=4))
+
+
+def test_rmu_forget_loss_by_hand():
+    target = torch.tensor([3.0, 4.0])
+    hidden = target.expand(1, 3, 2).clone()
+    mask = torch.tensor([[True, True, False]])
+    assert rmu_forget_loss(hidden, mask, target).item() == 0.0
+    # Token 0 off by (1, 1): mean square 1; token 1 off by (2, 0): mean square 2; token 2 is masked out, so what it
+    # holds does not count. Mean over the two counted tokens: 1.5.
+    hidden[0, 0] += torch.tensor([1.0, 1.0])
+    hidden[0, 1] += torch.tensor([2.0, 0.0])
+    hidden[0, 2] = 100.0
+    assert rmu_forget_loss(hidden, mask, target).item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="over no token"):
+        rmu_forget_loss(hidden, torch.zeros(1, 3, dtype=torch.bool), target)
+
+
+def test_rmu_retain_loss_by_hand_and_no_gradient_to_the_frozen_states():
+    frozen = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], requires_grad=True)
+    mask = torch.tensor([[True, True]])
+    assert rmu_retain_loss(frozen.detach().clone(), frozen, mask).item() == 0.0
+    # Token 0 off by (0, 2): mean square 2; token 1 off by (-1, 1): mean square 1. Mean: 1.5.
+    hidden = (frozen.detach() + torch.tensor([[[0.0, 2.0], [-1.0, 1.0]]])).requires_grad_()
+    loss = rmu_retain_loss(hidden, frozen, mask)
+    assert loss.item() == pytest.approx(1.5)
+    loss.backward()
+    assert frozen.grad is None
+    # d/dh of (1/2 tokens) * (1/2 dims) * sum (h - f)^2 = (h - f) / 2.
+    assert hidden.grad[0, 0].tolist() == pytest.approx([0.0, 1.0])

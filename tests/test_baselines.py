@@ -12,6 +12,7 @@ import torch
 from training_runs import one_thread  # noqa: F401 (fixture)
 
 from detox.losses import IGNORE
+from detox.model_card import CITATIONS
 from detox.baselines.whp import align_block, alternative_labels
 from rewards.forget import AnchorTerms
 
@@ -110,6 +111,44 @@ def test_two_steps_write_loadable_outputs(method, tiny_lm_path, corpora, tmp_pat
     assert moved, "two steps at lr 0.01 must change the weights"
 
 
+@pytest.mark.parametrize("method, flags, own_stats", [
+    ("simnpo", ["--method.beta", "2.5", "--method.gamma", "0.5"], ["simnpo/mean_logprob", "retain/nll"]),
+    # layer 1: the tiny model has 2 decoder layers, and hidden_states[2] is after the final norm
+    ("rmu", ["--method.layer", "1", "--method.steering_coef", "4"],
+     ["rmu/forget_loss", "rmu/retain_loss", "rmu/hidden_norm", "retain/nll"]),
+])
+def test_two_lora_steps_of_simnpo_and_rmu(method, flags, own_stats, tiny_lm_path, corpora, tmp_path, one_thread):
+    """With LoRA (the default), so RMU's frozen states come from the policy with its adapters off."""
+    out = tmp_path / method
+    final = _run(["--model.name_or_path", tiny_lm_path, "--method.name", method, *flags,
+                  "--data.forget", str(corpora["forget"]), "--data.retain", str(corpora["retain"]),
+                  "--checkpoint.output_dir", str(out), *RUN])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "loss/total" in r]
+    assert [r["step"] for r in trained] == [1, 2]
+    for row in trained:
+        assert all(torch.isfinite(torch.tensor(row[k])) for k in ["loss/total", *own_stats])
+    if method == "rmu":
+        # Step 1 starts from the reference itself (LoRA's B is zero): the retain states match the frozen ones.
+        first = trained[0]
+        assert first["rmu/retain_loss"] == pytest.approx(0.0, abs=1e-10) and first["rmu/forget_loss"] > 0
+        assert first["loss/total"] == pytest.approx(first["rmu/forget_loss"], rel=1e-5)
+        assert trained[1]["rmu/retain_loss"] > 0, "the first update must move the layer's retain states"
+    assert (final / "adapter_model.safetensors").is_file() and (final / "adapter_config.json").is_file()
+    card = (final / "README.md").read_text()
+    assert f"- {method}\n" in card and CITATIONS[method] in card
+
+
+def test_rmu_layer_out_of_range_names_the_field(tiny_lm_path, corpora, tmp_path):
+    from detox.jobs.train_unlearn import build
+
+    with pytest.raises(ValueError, match=r"^method.layer \(2\) is out of range for this model's 2 decoder layers: "
+                                         r"use 1 to 1\.$"):
+        build(["--model.name_or_path", tiny_lm_path, "--method.name", "rmu", "--method.layer", "2",
+               "--data.forget", str(corpora["forget"]), "--data.retain", str(corpora["retain"]),
+               "--checkpoint.output_dir", str(tmp_path / "x"), *RUN])
+
+
 def test_pad_blocks_learns_only_after_each_start():
     from detox.blocks import pad_blocks
 
@@ -182,8 +221,9 @@ def test_bad_input_names_the_field(tiny_lm_path, corpora, tmp_path):
         build([*base])
     with pytest.raises(ValueError, match="holds no text"):
         build([*base, "--data.forget", str(corpora["empty"])])
-    with pytest.raises(ValueError, match="data.retain"):
-        build([*base, "--data.forget", str(corpora["forget"]), "--method.name", "gradient_difference"])
+    for method in ("gradient_difference", "rmu"):
+        with pytest.raises(ValueError, match=f"method.name {method} needs data.retain"):
+            build([*base, "--data.forget", str(corpora["forget"]), "--method.name", method])
     with pytest.raises(ValueError, match="method.reinforced"):
         build([*base, "--data.forget", str(corpora["forget"]), "--method.name", "whp"])
     with pytest.raises(ValueError, match="method.name"):

@@ -11,8 +11,12 @@ from typing import Literal
 
 from detox.config import BlockSettings, CheckpointConfig, LoggingConfig, LoraConfig, ModelConfig
 
-METHODS = ("gradient_ascent", "gradient_difference", "npo", "whp")
+METHODS = ("gradient_ascent", "gradient_difference", "npo", "simnpo", "whp", "rmu")
 """Loss-based methods `method.name` takes (detox.baselines.trainer.METHOD_LOSSES holds their losses)."""
+RETAIN_METHODS = ("gradient_difference", "npo", "simnpo", "rmu")
+"""Methods that read data.retain when it is given."""
+NEEDS_RETAIN = ("gradient_difference", "rmu")
+"""Methods that cannot run without data.retain."""
 
 
 @dataclass
@@ -23,7 +27,7 @@ class UnlearnDataConfig(BlockSettings):
     training prompts that Perspective scored >= 0.5; each record is prompt + completion, only the completion learned)."""
     retain: str | None = None
     """Retain corpus, same formats (`builtin:rtp_clean_continuations`: the continuations scored < 0.1); needed by
-    gradient_difference, optional for npo (NPO+RT), unused otherwise."""
+    gradient_difference and rmu, optional for npo (NPO+RT) and simnpo, unused otherwise."""
 
     def __post_init__(self):
         self.check_blocks("data")
@@ -31,13 +35,27 @@ class UnlearnDataConfig(BlockSettings):
 
 @dataclass
 class MethodConfig:
-    name: Literal["gradient_ascent", "gradient_difference", "npo", "whp"] = "npo"
-    """gradient_ascent (-NLL on forget), gradient_difference (+ NLL on retain), npo (Zhang et al. 2024), or whp
-    (fine-tuning towards the alternative labels of Eldan & Russinovich 2023)."""
+    name: Literal["gradient_ascent", "gradient_difference", "npo", "simnpo", "whp", "rmu"] = "npo"
+    """gradient_ascent (-NLL on forget), gradient_difference (+ NLL on retain), npo (Zhang et al. 2024), simnpo
+    (reference-free, length-normalised NPO, Fan et al. 2024), whp (fine-tuning towards the alternative labels of
+    Eldan & Russinovich 2023), or rmu (hidden states on forget text steered to a random vector, Li et al. 2024)."""
     retain_weight: float = 1.0
-    """Weight of the retain NLL in gradient_difference, and in npo when data.retain is given."""
+    """Weight of the retain NLL in gradient_difference, and in npo and simnpo when data.retain is given. In rmu, the
+    weight (RMU's alpha) of the retain hidden-state MSE, which starts at 0 while the forget MSE starts of the order
+    of steering_coef^2 / hidden size, so rmu usually wants a much larger weight: tune it."""
     beta: float = 0.1
-    """NPO's inverse temperature: small beta behaves like gradient ascent, large beta saturates sooner."""
+    """NPO's and SimNPO's inverse temperature: small beta behaves like gradient ascent, large beta saturates sooner.
+    SimNPO divides the log-probability by the sequence length, so it is run with a larger beta than NPO's."""
+    gamma: float = 0.0
+    """SimNPO's reward margin (>= 0): a larger gamma keeps the loss's gradient from vanishing until the mean token
+    log-probability has fallen further."""
+    layer: int = 7
+    """RMU: the decoder layer whose output is steered, hidden_states[layer] of a transformers forward pass
+    (hidden_states[0] is the embeddings, so layer L is the L-th decoder layer's output); 1 to the model's layer count
+    minus 1 (the last entry of hidden_states is after the final norm). Layers above it get no gradient."""
+    steering_coef: float = 100.0
+    """RMU: c, the norm of the random target vector c·u. Set it near the layer's token-state norms (logged as
+    rmu/hidden_norm), which grow with depth and differ per model: SmolLM2-135M's at layer 7 have a median of ~100."""
     alpha: float = 1.0
     """WHP: how far logits the reinforced model raised are pushed below the base's (0 = anchors only)."""
     reinforced: str | None = None
@@ -52,6 +70,13 @@ class MethodConfig:
             raise ValueError(f"method.beta ({self.beta}) must be positive.")
         if self.alpha < 0:
             raise ValueError(f"method.alpha ({self.alpha}) must be >= 0.")
+        if self.gamma < 0:
+            raise ValueError(f"method.gamma ({self.gamma}) must be >= 0.")
+        if self.layer < 1:
+            raise ValueError(f"method.layer ({self.layer}) must be >= 1: layer 0 is the embeddings, which RMU does "
+                             f"not steer.")
+        if self.steering_coef <= 0:
+            raise ValueError(f"method.steering_coef ({self.steering_coef}) must be positive.")
         if self.name == "whp" and self.alpha > 0 and not self.reinforced:
             raise ValueError(
                 "method.reinforced is required for method.name whp with alpha > 0: make it with "
@@ -93,7 +118,8 @@ def _no_probes() -> LoggingConfig:
 
 @dataclass
 class UnlearnConfig:
-    """Loss-based unlearning baseline (gradient ascent, gradient difference, NPO, WHP) on a forget corpus."""
+    """Loss-based unlearning baseline (gradient ascent, gradient difference, NPO, SimNPO, WHP, RMU) on a forget
+    corpus."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -106,6 +132,6 @@ class UnlearnConfig:
     def __post_init__(self):
         if not self.data.forget:
             raise ValueError("data.forget: give the forget corpus (a text file, jsonl file, directory or dataset id).")
-        if self.method.name == "gradient_difference" and not self.data.retain:
-            raise ValueError("method.name gradient_difference needs data.retain: the corpus to keep doing well on.")
+        if self.method.name in NEEDS_RETAIN and not self.data.retain:
+            raise ValueError(f"method.name {self.method.name} needs data.retain: the corpus to keep doing well on.")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from detox import losses
-from detox.baselines.config import UnlearnConfig
+from detox.baselines.config import MethodConfig, UnlearnConfig
 from detox.blocks import pad_blocks, seeded_batch
 
 
@@ -31,6 +31,10 @@ class ForgetBatch:
     """(B, T-1, V) the model's logits at positions 0..T-2."""
     labels: torch.Tensor
     """(B, T-1) the tokens they predict (IGNORE on padding and prompts)."""
+    learned: torch.Tensor
+    """(B, T) bool: the tokens being unlearned, at their own positions (not padding, not a record's prompt)."""
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    """(layers + 1) x (B, T, H) the model's hidden states (index 0: embeddings), for HIDDEN_STATE_METHODS only."""
 
 
 def gradient_ascent(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
@@ -43,6 +47,14 @@ def gradient_difference(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dic
                                            trainer.cfg.method.retain_weight)
 
 
+def plus_retain_nll(trainer: UnlearnTrainer, loss: torch.Tensor, stats: dict[str, float]) -> torch.Tensor:
+    """`loss` + retain_weight * NLL(retain) when a retain corpus is given (NPO+RT), else `loss`."""
+    if not trainer.retain:
+        return loss
+    retain_logits, retain_labels = trainer.retain_logits(stats)
+    return loss + trainer.cfg.method.retain_weight * losses.nll(retain_logits, retain_labels)
+
+
 def npo(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
     """NPO against the reference model, plus the retain NLL (NPO+RT) when a retain corpus is given."""
     with torch.no_grad():
@@ -51,10 +63,35 @@ def npo(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -
     reference_lp = losses.sequence_logprob(ref_logits, forget.labels)
     loss = losses.npo_loss(policy_lp, reference_lp, trainer.cfg.method.beta)
     stats["npo/log_ratio"] = (policy_lp - reference_lp).mean().item()
-    if trainer.retain:
-        retain_logits, retain_labels = trainer.retain_logits(stats)
-        loss = loss + trainer.cfg.method.retain_weight * losses.nll(retain_logits, retain_labels)
-    return loss
+    return plus_retain_nll(trainer, loss, stats)
+
+
+def simnpo(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
+    """SimNPO (no reference model), plus the retain NLL when a retain corpus is given."""
+    logprobs, counted = losses.token_logprobs(forget.logits, forget.labels)
+    policy_lp, lengths = logprobs.sum(dim=-1), counted.sum(dim=-1)
+    method = trainer.cfg.method
+    loss = losses.simnpo_loss(policy_lp, lengths, method.beta, method.gamma)
+    stats["simnpo/mean_logprob"] = (policy_lp / lengths).mean().item()
+    return plus_retain_nll(trainer, loss, stats)
+
+
+def rmu(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
+    """RMU: the forget tokens' states at `method.layer` steered to c·u, the retain tokens' kept at the reference's."""
+    method = trainer.cfg.method
+    hidden = forget.hidden_states[method.layer]
+    target = losses.rmu_control_vector(hidden.shape[-1], method.steering_coef, trainer.cfg.optim.seed)
+    forget_loss = losses.rmu_forget_loss(hidden, forget.learned, target.to(hidden.device))
+    ids, mask, labels = trainer.retain_batch()
+    out = trainer.forward(trainer.model, ids, mask, hidden_states=True)
+    with torch.no_grad():
+        frozen = trainer.forward(trainer.models.reference_lm(), ids, mask, hidden_states=True)
+        stats["retain/nll"] = losses.nll(*losses.shift_for_next_token(out.logits, labels)).item()
+        stats["rmu/hidden_norm"] = hidden[forget.learned].float().norm(dim=-1).mean().item()
+    retain_loss = losses.rmu_retain_loss(out.hidden_states[method.layer], frozen.hidden_states[method.layer],
+                                         labels != losses.IGNORE)
+    stats["rmu/forget_loss"], stats["rmu/retain_loss"] = forget_loss.item(), retain_loss.item()
+    return forget_loss + method.retain_weight * retain_loss
 
 
 def whp(trainer: UnlearnTrainer, forget: ForgetBatch, stats: dict[str, float]) -> torch.Tensor:
@@ -67,9 +104,13 @@ METHOD_LOSSES = {
     "gradient_ascent": gradient_ascent,
     "gradient_difference": gradient_difference,
     "npo": npo,
+    "simnpo": simnpo,
     "whp": whp,
+    "rmu": rmu,
 }
 """`method.name` -> the step's loss `(trainer, forget batch, stats) -> scalar`; a method may add to `stats`."""
+HIDDEN_STATE_METHODS = frozenset({"rmu"})
+"""Methods whose ForgetBatch carries the model's hidden states."""
 
 
 def method_loss(name: str):
@@ -77,6 +118,15 @@ def method_loss(name: str):
     if name not in METHOD_LOSSES:
         raise ValueError(f"method.name '{name}' is not a loss-based method; valid methods: {sorted(METHOD_LOSSES)}.")
     return METHOD_LOSSES[name]
+
+
+def check_layer(method: MethodConfig, lm) -> None:
+    """RMU steers hidden_states[method.layer], which must be a decoder layer's output: 1 to num_layers - 1 (the
+    last entry is after the final norm)."""
+    layers = lm.config.get_text_config().num_hidden_layers
+    if not 1 <= method.layer <= layers - 1:
+        raise ValueError(f"method.layer ({method.layer}) is out of range for this model's {layers} decoder layers: "
+                         f"use 1 to {layers - 1}.")
 
 
 class UnlearnTrainer:
@@ -93,21 +143,32 @@ class UnlearnTrainer:
         self.model, self.optimizer = accelerator.prepare(lm, optimizer)
         self.step_index = 0
         self.method_loss = method_loss(cfg.method.name)
+        self.hidden_states = cfg.method.name in HIDDEN_STATE_METHODS
+        if self.hidden_states:
+            check_layer(cfg.method, lm)
 
     def _batch(self, blocks: list[list[int]], salt: int) -> list[int]:
         acc = self.accelerator
         return seeded_batch(len(blocks), self.cfg.optim.batch_size, self.step_index, acc.process_index,
                             acc.num_processes, self.cfg.optim.seed + salt)
 
+    def forward(self, model, ids, mask, hidden_states: bool = False):
+        """The output of `model` on a padded batch (no KV cache: one forward pass), with `.hidden_states` if asked."""
+        return model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=hidden_states)
+
     def forward_logits(self, model, ids, mask):
-        """(B, T, V) logits of `model` on a padded batch (no KV cache: one forward pass)."""
-        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        """(B, T, V) logits of `model` on a padded batch."""
+        return self.forward(model, ids, mask).logits
+
+    def retain_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This step's retain blocks: (B, T) input ids, attention mask and unshifted labels."""
+        index = self._batch(self.retain, salt=1)
+        return pad_blocks([self.retain.ids[i] for i in index], self.tokenizer.pad_token_id, self.accelerator.device,
+                          [self.retain.starts[i] for i in index])
 
     def retain_logits(self, stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
         """Shifted logits and labels of this step's retain blocks under the model; logs their NLL in `stats`."""
-        index = self._batch(self.retain, salt=1)
-        ids, mask, labels = pad_blocks([self.retain.ids[i] for i in index], self.tokenizer.pad_token_id,
-                                       self.accelerator.device, [self.retain.starts[i] for i in index])
+        ids, mask, labels = self.retain_batch()
         logits, shifted = losses.shift_for_next_token(self.forward_logits(self.model, ids, mask), labels)
         with torch.no_grad():
             stats["retain/nll"] = losses.nll(logits, shifted).item()
@@ -122,10 +183,12 @@ class UnlearnTrainer:
         ids, mask, labels = pad_blocks([self.forget.ids[i] for i in index], pad, device,
                                        [self.forget.starts[i] for i in index])
         self.model.train()
-        logits, shifted = losses.shift_for_next_token(self.forward_logits(self.model, ids, mask), labels)
+        out = self.forward(self.model, ids, mask, hidden_states=self.hidden_states)
+        logits, shifted = losses.shift_for_next_token(out.logits, labels)
         with torch.no_grad():  # statistics only: no autograd graph kept beside the loss's own
             stats = {"forget/nll": losses.nll(logits, shifted).item()}
-        forget = ForgetBatch(index, ids, mask, logits, shifted)
+        forget = ForgetBatch(index, ids, mask, logits, shifted, labels != losses.IGNORE,
+                             out.hidden_states if self.hidden_states else None)
         loss = self.method_loss(self, forget, stats)
         self.accelerator.backward(loss)
         max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")

@@ -1,10 +1,11 @@
-"""Unlearn with a loss-based baseline instead of PPO (gradient ascent, gradient difference, NPO or WHP): the job behind
-`train_unlearn.py`.
+"""Unlearn with a loss-based baseline instead of PPO (gradient ascent, gradient difference, NPO, SimNPO, WHP or RMU):
+the job behind `train_unlearn.py`.
 
     accelerate launch train_unlearn.py --data.forget forget.jsonl --method.name gradient_ascent
     accelerate launch train_unlearn.py --config configs/X.yaml --method.name npo --data.retain retain.jsonl
     accelerate launch train_unlearn.py --config configs/X.yaml --method.name whp \\
         --method.reinforced outputs/reinforced --method.anchor_terms anchors.json
+    accelerate launch train_unlearn.py --config configs/X.yaml --method.name rmu --data.retain retain.jsonl
 
 A run writes what a PPO run writes: `metrics.jsonl`, `samples.jsonl`, `config.yaml`, curve PNGs and the tracker's
 files (W&B by default), atomic checkpoints (`checkpoint-N/`, `latest`) that resume exactly, and `final/`, which loads
@@ -24,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
 from detox import tracking
-from detox.baselines.config import UnlearnConfig
+from detox.baselines.config import RETAIN_METHODS, UnlearnConfig
 from detox.baselines.trainer import UnlearnTrainer
 from detox.baselines.whp import align_block, alternative_labels
 from detox.blocks import Blocks, load_blocks
@@ -145,7 +146,7 @@ def build(argv: list[str] | None = None) -> Run:
     data = cfg.data
     forget = load_blocks(data.forget, data, tokenizer, "data.forget")
     retain = (load_blocks(data.retain, data, tokenizer, "data.retain")
-              if data.retain and cfg.method.name in ("gradient_difference", "npo") else None)
+              if data.retain and cfg.method.name in RETAIN_METHODS else None)
     models = build_models(cfg.model, cfg.lora)
     labels = None
     if cfg.method.name == "whp":
