@@ -1,15 +1,16 @@
-"""The relearning attack on unlearned models: a few steps of fine-tuning, and how much of what was forgotten comes back.
+r"""The relearning attack on unlearned models: a few fine-tuning steps, and how much of what was forgotten comes back.
 
     python -m benchmarks.relearn --models npo=PATH ppo=PATH ... --reference target=PATH [--retain_model retain=PATH] \
         --forget forget.jsonl [--retain retain.jsonl] [--attack_fraction 0.5] [--attack_on forget|retain|both] \
         [--steps 0 5 10 20 40] [--learning_rate 1e-4] [--batch_size 4] [--lora_r 16] [--seeds 0] \
-        [--max_new_tokens 48] [--output_dir outputs/relearn]
+        [--split_seed 0] [--max_new_tokens 48] [--eval_batch_size 16] [--output_dir outputs/relearn]
 
-The protocol of TOFU's relearning studies (Hu et al. 2024, arXiv:2406.13356; Deeb & Roger 2024, arXiv:2410.08827;
-Lucki et al. 2024, arXiv:2409.18025): an unlearned model that only hides its knowledge gives it back after a few
-steps of fine-tuning, even on other facts than those measured. Each PATH is a model directory, a Hub id or a LoRA
-adapter directory (merged into its base first, as evaluate_toxicity.py loads it). Example files are JSON lines of
-{"text": prompt, "completion": answer} (the TOFU recipe's forget.jsonl and retain.jsonl, a recipe's held-out files).
+The relearning attack of Hu et al. 2024 (arXiv:2406.13356, on TOFU among others), Deeb & Roger 2024
+(arXiv:2410.08827: fine-tune on some forgotten facts, measure the others) and Łucki et al. 2024 (arXiv:2409.18025):
+an unlearned model that only hides its knowledge gives it back after a few steps of fine-tuning, even on other facts
+than those measured. Each PATH is a model directory, a Hub id or a LoRA adapter directory (merged into its base
+first, as evaluate_toxicity.py loads it). Example files are JSON lines of {"text": prompt, "completion": answer}
+(the TOFU recipe's forget.jsonl and retain.jsonl, a recipe's held-out files).
 
 The forget records are split once (`--split_seed`) into an attack part (`--attack_fraction`) and an evaluation part.
 Attack `forget` fine-tunes on the attack part; attack `retain` on as many retain records (facts never forgotten), the
@@ -24,7 +25,7 @@ Printed, per attack and metric: each model's value at each K (mean over seeds; 9
 seed a bootstrap over evaluation records) and the share of the unlearning gap that came back,
 (value_K - value_0) / (value_reference - value_0) (n/a when the model never left the reference). Writes relearn.json
 (every value, per seed too), relearn.md (the tables) and relearn.png (answer probability against K, one line per
-model, the reference and retain model dashed; one panel per attack) into `--output_dir`.
+model, the reference dashed and the retain model dotted; one panel per attack) into `--output_dir`.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def gap_share(value: float, start: float, reference: float) -> float | None:
     """(value - start) / (reference - start): the share of the unlearning gap (reference -> unlearned model at K=0)
     that the attack closed; 0 nothing came back, 1 all of it. None when the gap is under GAP_EPSILON."""
     gap = reference - start
-    return None if abs(gap) < GAP_EPSILON else (value - start) / gap
+    return None if abs(gap) < GAP_EPSILON else (value - start) / gap + 0.0  # + 0.0: no -0.0 on a negative gap
 
 
 def answer_probabilities(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int, desc: str) -> np.ndarray:
@@ -151,7 +152,8 @@ def attack_run(lm, tokenizer, train_pairs, eval_pairs, attack_pairs, args, seed:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
-        values = summary(measure(model, tokenizer, eval_pairs, attack_pairs, args.batch_size, args.max_new_tokens))
+        values = summary(measure(model, tokenizer, eval_pairs, attack_pairs, args.eval_batch_size,
+                                 args.max_new_tokens))
         values["train_loss"] = float(np.mean(losses[done:])) if k > done else None
         done = k
         for key, value in values.items():
@@ -199,7 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", nargs="+", type=int, default=[0, 5, 10, 20, 40],
                         help="K: cumulative fine-tuning steps at which to measure, from 0, increasing")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW's fixed rate for the LoRA")
-    parser.add_argument("--batch_size", type=int, default=4, help="records per step (and per scoring batch)")
+    parser.add_argument("--batch_size", type=int, default=4, help="records per fine-tuning step")
+    parser.add_argument("--eval_batch_size", type=int, default=16, help="records per scoring and generation batch")
     parser.add_argument("--lora_r", type=int, default=16, help="rank of the attack's adapters (alpha = 2r)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one attack run per seed and model")
     parser.add_argument("--split_seed", type=int, default=0, help="seed of the attack/evaluation split and of the "
@@ -221,7 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      f"and increase strictly.")
     if not 0 < args.attack_fraction < 1:
         parser.error(f"--attack_fraction ({args.attack_fraction}) must lie strictly between 0 and 1.")
-    for name in ("batch_size", "lora_r", "max_new_tokens"):
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {args.seeds}: each seed once.")
+    for name in ("batch_size", "eval_batch_size", "lora_r", "max_new_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} ({getattr(args, name)}) must be a positive integer.")
     args.attack_on = args.attack_on or ("both" if args.retain else "forget")
@@ -259,12 +264,13 @@ def run(args: argparse.Namespace, sets: dict[str, list], evaluation: list, attac
     result = {"forget": args.forget, "retain": args.retain, "attack_records": len(attack),
               "eval_records": len(evaluation), "steps": args.steps, "seeds": args.seeds,
               "settings": {k: getattr(args, k) for k in ("attack_fraction", "split_seed", "learning_rate",
-                                                         "batch_size", "lora_r", "max_new_tokens")},
+                                                         "batch_size", "eval_batch_size", "lora_r",
+                                                         "max_new_tokens")},
               "models": models, "fixed": {}, "attacks": {}}
     for role, (name, path) in zip(("reference", "retain_model"), fixed.items()):
         lm, tokenizer = load(path, device, name)
         result["fixed"][name] = {"role": role, "path": path,
-                                 **summary(measure(lm, tokenizer, evaluation, attack, args.batch_size,
+                                 **summary(measure(lm, tokenizer, evaluation, attack, args.eval_batch_size,
                                                    args.max_new_tokens))}
         del lm
     reference = result["fixed"][args.reference.split("=", 1)[0]]
@@ -291,8 +297,9 @@ def markdown(result: dict) -> str:
     seeds = result["seeds"]
     spread = "95% t-interval over seeds" if len(seeds) > 1 else "95% bootstrap interval over evaluation records"
     lines = [f"{result['attack_records']} forget records fine-tuned on (or as many retain records), "
-             f"{result['eval_records']} measured; seeds {seeds}; mean [{spread}] (share of the unlearning gap that "
-             f"came back)."]
+             f"{result['eval_records']} measured; seeds {seeds}. Attacked models: mean [{spread}] (share of the "
+             f"unlearning gap that came back); reference and retain model: mean [95% bootstrap interval over "
+             f"evaluation records]."]
     head = "| model | " + " | ".join(f"K={k}" for k in result["steps"]) + " |"
     rule = "|---" * (len(result["steps"]) + 1) + "|"
     for kind, rows in result["attacks"].items():
@@ -315,7 +322,8 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Answer probability on the evaluation part against K, a panel per attack kind."""
+    """Answer probability on the evaluation part against K, a panel per attack kind; the band is each model's 95%
+    interval, the reference dashed, the retain model dotted."""
     kinds = list(result["attacks"])
     fig = Figure(figsize=(5.5 * len(kinds), 4.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -326,8 +334,10 @@ def plot(result: dict, path: Path) -> None:
             ax.plot(result["steps"], m["probability"], "-o", color=f"C{j}", label=name)
             ax.fill_between(result["steps"], m["probability_low"], m["probability_high"], color=f"C{j}", alpha=0.15)
         for name, row in result["fixed"].items():
-            ax.axhline(row["probability"], linestyle="--", color="black" if row["role"] == "reference" else "grey",
+            reference = row["role"] == "reference"
+            ax.axhline(row["probability"], linestyle="--" if reference else ":", color="black" if reference else "grey",
                        label=f"{name} ({row['role'].replace('_', ' ')})")
+        ax.set_xticks(result["steps"])
         ax.set_xlabel("fine-tuning steps K")
         ax.set_ylabel("answer probability, held-out forget records")
         ax.set_title(f"relearning: attack on {kind} records")

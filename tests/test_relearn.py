@@ -36,6 +36,7 @@ def test_gap_share_by_hand():
     # reference 0.8, unlearned 0.2: the gap is 0.6; at 0.5 half of it (0.3 / 0.6) came back
     assert gap_share(0.5, 0.2, 0.8) == pytest.approx(0.5)
     assert gap_share(0.2, 0.2, 0.8) == 0.0  # nothing came back
+    assert str(gap_share(0.6, 0.6, 0.4)) == "0.0"  # not -0.0, which the tables would print as -0.00
     assert gap_share(0.8, 0.2, 0.8) == pytest.approx(1.0)  # all of it
     assert gap_share(0.1, 0.2, 0.8) == pytest.approx(-1 / 6)  # further away still: -0.1 / 0.6
     assert gap_share(0.9, 0.2, 0.8) == pytest.approx(7 / 6)  # past the reference: 0.7 / 0.6
@@ -101,10 +102,14 @@ def test_bad_inputs_stop_before_any_model_loads(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--models", "a=x", "a=y", "--reference", "t=y", "--forget", forget])
     assert "must be distinct" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--forget", forget, "--seeds", "0", "0"])
+    assert "each seed once" in capsys.readouterr().err
 
 
 def test_attack_run_on_the_tiny_model(tmp_path, tiny_lm_path):
     import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from detox.metrics import rouge_l_recall
     from detox.models import load_causal_lm, load_tokenizer
@@ -113,8 +118,15 @@ def test_attack_run_on_the_tiny_model(tmp_path, tiny_lm_path):
     forget = write_jsonl(tmp_path / "forget.jsonl", RECORDS)
     retain = write_jsonl(tmp_path / "retain.jsonl", RETAIN)
     out = tmp_path / "out"
+    # a reference apart from the unlearned model, so that there is a gap: the same weights with logits 5 times as
+    # spread, which makes a random model's answer tokens (~1/50,000) about a third as likely
+    target = tmp_path / "target"
+    sharper = LlamaForCausalLM.from_pretrained(tiny_lm_path)
+    sharper.model.norm.weight.data *= 5
+    sharper.save_pretrained(target)
+    AutoTokenizer.from_pretrained(tiny_lm_path).save_pretrained(target)
     torch.set_num_threads(1)
-    main(["--models", f"unlearned={tiny_lm_path}", "--reference", f"target={tiny_lm_path}",
+    main(["--models", f"unlearned={tiny_lm_path}", "--reference", f"target={target}",
           "--retain_model", f"retain={tiny_lm_path}", "--forget", forget, "--retain", retain, "--steps", "0", "1", "2",
           "--learning_rate", "3e-2",  # a high rate: two steps must move the random model's ~1/50,000 answers
           "--batch_size", "3", "--lora_r", "4", "--max_new_tokens", "6", "--device", "cpu", "--output_dir", str(out)])
@@ -142,12 +154,35 @@ def test_attack_run_on_the_tiny_model(tmp_path, tiny_lm_path):
         mean = result["attacks"][kind]["unlearned"]["mean"]
         assert mean["probability"][0] == pytest.approx(probability, rel=1e-4)
         assert mean["rouge"][0] == pytest.approx(rouge)
-    assert result["fixed"]["target"]["probability"] == pytest.approx(probability, rel=1e-4)
-    # the reference is the unlearned model itself here: there is no gap, so no share
-    assert run["gap_share"]["probability"] == [None] * 3
+    assert result["fixed"]["retain"]["probability"] == pytest.approx(probability, rel=1e-4)  # the same model
+    # the share of the gap at each K, from the values written beside it
+    reference = result["fixed"]["target"]["probability"]
+    assert abs(reference - probability) > 1e-6
+    assert run["gap_share"]["probability"] == pytest.approx(
+        [(v - probability) / (reference - probability) for v in run["mean"]["probability"]], rel=1e-4)
+    assert run["gap_share"]["probability"][0] == 0.0
 
     # the fine-tuning took: the attack records' own answers grew likelier at each step (by ~4% a step at this rate on
     # a model of hidden size 16; a loss on the wrong tokens or of the wrong sign would not raise them)
     took = run["mean"]["attack_probability"]
     assert took[0] < took[1] < took[2] and took[2] > 1.05 * took[0]
     assert all(math.isfinite(v) for v in run["per_seed"]["0"]["train_loss"][1:])
+
+
+def test_the_attack_takes_on_smollm2(tmp_path, smollm2_path):
+    """The real packaged model, 4 records: a LoRA on every linear layer of SmolLM2 learns the 2 attack answers in 4
+    steps at the rate a relearning attack uses (here 1e-3), and K=0 is the model itself."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    result = main(["--models", f"smollm2={smollm2_path}", "--reference", f"target={smollm2_path}",
+                   "--forget", write_jsonl(tmp_path / "forget.jsonl", RECORDS[:4]), "--steps", "0", "2", "4",
+                   "--learning_rate", "1e-3", "--batch_size", "2", "--max_new_tokens", "8", "--device", "cpu",
+                   "--output_dir", str(out)])
+    assert list(result["attacks"]) == ["forget"]  # no --retain: the forget attack alone
+    run = result["attacks"]["forget"]["smollm2"]
+    assert run["mean"]["probability"][0] == pytest.approx(result["fixed"]["target"]["probability"], rel=1e-5)
+    assert run["gap_share"]["probability"] == [None] * 3  # the reference is the model itself: no gap
+    took = run["mean"]["attack_probability"]
+    assert took[2] > 5 * took[0]  # measured: 0.003 -> 0.53
