@@ -139,6 +139,8 @@ def attack_run(lm, tokenizer, train_pairs, eval_pairs, attack_pairs, args, seed:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
     prompts = tokenizer([t for t, _ in train_pairs], add_special_tokens=False)["input_ids"]
     answers = tokenizer([c for _, c in train_pairs], add_special_tokens=False)["input_ids"]
+    # prompt and answer tokenised apart and joined, as detox.scoring scores them; no EOS after the answer: the attack
+    # teaches what is measured (ROUGE-L recall does not mind a greedy answer that runs on)
     blocks, starts = [p + a for p, a in zip(prompts, answers)], [len(p) for p in prompts]
     batch = min(args.batch_size, len(blocks))  # a batch never holds one record twice
     device, done, losses, out = next(model.parameters()).device, 0, [], {}
