@@ -13,6 +13,8 @@ Unlearning:
 - obscene_numbers: the obscene_numbers recipe end to end (data, counting fine-tune, PPO, evaluation, probes).
 - unlearning: PPO at several KL strengths against gradient ascent, gradient difference, NPO and WHP on one recipe.
 - forget_gap: where a forget_text gap lies, per speech or passage and per token group.
+- relearn: a few steps of fine-tuning on part of the forget set (or on retain records): how much of the
+  unlearning gap comes back on the rest, step by step.
 - forget_reward_selectivity: how well a forget_likelihood reward tells the play from other plays (penalties, AUC).
 
 Speed and memory:
