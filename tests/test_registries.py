@@ -31,12 +31,12 @@ def test_every_builtin_judge_has_a_builder():
 
 
 def test_every_recipe_has_metrics_and_forget_prompts():
-    assert set(RECIPE_METRICS) == set(FORGET_PROMPTS) == {"obscene_numbers", "forget_text"}
+    assert set(RECIPE_METRICS) == set(FORGET_PROMPTS) == {"obscene_numbers", "forget_text", "tofu"}
 
 
 def test_an_unknown_recipe_lists_the_recipes(tmp_path):
     (tmp_path / "recipe.json").write_text(json.dumps({"recipe": "haiku"}))
-    with pytest.raises(ValueError, match=r"unknown recipe 'haiku'; known: \['forget_text', 'obscene_numbers'\]"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'haiku'; known: \['forget_text', 'obscene_numbers', 'tofu'\]"):
         forget_prompt_file(tmp_path)
-    with pytest.raises(ValueError, match=r"unknown recipe 'haiku'; known: \['forget_text', 'obscene_numbers'\]"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'haiku'; known: \['forget_text', 'obscene_numbers', 'tofu'\]"):
         recipe_metrics(None, tmp_path, "model", None, None, [], [])
