@@ -83,19 +83,19 @@ def test_tofu_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
     train_unlearn.main(["--config", str(split / "unlearn.yaml"), "--optim.batch_size", "2",
                         "--logging.report_to", "none"])
     assert (split / "unlearn" / "final" / "adapter_model.safetensors").is_file()
-    # TOFU's evaluation of the retain model itself: its forget truth ratios are the reference, so forget quality is 1
-    args = ["--models", f"gold={split / 'retain_model'}", f"ppo={split / 'ppo' / 'final'}", "--run_config",
+    # TOFU's evaluation of the retain model itself (the PPO run's table is the same code): its forget truth ratios
+    # are the reference, so forget quality is 1
+    args = ["--models", f"gold={split / 'retain_model'}", "--run_config",
             str(config), "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "4",
             "--max_new_tokens", "6", "--recipe_prompts", "3", "--judges", "offline", "--bootstrap_samples", "50",
             "--output_dir", str(tmp_path / "eval")]
     evaluate_toxicity.main(args)
     values = json.loads((tmp_path / "eval" / "recipe_metrics.json").read_text())
     assert values["gold"]["forget_quality"] == pytest.approx(1.0)
-    for name in ("gold", "ppo"):
-        for key in ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio", "model_utility",
-                    "extraction_strength", "ra_Q_A_Prob_normalised", "wf_Truth_Ratio"):
-            assert 0.0 <= values[name][key] <= 1.0, (name, key)
-        assert values[name]["forget_questions"] == 3 and values[name]["retain_questions"] == 3
+    for key in ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio", "model_utility", "extraction_strength",
+                "ra_Q_A_Prob_normalised", "wf_Truth_Ratio"):
+        assert 0.0 <= values["gold"][key] <= 1.0, key
+    assert values["gold"]["forget_questions"] == 3 and values["gold"]["retain_questions"] == 3
     cache = split / "retain_model" / "tofu_forget_ratios.json"
     assert len(json.loads(cache.read_text())["ratios"]) == 3
     assert "TOFU model utility" in (tmp_path / "eval" / "recipe.md").read_text()
