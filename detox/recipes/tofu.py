@@ -18,7 +18,7 @@ with. Each split gets its folder: forget.jsonl and retain.jsonl (records {"text"
 Tiers (`--tier`):
 - `cpu`: the first 20 retain authors (those of TOFU's 400 retain evaluation questions) plus the forget authors of
   the largest split asked for, LoRA adapters (rank 16, rate 1e-3, merged into the weights), 5 epochs of 16 pairs a
-  step. On SmolLM2-135M with 2 cores it is meant to take under an hour (measure it: benchmarks/README).
+  step, meant for SmolLM2-135M on 2 cores (its duration is not measured yet).
 - `full`: TOFU's own protocol, for a GPU: all 200 authors, every weight fine-tuned, 5 epochs, rate 1e-5, weight
   decay 0.01, 32 pairs a step, one epoch of warm-up.
 Any of these is a flag (`--retain_authors`, `--epochs`, `--learning_rate`, `--batch_size`, `--lora`).
