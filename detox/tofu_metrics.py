@@ -19,6 +19,11 @@ answer's tokens). Per split (forget, retain, real authors, world facts):
   ratio on retain, real authors and world facts. One value at zero makes it zero.
 - extraction strength: 1 − k/n for an answer of n tokens whose greedy next-token predictions, teacher-forced, match
   the answer from its k-th token to its end (k the smallest such); 1 means the whole answer is reproduced.
+- membership: Min-K% Prob (Shi et al. 2024) scores an answer by the mean log-probability of its least likely 40% of
+  tokens; `mia_min_k` is the ROC AUC of those scores telling the forget answers (members of the target's
+  fine-tuning) from the holdout answers (about other fictitious authors, never trained on); `privleak` is its
+  relative difference from the retain model's AUC in percent, (AUC − AUC_retain) / AUC_retain × 100: about 0 for a
+  model whose forget answers look as unseen as a model that never saw them, positive when they still look learned.
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ UTILITY_KEYS = (
 )
 """The nine values whose harmonic mean is model utility, under open-unlearning's key names."""
 
-__all__ = ["UTILITY_KEYS", "extraction_strength", "forget_quality", "forget_truth_ratio", "kept_truth_ratio",
-           "model_utility", "normalized_probability", "probability_with_options", "rouge_l_recall", "truth_ratios"]
+MIN_K = 0.4
+"""Share of an answer's tokens, the least likely ones, whose mean log-probability is its Min-K% score."""
+
+__all__ = ["MIN_K", "UTILITY_KEYS", "extraction_strength", "forget_quality", "forget_truth_ratio", "kept_truth_ratio",
+           "member_auc", "min_k_score", "model_utility", "normalized_probability", "privleak",
+           "probability_with_options", "rouge_l_recall", "truth_ratios"]
 
 
 def normalized_probability(mean_nll: np.ndarray) -> np.ndarray:
@@ -104,3 +113,31 @@ def extraction_strength(hits: Sequence[bool]) -> float:
     while k > 0 and hits[k - 1]:
         k -= 1
     return 1.0 - k / len(hits) if hits else 0.0
+
+
+def min_k_score(token_nll: Sequence[float], k: float = MIN_K) -> float:
+    """Min-K% Prob of one answer from its per-token NLLs: the mean log-probability of its ceil(k·n) least likely
+    tokens (at least one). Higher reads as seen in training."""
+    nll = np.asarray(token_nll, dtype=np.float64)
+    nll = nll[np.isfinite(nll)]
+    if nll.size == 0:
+        raise ValueError("min_k_score: the answer has no scored token.")
+    worst = np.sort(nll)[::-1][: max(1, int(np.ceil(k * nll.size)))]
+    return float(-worst.mean())
+
+
+def member_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
+    """ROC AUC that a member's score exceeds a non-member's (ties count half)."""
+    members = np.asarray(member_scores, dtype=np.float64)
+    others = np.asarray(nonmember_scores, dtype=np.float64)
+    if members.size == 0 or others.size == 0:
+        raise ValueError("member_auc: needs member and non-member scores.")
+    ranks = stats.rankdata(np.concatenate([members, others]))
+    return float((ranks[: members.size].sum() - members.size * (members.size + 1) / 2) / (members.size * others.size))
+
+
+def privleak(model_auc: float, retain_model_auc: float) -> float:
+    """(AUC − AUC_retain) / AUC_retain × 100: the model's membership AUC relative to the retain model's."""
+    if retain_model_auc <= 0:
+        raise ValueError(f"privleak: the retain model's AUC ({retain_model_auc}) must be positive.")
+    return (model_auc - retain_model_auc) / retain_model_auc * 100.0

@@ -84,7 +84,7 @@ def test_tofu_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
                         "--logging.report_to", "none"])
     assert (split / "unlearn" / "final" / "adapter_model.safetensors").is_file()
     # TOFU's evaluation of the retain model itself (the PPO run's table is the same code): its forget truth ratios
-    # are the reference, so forget quality is 1
+    # and membership AUC are the reference, so forget quality is 1 and privacy leakage 0
     args = ["--models", f"gold={split / 'retain_model'}", "--run_config",
             str(config), "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "4",
             "--max_new_tokens", "6", "--recipe_prompts", "3", "--judges", "offline", "--bootstrap_samples", "50",
@@ -96,6 +96,7 @@ def test_tofu_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
                 "ra_Q_A_Prob_normalised", "wf_Truth_Ratio"):
         assert 0.0 <= values["gold"][key] <= 1.0, key
     assert values["gold"]["forget_questions"] == 3 and values["gold"]["retain_questions"] == 3
-    cache = split / "retain_model" / "tofu_forget_ratios.json"
-    assert len(json.loads(cache.read_text())["ratios"]) == 3
+    assert values["gold"]["privleak"] == pytest.approx(0.0) and 0.0 <= values["gold"]["mia_min_k"] <= 1.0
+    cache = json.loads((split / "retain_model" / "tofu_reference.json").read_text())
+    assert len(cache["ratios"]) == 3 and cache["mia_min_k"] == values["gold"]["mia_min_k"]
     assert "TOFU model utility" in (tmp_path / "eval" / "recipe.md").read_text()

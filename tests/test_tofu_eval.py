@@ -12,7 +12,7 @@ from detox.models import load_tokenizer
 from detox.recipes.tofu_eval import score_answers, tofu_values
 from detox.scoring import sequence_nll
 from detox.tofu_data import qa_answer, qa_prompt, read_set
-from detox.tofu_metrics import UTILITY_KEYS
+from detox.tofu_metrics import UTILITY_KEYS, member_auc, min_k_score
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +59,17 @@ def test_plain_template_and_a_missing_set(smollm2):
     assert qa_prompt(tokenizer, "Who?", "plain") == "Question: Who?\nAnswer:" and qa_answer("Me.", "plain") == " Me."
     with pytest.raises(ValueError, match=r"sets \['wf'\] missing"):
         tofu_values(model, tokenizer, {k: v for k, v in _sets().items() if k != "wf"}, "plain", 4)
+
+
+def test_membership_auc_and_privacy_leakage_from_the_answers_tokens(smollm2):
+    model, tokenizer = smollm2
+    sets = _sets() | {"holdout": read_set("holdout01")[:3]}
+    values, _ = tofu_values(model, tokenizer, sets, "chat", batch_size=8, max_new_tokens=4, retain_model_auc=0.5)
+    forget = score_answers(model, tokenizer, [r["question"] for r in sets["forget"]],
+                           [r["answer"] for r in sets["forget"]], "chat", 8, "test")
+    holdout = score_answers(model, tokenizer, [r["question"] for r in sets["holdout"]],
+                            [r["answer"] for r in sets["holdout"]], "chat", 8, "test")
+    expected = member_auc([min_k_score(t) for t in forget.per_token], [min_k_score(t) for t in holdout.per_token])
+    assert values["mia_min_k"] == pytest.approx(expected)
+    assert values["privleak"] == pytest.approx((expected - 0.5) / 0.5 * 100)
+    assert [len(t) for t in forget.per_token] == [len(h) for h in forget.hits]

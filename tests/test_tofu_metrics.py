@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from detox import tofu_metrics as tm
 from detox.tofu_metrics import (
     UTILITY_KEYS, extraction_strength, forget_quality, forget_truth_ratio, kept_truth_ratio, model_utility,
     normalized_probability, probability_with_options, rouge_l_recall, truth_ratios,
@@ -69,3 +70,22 @@ def test_extraction_strength_is_the_share_of_the_answer_reproduced_from_its_end(
 def test_shape_errors_name_the_expected_shape():
     with pytest.raises(ValueError, match=r"must be \(questions, perturbed answers\) for 2 questions"):
         truth_ratios(np.zeros(2), np.zeros(3))
+
+
+def test_min_k_score_is_the_mean_log_probability_of_the_least_likely_tokens():
+    nll = [0.1, 2.0, 0.5, 4.0, 1.0]  # ceil(0.4 * 5) = 2 least likely tokens: NLL 4.0 and 2.0
+    assert tm.min_k_score(nll) == pytest.approx(-3.0)
+    assert tm.min_k_score([0.7]) == pytest.approx(-0.7)  # at least one token
+    assert tm.min_k_score([np.nan, 1.0, 3.0], k=0.5) == pytest.approx(-3.0)  # unscored positions left out
+    with pytest.raises(ValueError, match="no scored token"):
+        tm.min_k_score([np.nan])
+
+
+def test_member_auc_and_privacy_leakage_by_hand():
+    # members -1, -2 against non-members -1.5, -3, -1: -1 beats -1.5 and -3 and ties -1 (2.5 pairs); -2 beats -3
+    # (1 pair); AUC = 3.5 of 6 pairs
+    assert tm.member_auc([-1.0, -2.0], [-1.5, -3.0, -1.0]) == pytest.approx(3.5 / 6)
+    assert tm.member_auc([0.0], [1.0]) == 0.0 and tm.member_auc([1.0], [0.0]) == 1.0
+    assert tm.privleak(0.75, 0.5) == pytest.approx(50.0) and tm.privleak(0.5, 0.5) == 0.0
+    with pytest.raises(ValueError, match="must be positive"):
+        tm.privleak(0.5, 0.0)

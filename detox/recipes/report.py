@@ -28,6 +28,8 @@ RECIPE_ROWS: list[tuple[str, str, str]] = [
     ("forget efficacy", "TOFU forget truth ratio", "forget_Truth_Ratio"),
     ("forget efficacy", "TOFU forget paraphrased answer probability", "forget_Q_A_PARA_Prob"),
     ("forget efficacy", "TOFU extraction strength on the forget answers", "extraction_strength"),
+    ("forget efficacy", "TOFU membership AUC (Min-K%), forget against holdout answers", "mia_min_k"),
+    ("forget efficacy", "TOFU privacy leakage: membership AUC against the retain model's, %", "privleak"),
     ("locality", "TOFU model utility (harmonic mean of the nine retain-side values)", "model_utility"),
     ("locality", "TOFU retain answer probability", "retain_Q_A_Prob"),
     ("locality", "TOFU retain ROUGE-L recall, greedy", "retain_Q_A_ROUGE"),

@@ -9,7 +9,9 @@ authors (`ra`) and world facts (`wf`):
 - `<set>_Truth_Ratio`: forget as mean min(R, 1/R), the others as mean max(0, 1 - R); forget and retain also give the
   paraphrased and perturbed answers' probabilities (`_PARA_Prob`, `_PERT_Prob`);
 - `model_utility` (harmonic mean of the nine retain-side values), `extraction_strength` on the forget answers, and,
-  given the retain model's forget truth ratios, `forget_quality` (KS-test p-value).
+  given the retain model's forget truth ratios, `forget_quality` (KS-test p-value);
+- with a `holdout` set, `mia_min_k` (Min-K% membership AUC, forget against holdout answers) and, given the retain
+  model's, `privleak`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ MAX_NEW_TOKENS = 64
 
 @dataclass
 class AnswerScores:
-    """Mean NLL per token (N,) of each answer, and teacher-forced greedy hits per token (list of (n_i,) bool)."""
+    """Mean NLL per token (N,) of each answer, teacher-forced greedy hits per token (list of (n_i,) bool) and the
+    NLL of each token (list of (n_i,))."""
 
     nll: np.ndarray
     hits: list[np.ndarray]
+    per_token: list[np.ndarray]
 
 
 def score_answers(model, tokenizer, questions: list[str], answers: list[str], template: str,
@@ -50,7 +54,7 @@ def score_answers(model, tokenizer, questions: list[str], answers: list[str], te
     empty = [i for i, t in enumerate(per_token) if not np.isfinite(t).any()]
     if empty:
         raise ValueError(f"{desc}: answer {empty[0] + 1} ({answers[empty[0]]!r}) has no token to score.")
-    return AnswerScores(np.array([np.nanmean(t) for t in per_token]), hits)
+    return AnswerScores(np.array([np.nanmean(t) for t in per_token]), hits, per_token)
 
 
 def _wrong_nll(model, tokenizer, rows: list[dict], template: str, batch_size: int, desc: str) -> np.ndarray:
@@ -89,10 +93,20 @@ def set_values(prefix: str, model, tokenizer, rows: list[dict], template: str, b
     return values, ratios, true
 
 
+def membership_auc(model, tokenizer, forget: AnswerScores, holdout_rows: list[dict], template: str,
+                   batch_size: int) -> float:
+    """Min-K% membership AUC of the forget answers (scored: `forget`) against the holdout answers."""
+    holdout = score_answers(model, tokenizer, [r["question"] for r in holdout_rows], [r["answer"] for r in holdout_rows],
+                            template, batch_size, "TOFU holdout answers")
+    return tm.member_auc([tm.min_k_score(t) for t in forget.per_token], [tm.min_k_score(t) for t in holdout.per_token])
+
+
 def tofu_values(model, tokenizer, sets: dict[str, list[dict]], template: str, batch_size: int,
-                max_new_tokens: int = 64, retain_model_ratios: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """Every TOFU value of `model` on `sets` (SETS' prefixes -> rows), and its per-question forget truth ratios
-    (what forget quality compares with the retain model's)."""
+                max_new_tokens: int = 64, retain_model_ratios: np.ndarray | None = None,
+                retain_model_auc: float | None = None) -> tuple[dict, np.ndarray]:
+    """Every TOFU value of `model` on `sets` (SETS' prefixes -> rows; with a `holdout` set too, the membership AUC
+    `mia_min_k`, and given the retain model's, `privleak`), and its per-question forget truth ratios (what forget
+    quality compares with the retain model's)."""
     missing = [p for p in SETS if p not in sets]
     if missing:
         raise ValueError(f"TOFU evaluation: sets {missing} missing; it needs {list(SETS)}.")
@@ -103,6 +117,10 @@ def tofu_values(model, tokenizer, sets: dict[str, list[dict]], template: str, ba
         if prefix == "forget":
             forget_ratios = ratios
             values["extraction_strength"] = float(np.mean([tm.extraction_strength(h) for h in true.hits]))
+            if sets.get("holdout"):
+                values["mia_min_k"] = membership_auc(model, tokenizer, true, sets["holdout"], template, batch_size)
+                if retain_model_auc is not None:
+                    values["privleak"] = tm.privleak(values["mia_min_k"], retain_model_auc)
     values["model_utility"] = tm.model_utility(values)
     if retain_model_ratios is not None:
         values["forget_quality"] = tm.forget_quality(forget_ratios, retain_model_ratios)
@@ -112,49 +130,53 @@ def tofu_values(model, tokenizer, sets: dict[str, list[dict]], template: str, ba
 def recipe_sets(recipe_dir: Path, manifest: dict, limit: int | None) -> dict[str, list[dict]]:
     """TOFU's evaluation sets for a tofu recipe's split: the split's forget questions with their perturbed answers,
     the retain evaluation questions the target learned (TOFU's 400, less any whose author a smaller tier left out),
-    real authors and world facts; each cut to its first `limit` rows (null: all, as TOFU reports)."""
+    real authors, world facts and the split's holdout pairs (other fictitious authors, for the membership AUC); each
+    cut to its first `limit` rows (null: all, as TOFU reports)."""
     root = manifest["args"].get("tofu_root")
     learned = {r["question"] for r in read_jsonl(recipe_dir / "retain.jsonl")}
     sets = {"forget": read_set(f"{manifest['split']}_perturbed", root),
             "retain": [r for r in read_set("retain_perturbed", root) if r["question"] in learned],
-            "ra": read_set("real_authors_perturbed", root), "wf": read_set("world_facts_perturbed", root)}
+            "ra": read_set("real_authors_perturbed", root), "wf": read_set("world_facts_perturbed", root),
+            "holdout": read_set(f"holdout{manifest['split'].removeprefix('forget')}", root)}
     if not sets["retain"]:
         raise ValueError(f"{recipe_dir}/retain.jsonl holds none of TOFU's retain evaluation questions (its first "
                          f"authors); generate the recipe with --retain_authors 20 or more.")
     return {k: rows[:limit] if limit is not None else rows for k, rows in sets.items()}
 
 
-def retain_model_ratios(recipe_dir: Path, manifest: dict, sets: dict, cfg) -> np.ndarray | None:
-    """The retain model's per-question forget truth ratios, computed once and kept beside it
-    (`tofu_forget_ratios.json`, keyed by the questions and template); None when the recipe has no retain model."""
+def retain_model_reference(recipe_dir: Path, manifest: dict, sets: dict, cfg) -> tuple[np.ndarray | None,
+                                                                                       float | None]:
+    """The retain model's per-question forget truth ratios and membership AUC, computed once and kept beside it
+    (`tofu_reference.json`, keyed by the questions and template); (None, None) when the recipe has no retain model."""
     path = manifest.get("retain_model")
     if not path:
-        return None
-    questions = [r["question"] for r in sets["forget"]]
-    cache = Path(path) / "tofu_forget_ratios.json"
-    key = {"template": manifest["template"], "questions": questions}
+        return None, None
+    cache = Path(path) / "tofu_reference.json"
+    key = {"template": manifest["template"], "questions": [r["question"] for r in sets["forget"]],
+           "holdout": [r["question"] for r in sets["holdout"]]}
     if cache.is_file():
         kept = json.loads(cache.read_text(encoding="utf-8"))
         if kept.get("key") == key:
-            return np.asarray(kept["ratios"], dtype=np.float64)
-    log(f"TOFU: forget truth ratios of the retain model {path}")
+            return np.asarray(kept["ratios"], dtype=np.float64), kept["mia_min_k"]
+    log(f"TOFU: forget truth ratios and membership AUC of the retain model {path}")
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_causal_lm(path, cfg.dtype, device=device, what="retain_model"), load_tokenizer(path)
-    _, ratios, _ = set_values("forget", model, tokenizer, sets["forget"], manifest["template"], cfg.batch_size,
-                              MAX_NEW_TOKENS)
-    cache.write_text(json.dumps({"key": key, "ratios": ratios.tolist()}) + "\n", encoding="utf-8")
-    return ratios
+    _, ratios, true = set_values("forget", model, tokenizer, sets["forget"], manifest["template"], cfg.batch_size,
+                                 MAX_NEW_TOKENS)
+    auc = membership_auc(model, tokenizer, true, sets["holdout"], manifest["template"], cfg.batch_size)
+    cache.write_text(json.dumps({"key": key, "ratios": ratios.tolist(), "mia_min_k": auc}) + "\n", encoding="utf-8")
+    return ratios, auc
 
 
 def tofu_metrics(model, tokenizer, recipe_dir: Path, prompts: list[str], completions: list[list[str]],
                  cfg) -> tuple[dict, list]:
     """The tofu recipe's metrics of one model, under open-unlearning's key names (see the module's docstring), with
-    forget quality against the split's retain model; rows: each forget question's truth ratio."""
+    forget quality and privacy leakage against the split's retain model; rows: each forget question's truth ratio."""
     manifest = read_manifest(recipe_dir)
     sets = recipe_sets(Path(recipe_dir), manifest, cfg.recipe_prompts)
-    reference = retain_model_ratios(Path(recipe_dir), manifest, sets, cfg)
+    ratios_reference, auc_reference = retain_model_reference(Path(recipe_dir), manifest, sets, cfg)
     values, ratios = tofu_values(model, tokenizer, sets, manifest["template"], cfg.batch_size, MAX_NEW_TOKENS,
-                                 reference)
+                                 ratios_reference, auc_reference)
     values |= {f"{prefix}_questions": len(rows) for prefix, rows in sets.items()}
     rows = [{"kind": "forget", "question": r["question"], "truth_ratio": float(t)}
             for r, t in zip(sets["forget"], ratios)]
