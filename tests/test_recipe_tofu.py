@@ -86,8 +86,8 @@ def test_tofu_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
     # TOFU's evaluation of the retain model itself (the PPO run's table is the same code): its forget truth ratios
     # and membership AUC are the reference, so forget quality is 1 and privacy leakage 0
     args = ["--models", f"gold={split / 'retain_model'}", "--run_config",
-            str(config), "--num_prompts", "2", "--samples_per_prompt", "1", "--min_new_tokens", "4",
-            "--max_new_tokens", "6", "--recipe_prompts", "3", "--judges", "offline", "--bootstrap_samples", "50",
+            str(config), "--num_prompts", "1", "--samples_per_prompt", "1", "--min_new_tokens", "4",
+            "--max_new_tokens", "6", "--recipe_prompts", "2", "--judges", "offline", "--bootstrap_samples", "50",
             "--output_dir", str(tmp_path / "eval")]
     evaluate_toxicity.main(args)
     values = json.loads((tmp_path / "eval" / "recipe_metrics.json").read_text())
@@ -95,8 +95,8 @@ def test_tofu_two_step_run_on_smollm2(tmp_path, smollm2_path, one_thread):
     for key in ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio", "model_utility", "extraction_strength",
                 "ra_Q_A_Prob_normalised", "wf_Truth_Ratio"):
         assert 0.0 <= values["gold"][key] <= 1.0, key
-    assert values["gold"]["forget_questions"] == 3 and values["gold"]["retain_questions"] == 3
+    assert values["gold"]["forget_questions"] == 2 and values["gold"]["retain_questions"] == 2
     assert values["gold"]["privleak"] == pytest.approx(0.0) and 0.0 <= values["gold"]["mia_min_k"] <= 1.0
     cache = json.loads((split / "retain_model" / "tofu_reference.json").read_text())
-    assert len(cache["ratios"]) == 3 and cache["mia_min_k"] == values["gold"]["mia_min_k"]
+    assert len(cache["ratios"]) == 2 and cache["mia_min_k"] == values["gold"]["mia_min_k"]
     assert "TOFU model utility" in (tmp_path / "eval" / "recipe.md").read_text()

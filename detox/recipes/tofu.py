@@ -3,8 +3,8 @@
     python -m detox.recipes.tofu --output_dir outputs/tofu                  # CPU tier, forget10 and forget01
     accelerate launch train_ppo.py --config outputs/tofu/forget10/ppo.yaml      # reward-based unlearning
     accelerate launch train_unlearn.py --config outputs/tofu/forget10/unlearn.yaml --method.name npo
-    python evaluate_toxicity.py --models target=outputs/tofu/target ppo=outputs/tofu/ppo_forget10/final \
-        --recipe_dir outputs/tofu/forget10 --output_dir outputs/tofu_eval  # TOFU's metrics, as JSON too
+    python evaluate_toxicity.py --models target=outputs/tofu/target ppo=outputs/tofu/forget10/ppo/final \\
+        --recipe_dir outputs/tofu/forget10 --recipe_prompts null --output_dir outputs/tofu_eval  # TOFU's metrics
 
 TOFU's 200 fictitious authors (20 question/answer pairs each, detox.tofu_data) are learned by a `target/` model
 fine-tuned with TRL's SFTTrainer on the question (in `--template`, the chat template by default, as open-unlearning
