@@ -2,7 +2,8 @@
 
     python -m benchmarks.tofu [--output_dir outputs/tofu] [--splits forget10 forget01] [--seeds 0 1 2] \
         [--methods ppo gradient_difference npo simnpo rmu] [--recipe_args "--tier cpu"] [--recipe_prompts N] \
-        [--relearn_steps 0 5 10 20] [--relearn_seeds 0] [--no_relearn]
+        [--ppo_args "--ppo.ppo_epochs 1"] [--unlearn_args ...] [--relearn_steps 0 5 10 20] [--relearn_seeds 0] \
+        [--no_relearn]
 
 1. The tofu recipe (`python -m detox.recipes.tofu`, with --recipe_args) in output_dir, unless its target exists.
 2. Per split, method and seed, one run after another: PPO from the split's ppo.yaml (`--ppo.seed`), each loss
@@ -46,15 +47,16 @@ PUBLISHED = {
 """(forget quality, model utility) published for orientation: another model, another fine-tuning, other budgets."""
 
 
-def train(method: str, split_dir: Path, seed: int, out: Path) -> float | None:
-    """Train one method's seed into `out` unless its final model exists; its seconds, or None when it was there."""
+def train(method: str, split_dir: Path, seed: int, out: Path, extra: list[str] = ()) -> float | None:
+    """Train one method's seed into `out` unless its final model exists, with `extra` flags of its script; its
+    seconds, or None when it was there."""
     if (out / "final").is_dir():
         return None
     if method in REWARD_METHODS:
-        command = script("train_ppo.py", "--config", split_dir / "ppo.yaml", "--ppo.seed", seed)
+        command = script("train_ppo.py", "--config", split_dir / "ppo.yaml", "--ppo.seed", seed, *extra)
     else:
         command = script("train_unlearn.py", "--config", split_dir / "unlearn.yaml", "--method.name", method,
-                         "--optim.seed", seed)
+                         "--optim.seed", seed, *extra)
     out.mkdir(parents=True, exist_ok=True)
     return run(command + ["--checkpoint.output_dir", str(out), "--logging.report_to", "none"],
                log=out.with_suffix(".log"))
@@ -64,7 +66,8 @@ def evaluate(split_dir: Path, models: dict[str, Path], recipe_prompts: int | Non
     """TOFU's metrics of each model (evaluate_toxicity.py's recipe_metrics.json)."""
     out = split_dir / "eval"
     command = script("evaluate_toxicity.py", "--models", *(f"{name}={path}" for name, path in models.items()),
-                     "--recipe_dir", split_dir, "--recipe_prompts", "null" if recipe_prompts is None else recipe_prompts,
+                     "--run_config", split_dir / "ppo.yaml", "--recipe_dir", split_dir,
+                     "--recipe_prompts", "null" if recipe_prompts is None else recipe_prompts,
                      "--judges", "offline", "--num_prompts", 20, "--samples_per_prompt", 1, "--output_dir", out)
     run(command, log=split_dir / "eval.log")
     return json.loads((out / "recipe_metrics.json").read_text(encoding="utf-8"))
@@ -161,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", nargs="+", default=["ppo", "gradient_difference", "npo", "simnpo", "rmu"],
                         choices=[*REWARD_METHODS, *LOSS_METHODS])
     parser.add_argument("--recipe_args", default="", help="extra flags of python -m detox.recipes.tofu")
+    parser.add_argument("--ppo_args", default="", help="extra flags of every train_ppo.py run")
+    parser.add_argument("--unlearn_args", default="", help="extra flags of every train_unlearn.py run")
     parser.add_argument("--recipe_prompts", type=int, default=None, help="questions per set (default: all)")
     parser.add_argument("--relearn_steps", nargs="+", type=int, default=[0, 5, 10, 20])
     parser.add_argument("--relearn_seeds", nargs="+", type=int, default=[0])
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
         runs = {f"{m}_s{s}": split_dir / "runs" / f"{m}_s{s}" for m in args.methods for s in args.seeds}
         for name, out in runs.items():
             method, seed = name.rsplit("_s", 1)
-            seconds = train(method, split_dir, int(seed), out)
+            extra = shlex.split(args.ppo_args if method in REWARD_METHODS else args.unlearn_args)
+            seconds = train(method, split_dir, int(seed), out, extra)
             if seconds is not None:
                 times[f"{split}/{name}"] = seconds
         models = {"target": root / "target", "retain": split_dir / "retain_model",
