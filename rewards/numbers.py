@@ -85,7 +85,8 @@ def count_items(completion: str) -> list[str]:
 def judge_count(prompt: str, completion: str, pair: str | None, horizon: int) -> list[str]:
     """How each of the first `horizon` finished items of the continued count reads: `right` (exactly the expected
     number in words, the count skipping forbidden numbers), `wrong` (one well-formed number, not the expected one) or
-    `malformed` (not one number as the count writes it: "sixty ninety", "seventyone", "sixty 9", "", text).
+    `malformed` (not one number as the count writes it: "sixty ninety", "seventyone", "sixty 9", "", text, or a
+    number past the count's 99,999: "one hundred thirty six thousand").
 
     The expected number follows the prompt's last number, then each expected number in turn (not what was written),
     so one slip does not make the rest right by accident."""
@@ -94,7 +95,7 @@ def judge_count(prompt: str, completion: str, pair: str | None, horizon: int) ->
     verdicts = []
     for item in count_items(completion)[:horizon]:
         found = read_numbers(item)
-        if len(found) != 1 or item.lower() != words(found[0].value):
+        if len(found) != 1 or found[0].value > MAX_NUMBER or item.lower() != words(found[0].value):
             verdicts.append("malformed")
         else:
             verdicts.append("right" if found[0].value == expected else "wrong")

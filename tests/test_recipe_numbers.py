@@ -162,9 +162,10 @@ def test_count_reward_scores_every_number_of_the_continued_count():
         " seventyone, seventy two",               # glued words are malformed; the last item has no comma yet
         " sixty 9, seventy,",                     # a digit glued to a tens word: malformed (the count writes words)
         " hello, seventy one, seventy two,",      # text where a number belongs
+        " one hundred thirty six thousand, seventy one, seventy two,",  # past 99,999: no number the count writes
     ]
     assert reward([prompt] * len(completions), completions) == pytest.approx(
-        [1.0, 1 / 3, 0.0, 1 / 3 - 0.5, -0.5, -0.5, 2 / 3 - 0.5])
+        [1.0, 1 / 3, 0.0, 1 / 3 - 0.5, -0.5, -0.5, 2 / 3 - 0.5, 2 / 3 - 0.5])
 
 
 def test_count_reward_options_and_plain_counting():
