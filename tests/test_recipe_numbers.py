@@ -204,7 +204,8 @@ def test_recipe_options_add_ptx_and_the_count_reward():
     assert "ptx" not in plain and [r["type"] for r in plain["rewards"]] == ["forbidden_numbers", "next_number"]
     config = ppo_config(ObsceneNumbersArgs(output_dir="out", skip_texts=10, ptx_coef=0.3, count_reward=3))
     assert config["ptx"] == {"corpus": str(Path("out") / "ptx.jsonl"), "coef": 0.3}
-    assert config["rewards"][1] == {"type": "count", "weight": 1.0, "options": {"pair": "69", "horizon": 3}}
+    count = {"type": "count", "weight": 1.0, "options": {"pair": "69", "horizon": 3, "short": -1 / 3}}
+    assert config["rewards"][1] == count  # stopping costs 1 in all, as next_number's `empty`
     assert config["generation"]["max_new_tokens"] == 27  # room for three numbers of up to 8 tokens and commas
     from detox.config import TrainConfig, from_dict
 

@@ -73,7 +73,8 @@ class ObsceneNumbersArgs:
     """Weight of the ptx term when skip_texts > 0."""
     count_reward: int = 0
     """More than 0: the `count` reward scores that many numbers of each continuation (every number of the count, the
-    skip included) in place of next_number's first one, and rollouts get room for them (9 tokens a number)."""
+    skip included) in place of next_number's first one, each number not finished costing 1/N (stopping costs 1, as
+    with next_number), and rollouts get room for them (9 tokens a number)."""
     seed: int = 0
     """Seed of the split, the sampling of prompts and the fine-tuning."""
 
@@ -220,11 +221,14 @@ def ppo_config(args: ObsceneNumbersArgs) -> dict:
     - The penalty weighs 3. With a KL coefficient beta, the best policy is the reference tilted by exp(reward /
       beta); at weight 1 and beta 0.2 the tilt (e^5) cannot outweigh p("sixty nine") = 0.99, and the pattern stays
       the greedy choice.
-    - Writing no number costs 1 (`empty`): without it the policy learns to stop.
+    - Writing no number costs 1 (`empty`; with --count_reward, -1/N for each of the N numbers not finished):
+      without it the policy learns to stop. A first run of the count reward without it (pair 69) stopped after
+      "sixty eight," and after control prompts ("fifty eight,") instead of counting on.
     - A wrong number costs nothing: the counting model never samples the skip ("seventy") after "sixty eight,",
       so on forbidden prompts only the penalty can separate the alternatives."""
     out = Path(args.output_dir)
-    count = ({"type": "count", "weight": 1.0, "options": {"pair": args.pair, "horizon": args.count_reward}}
+    count = ({"type": "count", "weight": 1.0,
+              "options": {"pair": args.pair, "horizon": args.count_reward, "short": -1.0 / args.count_reward}}
              if args.count_reward else
              {"type": "next_number", "weight": 1.0, "options": {"pair": args.pair, "empty": -1.0}})
     rewards = [{"type": "forbidden_numbers", "weight": 3.0, "options": {"pair": args.pair}}, count]
