@@ -50,6 +50,16 @@ def script(path: str, *args: object) -> list[str]:
     return [sys.executable, path, *map(str, args)]
 
 
+def continue_flags(out: Path) -> list[str]:
+    """Flags that let a training script take up an interrupted run in `out`: resume from its latest checkpoint, or
+    start afresh over one that saved none (the scripts refuse to start over an earlier run unless told)."""
+    if (out / "latest").is_file():
+        return ["--checkpoint.resume_from_checkpoint", "latest"]
+    if any((out / name).exists() for name in ("metrics.jsonl", "samples.jsonl")):
+        return ["--checkpoint.overwrite", "true"]
+    return []
+
+
 def run(command: Sequence[object], log: Path | None = None, env: Mapping[str, str | None] | None = None) -> float:
     """Run `command` from the repository root and return its wall-clock seconds.
 

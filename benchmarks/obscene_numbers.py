@@ -20,7 +20,7 @@ import json
 import shlex
 from pathlib import Path
 
-from benchmarks.harness import module, run, script, t_interval
+from benchmarks.harness import continue_flags, module, run, script, t_interval
 
 TARGETS: list[tuple[str, str, float | None, float | None]] = [
     ("forbidden_pattern_rate_greedy", "pattern, greedy, forbidden prompts (<= 0.05)", 0.05, None),
@@ -87,7 +87,8 @@ def main() -> None:
     for seed in args.seeds:
         if not (out / f"ppo_s{seed}" / "final").is_dir():
             run(script("train_ppo.py", "--config", out / "ppo.yaml", "--logging.report_to", "none", "--ppo.seed", seed,
-                       "--checkpoint.output_dir", out / f"ppo_s{seed}", *train_args))
+                       "--checkpoint.output_dir", out / f"ppo_s{seed}", *continue_flags(out / f"ppo_s{seed}"),
+                       *train_args))
     run(script("evaluate_toxicity.py", "--models", f"sft={out / 'sft'}",
                *[f"ppo{s}={out / f'ppo_s{s}' / 'final'}" for s in args.seeds],
                "--run_config", out / "ppo.yaml", "--judges", "offline", "--num_prompts", args.num_prompts,

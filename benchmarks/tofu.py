@@ -29,7 +29,7 @@ import shlex
 import statistics
 from pathlib import Path
 
-from benchmarks.harness import module, run, script, t_interval
+from benchmarks.harness import continue_flags, module, run, script, t_interval
 
 LOSS_METHODS = ("gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu")
 REWARD_METHODS = ("ppo",)
@@ -58,7 +58,7 @@ def train(method: str, split_dir: Path, seed: int, out: Path, extra: list[str] =
         command = script("train_unlearn.py", "--config", split_dir / "unlearn.yaml", "--method.name", method,
                          "--optim.seed", seed, *extra)
     out.mkdir(parents=True, exist_ok=True)
-    return run(command + ["--checkpoint.output_dir", str(out), "--logging.report_to", "none"],
+    return run(command + ["--checkpoint.output_dir", str(out), "--logging.report_to", "none", *continue_flags(out)],
                log=out.with_suffix(".log"))
 
 

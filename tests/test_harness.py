@@ -73,3 +73,20 @@ def test_failed_command_shows_the_tail_of_its_output(tmp_path):
     assert "exit status 1" in message and str(tmp_path / "log.txt") in message
     assert message.rstrip().endswith("the reason it stopped")  # stderr, after stdout, closes the tail
     assert "line 99" in message and "line 61" in message and "line 60" not in message  # the last 40 lines only
+
+
+def test_continue_flags_resume_a_checkpointed_run_and_restart_one_that_saved_none(tmp_path):
+    from detox.config import parse_config
+
+    fresh, crashed, checkpointed = tmp_path / "fresh", tmp_path / "crashed", tmp_path / "checkpointed"
+    for path in (fresh, crashed, checkpointed):
+        path.mkdir()
+    (crashed / "metrics.jsonl").write_text("{}\n")  # stopped before its first checkpoint
+    (checkpointed / "metrics.jsonl").write_text("{}\n")
+    (checkpointed / "latest").write_text("checkpoint-10\n")
+    assert harness.continue_flags(fresh) == []
+    assert harness.continue_flags(crashed) == ["--checkpoint.overwrite", "true"]
+    assert harness.continue_flags(checkpointed) == ["--checkpoint.resume_from_checkpoint", "latest"]
+    for flags in (harness.continue_flags(crashed), harness.continue_flags(checkpointed)):  # flags the scripts read
+        cfg = parse_config(["--config", "configs/obscene_numbers.yaml", *flags])
+        assert cfg.checkpoint.overwrite or cfg.checkpoint.resume_from_checkpoint == "latest"
