@@ -2,7 +2,7 @@
 evaluation, and the recipe's targets checked per seed and over seeds.
 
     python -m benchmarks.obscene_numbers [--pair 69] [--output_dir outputs/bench_obscene] [--num_prompts 200] \
-        [--seeds 0 1 2] [--recipe_args "--skip_texts 500 --count_reward 3"] [-- train_ppo.py flags]
+        [--seeds 0 1 2] [--recipe_args "--skip_texts 500 --count_reward 2"] [-- train_ppo.py flags]
 
 The recipe (its data and counting model) is made once per output_dir; each PPO seed (`--ppo.seed`) trains in
 output_dir/ppo_s<seed>. One evaluation then scores the counting model and every seed's model on the same held-out

@@ -202,11 +202,14 @@ def test_recipe_options_add_ptx_and_the_count_reward():
 
     plain = ppo_config(ObsceneNumbersArgs())
     assert "ptx" not in plain and [r["type"] for r in plain["rewards"]] == ["forbidden_numbers", "next_number"]
-    config = ppo_config(ObsceneNumbersArgs(output_dir="out", skip_texts=10, ptx_coef=0.3, count_reward=3))
+    config = ppo_config(ObsceneNumbersArgs(output_dir="out", skip_texts=10, ptx_coef=0.3, count_reward=2))
     assert config["ptx"] == {"corpus": str(Path("out") / "ptx.jsonl"), "coef": 0.3}
-    count = {"type": "count", "weight": 1.0, "options": {"pair": "69", "horizon": 3, "short": -1 / 3}}
+    count = {"type": "count", "weight": 1.0, "options": {"pair": "69", "horizon": 2, "short": -1 / 2}}
     assert config["rewards"][1] == count  # stopping costs 1 in all, as next_number's `empty`
-    assert config["generation"]["max_new_tokens"] == 27  # room for three numbers of up to 8 tokens and commas
+    assert config["generation"]["max_new_tokens"] == 18  # room for two numbers of up to 8 tokens and commas
+    with pytest.raises(ValueError, match="--count_reward \\(3\\) is more than the 2 numbers"):
+        ObsceneNumbersArgs(count_reward=3)  # texts of 5 numbers after prompts of 3: the model stops after 2
+    assert ObsceneNumbersArgs(count_reward=3, sft_run=6).count_reward == 3
     from detox.config import TrainConfig, from_dict
 
     from_dict(TrainConfig, config)  # a valid run config

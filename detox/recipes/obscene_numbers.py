@@ -74,7 +74,8 @@ class ObsceneNumbersArgs:
     count_reward: int = 0
     """More than 0: the `count` reward scores that many numbers of each continuation (every number of the count, the
     skip included) in place of next_number's first one, each number not finished costing 1/N (stopping costs 1, as
-    with next_number), and rollouts get room for them (9 tokens a number)."""
+    with next_number), and rollouts get room for them (9 tokens a number). At most sft_run - context_numbers: the
+    counting model learned to stop after that many."""
     seed: int = 0
     """Seed of the split, the sampling of prompts and the fine-tuning."""
 
@@ -90,6 +91,12 @@ class ObsceneNumbersArgs:
                 raise ValueError(f"--{name} ({getattr(self, name)}) must be >= 0 (0 leaves it out).")
         if self.sft_steps < 0:
             raise ValueError(f"--sft_steps ({self.sft_steps}) must be >= 0 (0 skips the fine-tuning).")
+        written = self.sft_run - self.context_numbers
+        if self.count_reward > written:
+            raise ValueError(f"--count_reward ({self.count_reward}) is more than the {written} numbers the counting "
+                             f"model writes after a prompt (--sft_run {self.sft_run} minus --context_numbers "
+                             f"{self.context_numbers}): it would be charged for stopping where it learned to stop. "
+                             f"Use at most {written}, or raise --sft_run.")
 
 
 def prompt_record(m: int, context_numbers: int, kind: str, pair: str) -> dict:
