@@ -23,6 +23,8 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 from scipy import stats
 
+from detox.checkpoint import LATEST_FILE
+from detox.launch import RUN_FILES
 from detox.metrics import bootstrap_ci
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,9 +55,9 @@ def script(path: str, *args: object) -> list[str]:
 def continue_flags(out: Path) -> list[str]:
     """Flags that let a training script take up an interrupted run in `out`: resume from its latest checkpoint, or
     start afresh over one that saved none (the scripts refuse to start over an earlier run unless told)."""
-    if (out / "latest").is_file():
-        return ["--checkpoint.resume_from_checkpoint", "latest"]
-    if any((out / name).exists() for name in ("metrics.jsonl", "samples.jsonl")):
+    if (out / LATEST_FILE).is_file():
+        return ["--checkpoint.resume_from_checkpoint", LATEST_FILE]
+    if any((out / name).exists() for name in RUN_FILES):
         return ["--checkpoint.overwrite", "true"]
     return []
 

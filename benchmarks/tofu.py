@@ -27,6 +27,7 @@ import argparse
 import json
 import shlex
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.harness import continue_flags, module, run, script, t_interval
@@ -47,7 +48,7 @@ PUBLISHED = {
 """(forget quality, model utility) published for orientation: another model, another fine-tuning, other budgets."""
 
 
-def train(method: str, split_dir: Path, seed: int, out: Path, extra: list[str] = ()) -> float | None:
+def train(method: str, split_dir: Path, seed: int, out: Path, extra: Sequence[str] = ()) -> float | None:
     """Train one method's seed into `out` unless its final model exists, with `extra` flags of its script; its
     seconds, or None when it was there."""
     if (out / "final").is_dir():
