@@ -71,8 +71,9 @@ def reward_data_sources(component: dict) -> set[str]:
 
 def run_data_sources(run_config: dict | None) -> set[str]:
     """Every data source a run learned from: its rewards' and its loss-based training sets' (data.forget and
-    data.retain of train_unlearn.py's config)."""
+    data.retain of train_unlearn.py's config; ptx.corpus and forget_loss.corpus of train_ppo.py's)."""
     config = run_config or {}
     sources = set().union(*(reward_data_sources(c) for c in config.get("rewards") or []))
-    data = config.get("data") or {}
-    return sources | {_CONTINUATIONS.get(data[key], data[key]) for key in ("forget", "retain") if data.get(key)}
+    corpora = [(config.get("data") or {}).get(key) for key in ("forget", "retain")]
+    corpora += [(config.get(section) or {}).get("corpus") for section in ("ptx", "forget_loss")]
+    return sources | {_CONTINUATIONS.get(c, c) for c in corpora if c}

@@ -100,6 +100,12 @@ def test_independence_is_decided_by_shared_data_sources(tiny):
                                   "retain": "builtin:rtp_clean_continuations"}, "method": {"name": "npo"}})
     assert {n for n, r in unlearn.items() if r != "independent"} == {"minilm_rtp", "judge_rtp"}
     assert relations({"data": {"forget": "my_corpus.txt"}, "method": {}}) == relations(None)
+    # a PPO run learns from its loss terms' corpora too, not only from its rewards
+    phrases = {"rewards": [{"type": "phrase", "options": {"phrases": ["darn"]}}]}
+    assert set(relations(phrases).values()) == {"independent"}
+    for section in ("ptx", "forget_loss"):
+        with_term = relations(phrases | {section: {"corpus": "builtin:rtp_clean_continuations"}})
+        assert {n for n, r in with_term.items() if r != "independent"} == {"minilm_rtp", "judge_rtp"}
     assert set(relations(None).values()) == {"independent"}
 
 
