@@ -5,8 +5,9 @@ judge, each judge marked reward, sibling or independent of the model it scores.
         [--method_seeds ppo=0,1] [--num_prompts 100] [--samples_per_prompt 3]
 
 Methods (presets, each trained as shipped but for its seed):
-  gd   configs/detox_gradient_difference.yaml with train_unlearn.py (`--optim.seed`)
-  ppo  configs/offline_default.yaml with train_ppo.py, the main job (`--ppo.seed`)
+  gd        configs/detox_gradient_difference.yaml with train_unlearn.py (`--optim.seed`)
+  ppo       configs/offline_default.yaml with train_ppo.py, the main job (`--ppo.seed`)
+  combined  configs/detox_combined.yaml with train_ppo.py: PPO plus gradient ascent and ptx on gradient difference's rows
 
 Each seed trains in output_dir/<method>_s<seed>, one run after another; a seed whose final model exists is not trained
 again (`--method_seeds` gives a method other seeds than `--seeds`). Then evaluate_toxicity.py scores the base model
@@ -37,6 +38,7 @@ from detox.validity import load_ranking
 METHODS = {
     "gd": ("train_unlearn.py", "configs/detox_gradient_difference.yaml", "--optim.seed"),
     "ppo": ("train_ppo.py", "configs/offline_default.yaml", "--ppo.seed"),
+    "combined": ("train_ppo.py", "configs/detox_combined.yaml", "--ppo.seed"),
 }
 PROMPT_SETS = {
     "rtp": ["--prompt_split", "heldout"],
@@ -140,25 +142,25 @@ def print_set(prompt_set: str, judged: list[dict], locality: list[dict]) -> None
 
 
 def print_verdicts(summary: dict, methods: list[str]) -> None:
-    """Per toxic prompt set and judge independent of every method: the less toxic method and whether the intervals
-    overlap."""
-    if len(methods) != 2:
-        return
-    print(f"\n## {methods[0]} against {methods[1]} under the judges independent of both")
-    for prompt_set in ("rtp", "toxigen"):
-        if prompt_set not in summary:
-            continue
-        by_judge: dict[str, dict[str, dict]] = {}
-        for r in summary[prompt_set]["judges"]:
-            by_judge.setdefault(r["judge"], {})[r["method"]] = r
-        for judge, pair in by_judge.items():
-            if any(r["relation"] != "independent" for r in pair.values()):
-                continue
-            a, b = (pair[m] for m in methods)
-            better = a if a["change"] < b["change"] else b
-            overlap = a["low"] <= b["high"] and b["low"] <= a["high"]
-            print(f"{prompt_set}, {judge}: {better['method']} less toxic ({a['method']} {a['change']:+.1%}, "
-                  f"{b['method']} {b['change']:+.1%}); intervals {'overlap' if overlap else 'do not overlap'}")
+    """Per pair of methods, toxic prompt set and judge independent of both: the less toxic method and whether the
+    two methods' seed intervals overlap."""
+    for i, first in enumerate(methods):
+        for second in methods[i + 1:]:
+            print(f"\n## {first} against {second} under the judges independent of both")
+            for prompt_set in ("rtp", "toxigen"):
+                if prompt_set not in summary:
+                    continue
+                by_judge: dict[str, dict[str, dict]] = {}
+                for r in summary[prompt_set]["judges"]:
+                    by_judge.setdefault(r["judge"], {})[r["method"]] = r
+                for judge, pair in by_judge.items():
+                    if any(pair[m]["relation"] != "independent" for m in (first, second)):
+                        continue
+                    a, b = pair[first], pair[second]
+                    better = a if a["change"] < b["change"] else b
+                    overlap = a["low"] <= b["high"] and b["low"] <= a["high"]
+                    print(f"{prompt_set}, {judge}: {better['method']} less toxic ({a['method']} {a['change']:+.1%}, "
+                          f"{b['method']} {b['change']:+.1%}); intervals {'overlap' if overlap else 'do not overlap'}")
 
 
 def main() -> None:
