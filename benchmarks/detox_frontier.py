@@ -2,7 +2,7 @@
 (the mean over its seeds) with its seeds behind it, on one picture.
 
     python -m benchmarks.detox_frontier outputs/rejudge/eval_rtp/results.json [more results.json ...] \
-        [--judge judge_combined] [--output docs/detox_frontier.png]
+        [--judge judge_combined] [--output docs/detox_frontier.png] [--label gd="gradient difference" ...]
 
 Reads evaluate_toxicity.py's results.json files (benchmarks/rejudge.py writes one per prompt set; several files of
 the same prompt set, base model and settings can be given, e.g. a sweep evaluated apart). A model named <setting><n>
@@ -68,7 +68,8 @@ def report(by_setting: dict[str, list[dict]], judge: str) -> None:
               f"{perplexity} | {worst[1]:+.3f} / {worst[2]:+.3f} | {kept} |")
 
 
-def plot(by_setting: dict[str, list[dict]], judge: str, title: str, path: Path) -> None:
+def plot(by_setting: dict[str, list[dict]], judge: str, title: str, path: Path,
+         labels: dict[str, str] | None = None) -> None:
     fig = Figure(figsize=(7.0, 5.0), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -78,7 +79,7 @@ def plot(by_setting: dict[str, list[dict]], judge: str, title: str, path: Path) 
         xs, ys = [s["perplexity"] * 100 for s in seeds], [s["toxicity"] * 100 for s in seeds]
         ax.scatter(xs, ys, color=f"C{i % 10}", alpha=0.35, s=18)
         ax.scatter([statistics.fmean(xs)], [statistics.fmean(ys)], color=f"C{i % 10}", s=70, marker="D",
-                   label=f"{name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+                   label=f"{(labels or {}).get(name, name)} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
     ax.axhline(0, color="grey", lw=0.6)
     ax.axvline(0, color="grey", lw=0.6)
     ax.set_xlabel("generation perplexity change under the base, % (locality)")
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge", default="judge_combined")
     parser.add_argument("--title", default="detox methods and settings: toxicity against locality")
     parser.add_argument("--output", type=Path, default=Path("outputs/detox_frontier.png"))
+    parser.add_argument("--label", nargs="*", default=[], metavar="SETTING=TEXT",
+                        help="what the picture's legend calls a setting, e.g. gd='gradient difference'")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.results if not p.is_file()]
     if missing:
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     by_setting = settings([json.loads(p.read_text()) for p in args.results], args.judge)
     report(by_setting, args.judge)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    plot(by_setting, args.judge, args.title, args.output)
+    labels = dict(spec.split("=", 1) for spec in args.label)
+    plot(by_setting, args.judge, args.title, args.output, labels)
     print(f"\nwritten: {args.output}")
 
 

@@ -33,7 +33,7 @@ def test_models_group_by_setting_with_changes_against_the_base():
 def test_the_picture_and_table_are_written_and_a_missing_judge_is_named(tmp_path, capsys):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_results()))
-    main([str(path), "--output", str(tmp_path / "frontier.png")])
+    main([str(path), "--output", str(tmp_path / "frontier.png"), "--label", "gd=gradient difference"])
     out = capsys.readouterr().out
     assert "| gd | 2 | -62.5% | -50.0%, -75.0% | +1.0%, -2.0% |" in out and "| mix | 2 |" in out
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
