@@ -3,24 +3,11 @@ mini-batch's loss (detox/trainer.py), against the two terms computed here from t
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
-from training_runs import one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
+from training_runs import block_logprobs, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
 
 PTX_COEF, FORGET_COEF, BETA = 0.7, 0.4, 0.1
-
-
-def _sequence_logprobs(lm, ids, mask, labels, adapters_off=False):
-    """Per block: the summed log-probability of its learned tokens, and their count."""
-    context = lm.disable_adapter() if adapters_off else contextlib.nullcontext()
-    with torch.no_grad(), context:
-        logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = labels[:, 1:]
-    counted = target != -100
-    token_lp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * counted
-    return token_lp.sum(-1), counted.sum(-1)
 
 
 def test_the_mini_batch_loss_is_ppo_plus_ptx_plus_npo_computed_by_hand(tmp_path, tiny_lm_path, verse, one_thread):
@@ -45,11 +32,10 @@ def test_the_mini_batch_loss_is_ppo_plus_ptx_plus_npo_computed_by_hand(tmp_path,
     def by_hand(batch, position):
         """Each mini-batch of the second step: the two terms from the logits, before the update changes them."""
         ids, mask, labels = trainer.retain_lm.batch(position, 0, 1, "cpu")
-        kept_lp, kept_count = _sequence_logprobs(lm, ids, mask, labels)
-        ptx = -kept_lp.sum() / kept_count.sum()
+        _, ptx = block_logprobs(lm, ids, mask, labels)
         ids, mask, labels = trainer.forget_lm.batch(trainer.forget_lm.draw(position, 0, 1), "cpu")
-        policy_lp, _ = _sequence_logprobs(lm, ids, mask, labels)
-        reference_lp, _ = _sequence_logprobs(lm, ids, mask, labels, adapters_off=True)
+        policy_lp, _ = block_logprobs(lm, ids, mask, labels)
+        reference_lp, _ = block_logprobs(lm, ids, mask, labels, adapters_off=True)
         npo = (2 / BETA) * torch.nn.functional.softplus(BETA * (policy_lp - reference_lp)).mean()
         loss, stats = computed(batch, position)
         checked.append((loss.item(), stats, ptx.item(), npo.item()))

@@ -3,29 +3,16 @@ corpus, against PPO's reference."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
-from training_runs import metrics_by_step, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
+from training_runs import block_logprobs, metrics_by_step, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
 
 
 def _flags(corpus, method="npo", coef="0.5"):
     return ["--forget_loss.corpus", str(corpus), "--forget_loss.method", method, "--forget_loss.coef", coef,
             "--forget_loss.batch_size", "2", "--forget_loss.max_length", "32"]
-
-
-def _direct(lm, ids, mask, labels, adapters_off=False):
-    """Sequence log-probabilities and mean token NLL of blocks, computed here with the language model called
-    directly (with LoRA's adapters switched off for the reference)."""
-    context = lm.disable_adapter() if adapters_off else contextlib.nullcontext()
-    with torch.no_grad(), context:
-        logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = labels[:, 1:]
-    counted = target != -100
-    token_lp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * counted
-    return token_lp.sum(-1), -token_lp.sum() / counted.sum()
 
 
 def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, tiny_lm_path, verse,
@@ -47,8 +34,8 @@ def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, 
     lm = trainer.models.policy.lm
     index = forget_lm.draw(5, 0, 1)
     ids, mask, labels = forget_lm.batch(index, "cpu")
-    policy_lp, policy_nll = _direct(lm, ids, mask, labels)
-    reference_lp, _ = _direct(lm, ids, mask, labels, adapters_off=True)
+    policy_lp, policy_nll = block_logprobs(lm, ids, mask, labels)
+    reference_lp, _ = block_logprobs(lm, ids, mask, labels, adapters_off=True)
     assert (policy_lp - reference_lp).abs().max() > 1e-4  # the update moved the blocks' likelihood
 
     with torch.no_grad():
@@ -69,7 +56,7 @@ def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse,
                                     *_flags(verse, method="gradient_ascent")))
     forget_lm = run.trainer.forget_lm
     ids, mask, labels = forget_lm.batch(forget_lm.draw(2, 0, 1), "cpu")
-    _, nll = _direct(run.trainer.models.policy.lm, ids, mask, labels)
+    _, nll = block_logprobs(run.trainer.models.policy.lm, ids, mask, labels)
     with torch.no_grad():
         got, stats = forget_lm.loss(run.trainer.model, run.trainer.models.reference_lm(), 2, 0, 1, "cpu")
     assert got.item() == pytest.approx(-nll.item(), rel=1e-5) and "forget/log_ratio" not in stats

@@ -141,3 +141,19 @@ def tmp_checkpoint_dirs(output_dir: Path) -> list[str]:
     if not output_dir.is_dir():
         return []
     return sorted(p.name for p in output_dir.iterdir() if p.name.startswith((".tmp-", ".latest.tmp-")))
+
+
+def block_logprobs(lm, ids, mask, labels, adapters_off=False):
+    """Per block, the summed log-probability of its learned tokens, and the mean token NLL over all the blocks,
+    computed with the language model called directly (with LoRA's adapters switched off for the reference)."""
+    import contextlib
+
+    import torch
+
+    context = lm.disable_adapter() if adapters_off else contextlib.nullcontext()
+    with torch.no_grad(), context:
+        logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    target = labels[:, 1:]
+    counted = target != -100
+    token_lp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * counted
+    return token_lp.sum(-1), -token_lp.sum() / counted.sum()
