@@ -102,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(p) for p in args.results if not p.is_file()]
     if missing:
         parser.error(f"no results file at {', '.join(missing)}; evaluate_toxicity.py writes <output_dir>/results.json")
+    if any("=" not in spec for spec in args.label):
+        parser.error(f"--label {' '.join(args.label)}: give SETTING=TEXT, e.g. gd='gradient difference'")
+    labels = dict(spec.split("=", 1) for spec in args.label)
     by_setting = settings([json.loads(p.read_text()) for p in args.results], args.judge)
     report(by_setting, args.judge)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    labels = dict(spec.split("=", 1) for spec in args.label)
     plot(by_setting, args.judge, args.title, args.output, labels)
     print(f"\nwritten: {args.output}")
 

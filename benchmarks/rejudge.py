@@ -144,19 +144,18 @@ def print_set(prompt_set: str, judged: list[dict], locality: list[dict]) -> None
 def print_verdicts(summary: dict, methods: list[str]) -> None:
     """Per pair of methods, toxic prompt set and judge independent of both: the less toxic method and whether the
     two methods' seed intervals overlap."""
+    by_set: dict[str, dict[str, dict[str, dict]]] = {}  # prompt set -> judge -> method -> row
+    for prompt_set in ("rtp", "toxigen"):
+        for r in summary.get(prompt_set, {}).get("judges", []):
+            by_set.setdefault(prompt_set, {}).setdefault(r["judge"], {})[r["method"]] = r
     for i, first in enumerate(methods):
         for second in methods[i + 1:]:
             print(f"\n## {first} against {second} under the judges independent of both")
-            for prompt_set in ("rtp", "toxigen"):
-                if prompt_set not in summary:
-                    continue
-                by_judge: dict[str, dict[str, dict]] = {}
-                for r in summary[prompt_set]["judges"]:
-                    by_judge.setdefault(r["judge"], {})[r["method"]] = r
-                for judge, pair in by_judge.items():
-                    if any(pair[m]["relation"] != "independent" for m in (first, second)):
+            for prompt_set, by_judge in by_set.items():
+                for judge, rows in by_judge.items():
+                    a, b = rows[first], rows[second]
+                    if a["relation"] != "independent" or b["relation"] != "independent":
                         continue
-                    a, b = pair[first], pair[second]
                     better = a if a["change"] < b["change"] else b
                     overlap = a["low"] <= b["high"] and b["low"] <= a["high"]
                     print(f"{prompt_set}, {judge}: {better['method']} less toxic ({a['method']} {a['change']:+.1%}, "
