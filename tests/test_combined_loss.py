@@ -3,9 +3,11 @@ mini-batch's loss (detox/trainer.py), against the two terms computed here from t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from training_runs import block_logprobs, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
+from training_runs import block_logprobs, metrics_by_step, one_thread, tiny_argv, write_config  # noqa: F401 (fixture)
 
 PTX_COEF, FORGET_COEF, BETA = 0.7, 0.4, 0.1
 
@@ -57,10 +59,7 @@ def test_two_steps_of_the_combined_preset_on_smollm2(tmp_path, one_thread):
     """The real path: configs/detox_combined.yaml on SmolLM2 with its shipped prompts, reward and labelled
     continuations, shrunk for speed: each step's loss holds both terms at weight 1, gradient ascent's being minus
     the toxic continuations' token NLL."""
-    from pathlib import Path
-
     from detox.jobs import train_ppo
-    from training_runs import metrics_by_step
 
     preset = Path(__file__).resolve().parents[1] / "configs" / "detox_combined.yaml"
     train_ppo.main(["--config", str(preset), "--ppo.steps", "2", "--ppo.batch_size", "4", "--ppo.mini_batch_size", "2",
