@@ -268,16 +268,25 @@ class ForgetLossConfig(BlockSettings):
     method: str = "npo"
     """`npo`: (2/β) · mean softplus(β · (log π(y) − log π_ref(y))) over the drawn blocks, π_ref being PPO's
     reference (the starting model; with LoRA, the policy with its adapters off); bounded below, its push fades as a
-    block's likelihood falls. `gradient_ascent`: −NLL, unbounded (it tends to collapse the model)."""
+    block's likelihood falls. `gradient_ascent`: −NLL, unbounded (it tends to collapse the model) unless `max_nll` caps it."""
     coef: float = 1.0
     """Weight of the term beside the PPO loss."""
     beta: float = 0.1
     """NPO's β (the method's inverse temperature); unused by gradient_ascent."""
+    max_nll: float | None = None
+    """gradient_ascent only: a forget block whose mean token NLL under the policy passes this many nats is no longer
+    pushed, so the term stops once the forget text is unlikely instead of running on into collapse. Null: unbounded
+    ascent."""
     batch_size: int = 8
     """Blocks of the corpus per PPO mini-batch (drawn by step, so a resumed run sees the same blocks)."""
 
     def __post_init__(self):
         self.check_blocks("forget_loss")
+        if self.max_nll is not None and self.method != "gradient_ascent":
+            raise ValueError(f"forget_loss.max_nll bounds gradient ascent; method {self.method!r} has no use for it "
+                             "(NPO's push already fades): drop max_nll or set method: gradient_ascent.")
+        if self.max_nll is not None and self.max_nll <= 0:
+            raise ValueError(f"forget_loss.max_nll ({self.max_nll}) must be a positive token NLL in nats, or null.")
         if self.method not in FORGET_LOSSES:
             raise ValueError(f"forget_loss.method ({self.method!r}) must be one of {list(FORGET_LOSSES)}.")
         if self.coef < 0:

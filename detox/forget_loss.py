@@ -48,6 +48,8 @@ class ForgetLM:
         logits, shifted = losses.shift_for_next_token(logits, labels)
         with torch.no_grad():
             stats = {"forget/nll": losses.nll(logits, shifted).item()}
+        if self.cfg.method == "gradient_ascent" and self.cfg.max_nll is not None:
+            return losses.bounded_ascent_loss(logits, shifted, self.cfg.max_nll), stats
         if self.cfg.method == "gradient_ascent":
             return losses.gradient_ascent_loss(logits, shifted), stats
         policy_lp = losses.sequence_logprob(logits, shifted)

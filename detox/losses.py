@@ -63,6 +63,28 @@ def gradient_ascent_loss(forget_logits: torch.Tensor, forget_labels: torch.Tenso
     return -nll(forget_logits, forget_labels)
 
 
+def bounded_ascent_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor, max_nll: float) -> torch.Tensor:
+    """Gradient ascent that stops pushing a sequence once its mean token NLL passes `max_nll`: −mean over sequences
+    of min(NLL_b, max_nll), NLL_b being sequence b's mean NLL per counted token.
+
+    Plain ascent keeps pushing text that is already unlikely, and its late steps are where it collapses the model.
+    Here a sequence past the bound adds a constant and no gradient, so the term stops once each forget text is as
+    unlikely as the bound asks. Below the bound a sequence is pushed as ascent pushes it, every token at once: a bound
+    per token instead would leave the rare tokens alone and spend the whole push on the frequent ones (function words,
+    punctuation), which garbles the model's text. Bounded below by −max_nll. Sequences with no counted token are left
+    out.
+    """
+    if max_nll <= 0:
+        raise ValueError(f"bounded ascent's max_nll ({max_nll}) must be positive: it is a mean token NLL in nats.")
+    logprobs, mask = token_logprobs(forget_logits, forget_labels)
+    counts = mask.sum(dim=-1)
+    kept = counts > 0
+    if not bool(kept.any()):
+        raise ValueError("bounded ascent over no token: every label is IGNORE; the batch has nothing to forget.")
+    sequence_nll = -logprobs.sum(dim=-1)[kept] / counts[kept]
+    return -torch.clamp(sequence_nll, max=max_nll).mean()
+
+
 def gradient_difference_loss(
     forget_logits: torch.Tensor,
     forget_labels: torch.Tensor,

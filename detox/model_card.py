@@ -219,8 +219,10 @@ def _forget_loss_lines(term: dict) -> list[str]:
         return []
     loss = (f"NPO's loss (Zhang et al., 2024; β = {term['beta']}, against the reference)" if term["method"] == "npo"
             else "the negated language-modelling loss (gradient ascent)")
+    bound = ("" if term.get("max_nll") is None
+             else f" A block whose mean token NLL passes {term['max_nll']} nats is no longer pushed.")
     return [f"- Forget term: each mini-batch's loss adds {term['coef']} × {loss} on {term['batch_size']} blocks of at "
-            f"most {term['max_length']} tokens of `{term['corpus']}`, the text to forget."]
+            f"most {term['max_length']} tokens of `{term['corpus']}`, the text to forget.{bound}"]
 
 
 def _unlearning_section(config: dict) -> str:

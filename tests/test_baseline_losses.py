@@ -10,6 +10,7 @@ import torch
 from detox.losses import (
     IGNORE,
     alternative_label_loss,
+    bounded_ascent_loss,
     gradient_ascent_loss,
     gradient_difference_loss,
     nll,
@@ -74,6 +75,29 @@ def test_gradient_ascent_pushes_the_forget_token_down():
     # The loss is -NLL = log p_0 with p = (1/2, 1/2): d/dz_0 = 1 - p_0 = 1/2 and d/dz_1 = -p_1 = -1/2,
     # so a descent step lowers the forget token's logit and raises the other one.
     assert logits.grad[0, 0].tolist() == pytest.approx([0.5, -0.5])
+
+
+def test_bounded_ascent_caps_each_sequences_mean_nll_and_stops_its_gradient_past_the_bound():
+    logits = two_token_batch()
+    forget = torch.tensor([[1, 0]])  # token NLLs ln 2 and ln 4/3: the sequence's mean NLL is 0.490
+    # a bound above it is plain ascent; a bound below it is the bound itself
+    assert bounded_ascent_loss(logits, forget, 5.0).item() == pytest.approx(gradient_ascent_loss(logits, forget).item())
+    assert bounded_ascent_loss(logits, forget, 0.3).item() == pytest.approx(-0.3)
+
+    three = torch.zeros(3, 2, 2, requires_grad=True)
+    three.data[1] = torch.tensor([[-3.0, 3.0], [-3.0, 3.0]])  # token 0 has NLL ln(1 + e^6) = 6.0025 at both places
+    labels = torch.tensor([[0, 0], [0, 0], [IGNORE, IGNORE]])  # the third sequence counts no token: left out
+    loss = bounded_ascent_loss(three, labels, 2.0)
+    assert loss.item() == pytest.approx(-(LOG2 + 2.0) / 2)  # mean over the two counted sequences of min(NLL, 2)
+    loss.backward()
+    # sequence 0 (NLL ln 2 < 2) is pushed as ascent pushes it: d log p_0 / dz = (1/2, -1/2) per token, halved by the
+    # mean over its 2 tokens and again by the mean over the 2 sequences; sequence 1 is past the bound: no gradient
+    assert three.grad[0].flatten().tolist() == pytest.approx([0.125, -0.125, 0.125, -0.125])
+    assert three.grad[1].abs().sum().item() == 0.0 and three.grad[2].abs().sum().item() == 0.0
+    with pytest.raises(ValueError, match="max_nll"):
+        bounded_ascent_loss(logits, forget, 0.0)
+    with pytest.raises(ValueError, match="no token"):
+        bounded_ascent_loss(logits, torch.full((1, 2), IGNORE), 1.0)
 
 
 def test_npo_by_hand():

@@ -62,6 +62,35 @@ def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse,
     assert got.item() == pytest.approx(-nll.item(), rel=1e-5) and "forget/log_ratio" not in stats
 
 
+def test_bounded_ascent_caps_each_forget_blocks_mean_nll(tmp_path, tiny_lm_path, verse, one_thread):
+    from detox.jobs import train_ppo
+
+    config = write_config(tmp_path)
+    run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
+                                    *_flags(verse, method="gradient_ascent"), "--forget_loss.batch_size", "8"))
+    forget_lm = run.trainer.forget_lm
+    ids, mask, labels = forget_lm.batch(forget_lm.draw(2, 0, 1), "cpu")
+    with torch.no_grad():
+        logits = run.trainer.models.policy.lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none",
+                                                      ignore_index=-100)
+    counted = labels[:, 1:] != -100
+    block_nll = token_nll.sum(dim=1) / counted.sum(dim=1)
+    bound = block_nll.median().item()  # the random model's blocks sit near ln V; the bound bites on half of them
+    forget_lm.cfg.max_nll = bound
+    with torch.no_grad():
+        got, stats = forget_lm.loss(run.trainer.model, run.trainer.models.reference_lm(), 2, 0, 1, "cpu")
+    assert got.item() == pytest.approx(-block_nll.clamp(max=bound).mean().item(), rel=1e-5)
+    assert got.item() > -block_nll.mean().item()  # capped: less than plain ascent's push
+    assert stats["forget/nll"] == pytest.approx(token_nll[counted].mean().item(), rel=1e-5)  # the uncapped NLL
+
+    from detox.model_card import write_model_card
+
+    config = run.config | {"forget_loss": run.config["forget_loss"] | {"max_nll": 5.0}}
+    card = write_model_card(tmp_path, config).read_text()
+    assert "A block whose mean token NLL passes 5.0 nats is no longer pushed." in card
+
+
 def test_a_step_with_the_forget_term_adds_coef_times_it_and_resumes_exactly(tmp_path, tiny_lm_path, verse,
                                                                             one_thread):
     from detox.jobs import train_ppo
@@ -102,6 +131,11 @@ def test_forget_loss_input_errors_name_the_field(tmp_path, tiny_lm_path, one_thr
     for flag, value in (("method", "whp"), ("coef", "-1"), ("beta", "0"), ("batch_size", "0")):
         with pytest.raises(ValueError, match=rf"forget_loss\.{flag}"):
             parse_config(["--forget_loss.corpus", "x", f"--forget_loss.{flag}", value])
+    with pytest.raises(ValueError, match=r"forget_loss\.max_nll .*gradient_ascent"):
+        parse_config(["--forget_loss.corpus", "x", "--forget_loss.max_nll", "5"])  # the method defaults to NPO
+    with pytest.raises(ValueError, match=r"forget_loss\.max_nll \(-1.0\)"):
+        parse_config(["--forget_loss.corpus", "x", "--forget_loss.method", "gradient_ascent",
+                      "--forget_loss.max_nll", "-1"])
     with pytest.raises(ValueError, match=r"forget_loss\.corpus .*train_ppo\.py"):
         parse_config(["--forget_loss.corpus", "forget.txt"], GroupRunConfig)
 
