@@ -8,6 +8,7 @@ Methods (presets, each trained as shipped but for its seed):
   gd        configs/detox_gradient_difference.yaml with train_unlearn.py (`--optim.seed`)
   ppo       configs/offline_default.yaml with train_ppo.py, the main job (`--ppo.seed`)
   combined  configs/detox_combined.yaml with train_ppo.py: PPO plus gradient ascent and ptx on gradient difference's rows
+  gd_ppo    configs/detox_gd_then_ppo.yaml with train_ppo.py, started from gd's model of the same seed (trained first)
 
 Each seed trains in output_dir/<method>_s<seed>, one run after another; a seed whose final model exists is not trained
 again (`--method_seeds` gives a method other seeds than `--seeds`). Then evaluate_toxicity.py scores the base model
@@ -39,7 +40,10 @@ METHODS = {
     "gd": ("train_unlearn.py", "configs/detox_gradient_difference.yaml", "--optim.seed"),
     "ppo": ("train_ppo.py", "configs/offline_default.yaml", "--ppo.seed"),
     "combined": ("train_ppo.py", "configs/detox_combined.yaml", "--ppo.seed"),
+    "gd_ppo": ("train_ppo.py", "configs/detox_gd_then_ppo.yaml", "--ppo.seed"),
 }
+STARTS = {"gd_ppo": "gd"}
+"""Methods that start from another method's model of the same seed (its final/, trained first when missing)."""
 PROMPT_SETS = {
     "rtp": ["--prompt_split", "heldout"],
     "toxigen": ["--prompts", "builtin:toxigen_implicit", "--prompt_split", "all"],
@@ -55,8 +59,12 @@ def train(out: Path, method: str, seed: int) -> None:
     if (target / "final").is_dir():
         print(f"{target}/final exists: not trained again")
         return
+    start = []
+    if method in STARTS:
+        train(out, STARTS[method], seed)
+        start = ["--model.name_or_path", out / f"{STARTS[method]}_s{seed}" / "final"]
     entry, config, seed_flag = METHODS[method]
-    seconds = run(script(entry, "--config", config, seed_flag, seed, "--checkpoint.output_dir", target,
+    seconds = run(script(entry, "--config", config, seed_flag, seed, "--checkpoint.output_dir", target, *start,
                          "--logging.report_to", "none"), log=out / f"{method}_s{seed}.log")
     print(f"{method} seed {seed}: trained in {seconds:.0f} s")
 

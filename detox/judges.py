@@ -130,11 +130,29 @@ def reward_sources(run_config: dict | None) -> set[str]:
 
 
 def relation(judge: Judge, run_config: dict | None) -> str:
-    """`reward`, `sibling` or `independent`: how `judge` relates to the rewards of the run described by the config."""
-    rewards = reward_sources(run_config)
+    """`reward`, `sibling` or `independent`: how `judge` relates to the rewards and data of the run described by the
+    config, and of every run it started from (a model.name_or_path that is an earlier run's saved model)."""
+    chain = run_chain(run_config)
+    rewards = set().union(*(reward_sources(config) for config in chain))
     if judge.source in rewards or _same_directory(judge.source, rewards):
         return "reward"
-    return "sibling" if judge_sources(judge.source) & run_data_sources(run_config) else "independent"
+    data = set().union(*(run_data_sources(config) for config in chain))
+    return "sibling" if judge_sources(judge.source) & data else "independent"
+
+
+def run_chain(config: dict | None) -> list[dict | None]:
+    """The run's config, then the config of the run whose saved model it started from, and so on back to a model
+    detox did not train."""
+    chain, seen = [config], set()
+    while config is not None:
+        start = (config.get("model") or {}).get("name_or_path")
+        if not start or not Path(start).expanduser().is_dir() or Path(start).expanduser().resolve() in seen:
+            break
+        seen.add(Path(start).expanduser().resolve())
+        config = run_config(start)
+        if config is not None:
+            chain.append(config)
+    return chain
 
 
 def _same_directory(source: str, rewards: set[str]) -> bool:

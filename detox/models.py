@@ -46,14 +46,27 @@ def load_causal_lm(
 
     An adapter directory is loaded onto its base (from adapter_config.json) and merged, so callers see one model.
     """
-    base = _base_of_adapter(name_or_path)
-    path = resolve_model_path(base or name_or_path, what)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
-    if base is not None:
-        model = PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
+    model = load_weights(name_or_path, dtype, trust_remote_code, what=what)
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def load_weights(name_or_path: str, dtype: str, trust_remote_code: bool, revision: str | None = None,
+                 what: str = "model.name_or_path") -> nn.Module:
+    """The causal LM `name_or_path` names, as one model. A LoRA adapter directory is loaded onto its base and merged;
+    that base may itself be an adapter directory (a run started from another run's adapter), loaded the same way.
+    `revision` applies to a Hub id given directly."""
+    base = _base_of_adapter(name_or_path)
+    if base is None:
+        path = resolve_model_path(name_or_path, what)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                                                    revision=revision)
+    if Path(base).expanduser().resolve() == Path(name_or_path).expanduser().resolve():
+        raise ValueError(f"{what}: the adapter in '{name_or_path}' names itself as its base; set "
+                         "base_model_name_or_path in its adapter_config.json to the model it was trained on.")
+    model = load_weights(base, dtype, trust_remote_code, what=what)
+    return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
 
 
 def _base_of_adapter(name_or_path: str) -> str | None:
@@ -227,12 +240,8 @@ class Models:
 def build_models(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> Models:
     """Load the policy, attach LoRA and the value head, and build the reference model."""
     path = resolve_model_path(model_cfg.name_or_path, "model.name_or_path")
-    lm = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=DTYPES[model_cfg.dtype],
-        trust_remote_code=model_cfg.trust_remote_code,
-        revision=model_cfg.revision,
-    )
+    # a LoRA adapter directory (an earlier run's final/) starts this run from its merged weights
+    lm = load_weights(path, model_cfg.dtype, model_cfg.trust_remote_code, model_cfg.revision)
     return assemble_models(lm, path, model_cfg, lora_cfg)
 
 

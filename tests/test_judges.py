@@ -162,6 +162,25 @@ def test_relation_to_a_runs_rewards():
     assert relation(judges["offline"], None) == "independent"  # the base model has no rewards
 
 
+def test_relation_follows_the_run_a_model_started_from(tmp_path):
+    import yaml
+
+    judges = {name: Judge(name, name) for name in ("offline", "minilm_davidson", "roberta")}
+    # a profanity-rewarded run, then a run started from its saved model with a RoBERTa reward
+    first = tmp_path / "first" / "final"
+    first.mkdir(parents=True)
+    (first / "detox_config.yaml").write_text(yaml.safe_dump(
+        {"model": {"name_or_path": "smollm2-135m-instruct"}, "rewards": [{"type": "offline_toxicity"}]}))
+    second = {"model": {"name_or_path": str(first)}, "rewards": [{"type": "toxicity", "options": {}}]}
+    assert {n: relation(j, second) for n, j in judges.items()} == {
+        "offline": "reward", "minilm_davidson": "sibling", "roberta": "reward"}
+    alone = {"model": {"name_or_path": "smollm2-135m-instruct"}, "rewards": second["rewards"]}
+    assert relation(judges["offline"], alone) == "independent"
+    # a saved model that names itself as its start ends the chain instead of looping
+    (first / "detox_config.yaml").write_text(yaml.safe_dump({"model": {"name_or_path": str(first)}, "rewards": []}))
+    assert relation(judges["offline"], second) == "independent"
+
+
 def test_summary_names_the_independent_judge_first():
     row = {"model": "detox"}
     for judge, mean, delta in (("own", 0.1, -0.3), ("free", 0.2, -0.1)):

@@ -3,6 +3,8 @@ trains six models for about two hours and belongs to benchmarks/, not here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.rejudge import JUDGES, judge_rows, locality_rows, print_verdicts
@@ -68,3 +70,24 @@ def test_methods_may_have_different_seeds():
     # -50% and -40%: mean -45%, sd 7.07 points, t(0.975, 1) = 12.706: half width 63.5 points
     assert [s["seed"] for s in ppo["seeds"]] == [0, 1]
     assert (ppo["change"], ppo["low"], ppo["high"]) == pytest.approx((-0.45, -1.085, 0.185), abs=1e-3)
+
+
+def test_a_chained_method_trains_its_start_of_the_same_seed_first(tmp_path, monkeypatch):
+    from benchmarks import rejudge
+
+    commands = []
+
+    def fake_run(command, log):  # records the command and leaves the final model a real run would leave
+        commands.append([str(c) for c in command])
+        target = Path(command[command.index("--checkpoint.output_dir") + 1])
+        (target / "final").mkdir(parents=True)
+        return 1.0
+
+    monkeypatch.setattr(rejudge, "run", fake_run)
+    rejudge.train(tmp_path, "gd_ppo", 2)
+    (gd, chained) = commands
+    assert gd[1:3] == ["train_unlearn.py", "--config"] and gd[gd.index("--optim.seed") + 1] == "2"
+    assert chained[1] == "train_ppo.py" and "configs/detox_gd_then_ppo.yaml" in chained
+    assert chained[chained.index("--model.name_or_path") + 1] == str(tmp_path / "gd_s2" / "final")
+    rejudge.train(tmp_path, "gd_ppo", 2)  # both exist now: nothing is trained again
+    assert len(commands) == 2

@@ -217,3 +217,43 @@ def test_a_lone_cpu_process_takes_every_core_from_accelerates_one_thread(monkeyp
     monkeypatch.setenv("DETOX_CPU_THREADS", "two")
     with pytest.raises(ValueError, match="DETOX_CPU_THREADS"):
         launch.use_every_core_when_alone()
+
+
+def test_a_run_starts_from_an_earlier_runs_adapter(tiny_lm_path, tmp_path):
+    """`model.name_or_path` may be another run's final/ (a LoRA adapter): the new run starts from its merged weights,
+    which are also its reference, and its own adapter loads back onto that chain."""
+    from training_runs import tiny_argv, write_config
+
+    from detox.models import load_causal_lm
+
+    config = write_config(tmp_path)
+    first = tmp_path / "first"
+    train_ppo.main(tiny_argv(tiny_lm_path, first, config, "--ppo.steps", "1"))
+    assert (first / "final" / "adapter_config.json").is_file()
+    ids = torch.tensor([[5, 17, 42, 7, 99]])
+    with torch.no_grad():
+        base = load_causal_lm(tiny_lm_path)(ids).logits
+        after_first = load_causal_lm(str(first / "final"))(ids).logits
+    assert (after_first - base).abs().max() > 1e-4  # the first run moved the weights
+
+    second = tmp_path / "second"
+    run = train_ppo.build(tiny_argv(str(first / "final"), second, config, "--ppo.steps", "1"))
+    with torch.no_grad():
+        reference = run.trainer.models.reference_lm()(input_ids=ids).logits
+    assert torch.allclose(reference, after_first, atol=1e-5)  # the reference is the first run's model
+    train_ppo.run(run)
+    with torch.no_grad():
+        after_second = load_causal_lm(str(second / "final"))(ids).logits
+    assert (after_second - after_first).abs().max() > 1e-4
+
+    import shutil
+
+    import yaml
+
+    loop = tmp_path / "loop"
+    shutil.copytree(first / "final", loop)
+    saved = yaml.safe_load((loop / "detox_config.yaml").read_text())
+    saved["model"]["name_or_path"] = str(loop)
+    (loop / "detox_config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ValueError, match="names itself as its base"):
+        load_causal_lm(str(loop))
