@@ -2,7 +2,8 @@
 (the mean over its seeds) with its seeds behind it, on one picture.
 
     python -m benchmarks.detox_frontier outputs/rejudge/eval_rtp/results.json [more results.json ...] \
-        [--judge judge_combined] [--output docs/detox_frontier.png] [--label gd="gradient difference" ...]
+        [--judge judge_combined] [--output docs/detox_frontier.png] [--label gd="gradient difference" ...] \
+        [--leave_out SETTING ...]
 
 Reads evaluate_toxicity.py's results.json files (benchmarks/rejudge.py writes one per prompt set; several files of
 the same prompt set, base model and settings can be given, e.g. a sweep evaluated apart). A model named <setting><n>
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("outputs/detox_frontier.png"))
     parser.add_argument("--label", nargs="*", default=[], metavar="SETTING=TEXT",
                         help="what the picture's legend calls a setting, e.g. gd='gradient difference'")
+    parser.add_argument("--leave_out", nargs="*", default=[], metavar="SETTING",
+                        help="settings printed in the table but not drawn (e.g. one far off the axis's scale)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.results if not p.is_file()]
     if missing:
@@ -108,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     by_setting = settings([json.loads(p.read_text()) for p in args.results], args.judge)
     report(by_setting, args.judge)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    plot(by_setting, args.judge, args.title, args.output, labels)
+    unknown = sorted(set(args.leave_out) - set(by_setting))
+    if unknown:
+        parser.error(f"--leave_out {' '.join(unknown)}: no such setting; the settings are {', '.join(by_setting)}")
+    drawn = {name: seeds for name, seeds in by_setting.items() if name not in args.leave_out}
+    plot(drawn, args.judge, args.title, args.output, labels)
     print(f"\nwritten: {args.output}")
 
 

@@ -39,3 +39,17 @@ def test_the_picture_and_table_are_written_and_a_missing_judge_is_named(tmp_path
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="--judge judge_toxigen"):
         main([str(path), "--judge", "judge_toxigen", "--output", str(tmp_path / "x.png")])
+
+
+def test_a_left_out_setting_stays_in_the_table_and_an_unknown_one_is_named(tmp_path, capsys, monkeypatch):
+    from benchmarks import detox_frontier
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    drawn = {}
+    monkeypatch.setattr(detox_frontier, "plot", lambda by_setting, *rest: drawn.update(by_setting))
+    main([str(path), "--output", str(tmp_path / "f.png"), "--leave_out", "mix"])
+    assert "| mix | 2 |" in capsys.readouterr().out and sorted(drawn) == ["gd"]
+    with pytest.raises(SystemExit):
+        main([str(path), "--output", str(tmp_path / "f.png"), "--leave_out", "nope"])
+    assert "--leave_out nope: no such setting; the settings are gd, mix" in capsys.readouterr().err
