@@ -53,7 +53,7 @@ def load_causal_lm(
 
 
 def load_weights(name_or_path: str, dtype: str, trust_remote_code: bool, revision: str | None = None,
-                 what: str = "model.name_or_path") -> nn.Module:
+                 what: str = "model.name_or_path", _chain: tuple[Path, ...] = ()) -> nn.Module:
     """The causal LM `name_or_path` names, as one model. A LoRA adapter directory is loaded onto its base and merged;
     that base may itself be an adapter directory (a run started from another run's adapter), loaded the same way.
     `revision` applies to a Hub id given directly."""
@@ -62,10 +62,12 @@ def load_weights(name_or_path: str, dtype: str, trust_remote_code: bool, revisio
         path = resolve_model_path(name_or_path, what)
         return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                                                     revision=revision)
-    if Path(base).expanduser().resolve() == Path(name_or_path).expanduser().resolve():
-        raise ValueError(f"{what}: the adapter in '{name_or_path}' names itself as its base; set "
-                         "base_model_name_or_path in its adapter_config.json to the model it was trained on.")
-    model = load_weights(base, dtype, trust_remote_code, what=what)
+    here = Path(name_or_path).expanduser().resolve()
+    if Path(base).expanduser().resolve() in (*_chain, here):
+        raise ValueError(f"{what}: the adapter in '{name_or_path}' names itself (or an adapter built on it) as its "
+                         "base; point model.name_or_path in its detox_config.yaml, or base_model_name_or_path in its "
+                         "adapter_config.json, at the model it was trained on.")
+    model = load_weights(base, dtype, trust_remote_code, what=what, _chain=(*_chain, here))
     return PeftModel.from_pretrained(model, name_or_path).merge_and_unload()
 
 

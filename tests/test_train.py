@@ -255,5 +255,14 @@ def test_a_run_starts_from_an_earlier_runs_adapter(tiny_lm_path, tmp_path):
     saved = yaml.safe_load((loop / "detox_config.yaml").read_text())
     saved["model"]["name_or_path"] = str(loop)
     (loop / "detox_config.yaml").write_text(yaml.safe_dump(saved))
-    with pytest.raises(ValueError, match="names itself as its base"):
+    with pytest.raises(ValueError, match="names itself"):
+        load_causal_lm(str(loop))
+    # two adapters that name each other are caught the same way
+    other = tmp_path / "other"
+    shutil.copytree(first / "final", other)
+    saved["model"]["name_or_path"] = str(other)
+    (loop / "detox_config.yaml").write_text(yaml.safe_dump(saved))
+    saved["model"]["name_or_path"] = str(loop)
+    (other / "detox_config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ValueError, match="names itself \\(or an adapter built on it\\)"):
         load_causal_lm(str(loop))
