@@ -270,7 +270,8 @@ class ForgetLossConfig(BlockSettings):
     method: str = "npo"
     """`npo`: (2/β) · mean softplus(β · (log π(y) − log π_ref(y))) over the drawn blocks, π_ref being PPO's
     reference (the starting model; with LoRA, the policy with its adapters off); bounded below, its push fades as a
-    block's likelihood falls. `gradient_ascent`: −NLL, unbounded (it tends to collapse the model) unless `max_nll` caps it."""
+    block's likelihood falls. `gradient_ascent`: −NLL, unbounded (it tends to collapse the model) unless `max_nll`
+    caps it."""
     coef: float = 1.0
     """Weight of the term beside the PPO loss."""
     beta: float = 0.1

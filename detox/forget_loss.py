@@ -48,10 +48,10 @@ class ForgetLM:
         logits, shifted = losses.shift_for_next_token(logits, labels)
         with torch.no_grad():
             stats = {"forget/nll": losses.nll(logits, shifted).item()}
-        if self.cfg.method == "gradient_ascent" and self.cfg.max_nll is not None:
-            return losses.bounded_ascent_loss(logits, shifted, self.cfg.max_nll), stats
         if self.cfg.method == "gradient_ascent":
-            return losses.gradient_ascent_loss(logits, shifted), stats
+            if self.cfg.max_nll is None:
+                return losses.gradient_ascent_loss(logits, shifted), stats
+            return losses.bounded_ascent_loss(logits, shifted, self.cfg.max_nll), stats
         policy_lp = losses.sequence_logprob(logits, shifted)
         reference_lp = self.reference_logprob(reference, index, device)
         stats["forget/log_ratio"] = (policy_lp.detach() - reference_lp).mean().item()

@@ -146,10 +146,11 @@ def run_chain(config: dict | None) -> list[dict | None]:
     chain, seen = [config], set()
     while config is not None:
         start = (config.get("model") or {}).get("name_or_path")
-        if not start or not Path(start).expanduser().is_dir() or Path(start).expanduser().resolve() in seen:
+        where = Path(start).expanduser().resolve() if start else None
+        if where is None or not where.is_dir() or where in seen:
             break
-        seen.add(Path(start).expanduser().resolve())
-        config = run_config(start)
+        seen.add(where)
+        config = run_config(str(where))
         if config is not None:
             chain.append(config)
     return chain

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from detox import launch
@@ -245,10 +247,6 @@ def test_a_run_starts_from_an_earlier_runs_adapter(tiny_lm_path, tmp_path):
     with torch.no_grad():
         after_second = load_causal_lm(str(second / "final"))(ids).logits
     assert (after_second - after_first).abs().max() > 1e-4
-
-    import shutil
-
-    import yaml
 
     loop = tmp_path / "loop"
     shutil.copytree(first / "final", loop)
