@@ -50,34 +50,37 @@ def test_the_npo_term_is_npo_against_the_policy_with_its_adapters_off(tmp_path, 
     assert set(index) <= set(forget_lm._reference_logprob)
 
 
-def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse, one_thread):
+def _ascent_term(tmp_path, tiny_lm_path, verse, *extra):
+    """A built (untrained) run with the gradient-ascent term, the labels of its second mini-batch's blocks, their
+    per-block log-probabilities and mean token NLL computed directly, and a function giving the term's value."""
     from detox.jobs import train_ppo
 
     config = write_config(tmp_path)
     run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
-                                    *_flags(verse, method="gradient_ascent")))
+                                    *_flags(verse, method="gradient_ascent"), *extra))
     forget_lm = run.trainer.forget_lm
     ids, mask, labels = forget_lm.batch(forget_lm.draw(2, 0, 1), "cpu")
-    _, nll = block_logprobs(run.trainer.models.policy.lm, ids, mask, labels)
-    with torch.no_grad():
-        got, stats = forget_lm.loss(run.trainer.model, run.trainer.models.reference_lm(), 2, 0, 1, "cpu")
+    block_lp, nll = block_logprobs(run.trainer.models.policy.lm, ids, mask, labels)
+
+    def term():
+        with torch.no_grad():
+            return forget_lm.loss(run.trainer.model, run.trainer.models.reference_lm(), 2, 0, 1, "cpu")
+
+    return run, labels, block_lp, nll, term
+
+
+def test_gradient_ascent_is_the_negated_token_nll(tmp_path, tiny_lm_path, verse, one_thread):
+    _, _, _, nll, term = _ascent_term(tmp_path, tiny_lm_path, verse)
+    got, stats = term()
     assert got.item() == pytest.approx(-nll.item(), rel=1e-5) and "forget/log_ratio" not in stats
 
 
 def test_bounded_ascent_caps_each_forget_blocks_mean_nll(tmp_path, tiny_lm_path, verse, one_thread):
-    from detox.jobs import train_ppo
-
-    config = write_config(tmp_path)
-    run = train_ppo.build(tiny_argv(tiny_lm_path, tmp_path / "run", config, "--ppo.steps", "1",
-                                    *_flags(verse, method="gradient_ascent"), "--forget_loss.batch_size", "8"))
-    forget_lm = run.trainer.forget_lm
-    ids, mask, labels = forget_lm.batch(forget_lm.draw(2, 0, 1), "cpu")
-    block_lp, nll = block_logprobs(run.trainer.models.policy.lm, ids, mask, labels)
+    run, labels, block_lp, nll, term = _ascent_term(tmp_path, tiny_lm_path, verse, "--forget_loss.batch_size", "8")
     block_nll = -block_lp / (labels[:, 1:] != -100).sum(dim=1)
     bound = block_nll.median().item()  # the random model's blocks sit near ln V; the bound bites on half of them
-    forget_lm.cfg.max_nll = bound
-    with torch.no_grad():
-        got, stats = forget_lm.loss(run.trainer.model, run.trainer.models.reference_lm(), 2, 0, 1, "cpu")
+    run.trainer.forget_lm.cfg.max_nll = bound
+    got, stats = term()
     assert got.item() == pytest.approx(-block_nll.clamp(max=bound).mean().item(), rel=1e-5)
     assert got.item() > -block_nll.mean().item()  # capped: less than plain ascent's push
     assert stats["forget/nll"] == pytest.approx(nll.item(), rel=1e-5)  # the uncapped NLL
